@@ -1,0 +1,41 @@
+# qdisk: make install | make test | make demo
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+APT_PACKAGES := qemu-utils qemu-system-x86 qemu-system-common fio
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: install test demo typecheck bench clean
+
+install: $(VENV)/.installed
+	@missing=""; for p in $(APT_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
+	fi
+
+# Re-run pip only when the project's metadata changes.
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+typecheck: install
+	$(BIN)/mypy
+
+test: install typecheck
+	$(BIN)/pytest
+
+demo: install
+	$(BIN)/qdisk demo
+
+# Benchmarks are kept out of `make test`.
+bench: install
+	$(BIN)/python benchmarks/image_info.py
+
+clean:
+	rm -rf $(VENV) build src/*.egg-info .pytest_cache .mypy_cache .hypothesis

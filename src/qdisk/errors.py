@@ -1,0 +1,53 @@
+"""The exception hierarchy: one root, and precise subclasses that carry context.
+
+Every module raises a subclass of :class:`QdiskError`. The CLI turns them into
+messages and exit codes in one place (``qdisk.cli.main``): an
+:class:`InvalidInputError` (the user's input is wrong, or the request is refused)
+exits 2, every other :class:`QdiskError` exits 1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+class QdiskError(Exception):
+    """Root of every error qdisk raises. ``str(error)`` is a complete user message."""
+
+
+class InvalidInputError(QdiskError):
+    """The user's input is invalid, or the request is refused (exit code 2)."""
+
+
+class ToolError(QdiskError):
+    """An external program (qemu-img, QEMU, fio) failed or could not be run."""
+
+    def __init__(self, tool: str, message: str, *, returncode: int | None = None,
+                 stderr: str = "") -> None:
+        super().__init__(f"{tool}: {message}")
+        self.tool = tool
+        self.returncode = returncode
+        self.stderr = stderr
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One problem of a drive string: the property it concerns (None: the whole string)."""
+
+    property: str | None
+    message: str
+
+
+class DriveError(InvalidInputError):
+    """A drive string (``scsi0: ...``) is invalid; carries every problem found, not just the first."""
+
+    def __init__(self, key: str, problems: Sequence[Problem]) -> None:
+        self.key = key
+        self.problems = tuple(problems)
+        super().__init__("\n".join(self.lines()))
+
+    def lines(self) -> list[str]:
+        """One line per problem, each naming the drive and the property: ``scsi0.size: ...``."""
+        return [f"{self.key}.{p.property}: {p.message}" if p.property else f"{self.key}: {p.message}"
+                for p in self.problems]

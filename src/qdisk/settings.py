@@ -1,0 +1,58 @@
+"""The frozen configuration passed down from the CLI instead of globals.
+
+Tool paths are overridable from the environment (as ovirt-imageio does), so a
+test or a user can point qdisk at another QEMU build without touching code.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping
+
+# Environment variable -> default program name.
+_TOOL_ENV = {
+    "qemu_img": ("QDISK_QEMU_IMG", "qemu-img"),
+    "qemu_io": ("QDISK_QEMU_IO", "qemu-io"),
+    "qemu_storage_daemon": ("QDISK_QEMU_STORAGE_DAEMON", "qemu-storage-daemon"),
+    "qemu_system": ("QDISK_QEMU_SYSTEM", "qemu-system-x86_64"),
+    "fio": ("QDISK_FIO", "fio"),
+}
+
+
+@dataclass(frozen=True)
+class Tools:
+    """Paths (or names looked up on PATH) of the external programs qdisk runs."""
+
+    qemu_img: str = "qemu-img"
+    qemu_io: str = "qemu-io"
+    qemu_storage_daemon: str = "qemu-storage-daemon"
+    qemu_system: str = "qemu-system-x86_64"
+    fio: str = "fio"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Tools:
+        env = os.environ if environ is None else environ
+        return cls(**{name: env.get(var, default) for name, (var, default) in _TOOL_ENV.items()})
+
+
+def default_home(environ: Mapping[str, str] | None = None) -> Path:
+    """``QDISK_HOME``, else the XDG data directory (``~/.local/share/qdisk``)."""
+    env = os.environ if environ is None else environ
+    if env.get("QDISK_HOME"):
+        return Path(env["QDISK_HOME"])
+    data_home = env.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(data_home) / "qdisk"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a command needs to know about its environment."""
+
+    home: Path = field(default_factory=default_home)
+    tools: Tools = field(default_factory=Tools.from_env)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        return cls(home=default_home(environ), tools=Tools.from_env(environ))

@@ -1,0 +1,56 @@
+"""Running the external programs (qemu-img, qemu-io, QEMU, fio).
+
+One small wrapper: every failure becomes a :class:`~qdisk.errors.ToolError`
+that names the program and carries QEMU's own message, never a traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import re
+import subprocess
+from collections.abc import Sequence
+
+from qdisk.errors import ToolError
+
+log = logging.getLogger(__name__)
+
+
+def run(argv: Sequence[str], *, timeout: float | None = 120,
+        check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run ``argv`` and return its result; raise ToolError if it cannot run or fails."""
+    tool = argv[0]
+    log.debug("running %s", " ".join(argv))
+    try:
+        result = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout,
+                                stdin=subprocess.DEVNULL)
+    except FileNotFoundError:
+        raise ToolError(tool, "program not found (install it, or set its QDISK_* path)") from None
+    except PermissionError:
+        raise ToolError(tool, "program is not executable") from None
+    except subprocess.TimeoutExpired:
+        raise ToolError(tool, f"did not finish within {timeout:g} s") from None
+    if check and result.returncode != 0:
+        raise ToolError(tool, last_message(result.stderr) or f"exited with code {result.returncode}",
+                        returncode=result.returncode, stderr=result.stderr)
+    return result
+
+
+def last_message(stderr: str) -> str:
+    """QEMU's error is its last non-empty stderr line, minus the ``prog: `` prefix."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    if not lines:
+        return ""
+    return re.sub(r"^[\w./-]*qemu[\w-]*: ", "", lines[-1])
+
+
+@functools.cache
+def qemu_version(program: str) -> tuple[int, int, int]:
+    """The version of a QEMU program (``qemu-system-x86_64 --version``), as (major, minor, micro)."""
+    out = run([program, "--version"], timeout=30).stdout
+    match = re.search(r"version (\d+)\.(\d+)(?:\.(\d+))?", out)
+    if not match:
+        raise ToolError(program, f"cannot read a version from {out.strip()!r}")
+    major, minor, micro = match.groups()
+    return int(major), int(minor), int(micro or 0)

@@ -1,0 +1,66 @@
+"""Fixtures shared by every test area.
+
+Each area (tests/<area>/) keeps its own fixtures in its own conftest.py.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from qdisk.cli import main
+
+
+@dataclass(frozen=True)
+class CliResult:
+    exit_code: int
+    stdout: str
+    stderr: str
+
+
+RunQdisk = Callable[..., CliResult]
+
+
+@pytest.fixture
+def run_qdisk(capsys: pytest.CaptureFixture[str]) -> RunQdisk:
+    """Run ``qdisk ARGS...`` in-process through ``main`` (the one place that picks exit codes)."""
+
+    def run(*args: str) -> CliResult:
+        capsys.readouterr()
+        code = main(list(args))
+        out, err = capsys.readouterr()
+        return CliResult(code, out, err)
+
+    return run
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """An empty QDISK_HOME for the test."""
+    path = tmp_path / "qdisk-home"
+    path.mkdir()
+    monkeypatch.setenv("QDISK_HOME", str(path))
+    yield path
+
+
+def qemu_img(*args: str) -> str:
+    """Run the real qemu-img; fail the test with its stderr if it fails."""
+    result = subprocess.run(["qemu-img", *args], capture_output=True, text=True)
+    assert result.returncode == 0, f"qemu-img {' '.join(args)}: {result.stderr}"
+    return result.stdout
+
+
+@pytest.fixture
+def make_qcow2(tmp_path: Path) -> Callable[..., Path]:
+    """Create a real qcow2 image: ``make_qcow2("a.qcow2", "1G", "-o", "cluster_size=4096")``."""
+
+    def make(name: str, size: str, *options: str) -> Path:
+        path = tmp_path / name
+        qemu_img("create", "-f", "qcow2", *options, str(path), size)
+        return path
+
+    return make
