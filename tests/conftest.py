@@ -25,6 +25,17 @@ class CliResult:
 RunQdisk = Callable[..., CliResult]
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--regen-golden", action="store_true", default=False,
+                     help="rewrite golden files from the program's output (review the diff!)")
+
+
+@pytest.fixture
+def regen_golden(request: pytest.FixtureRequest) -> bool:
+    """True when the run was asked to rewrite golden files on purpose."""
+    return bool(request.config.getoption("--regen-golden"))
+
+
 @pytest.fixture
 def run_qdisk(capsys: pytest.CaptureFixture[str]) -> RunQdisk:
     """Run ``qdisk ARGS...`` in-process through ``main`` (the one place that picks exit codes)."""
