@@ -1,0 +1,74 @@
+"""QMP through the official ``qemu.qmp`` library, behind a small synchronous facade.
+
+qdisk's commands are short-lived and synchronous, so each connection runs its own
+event loop; callers see plain method calls and :class:`QmpError` subclasses that
+carry QEMU's own message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Coroutine
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Mapping, TypeVar
+
+from qemu.qmp import ExecuteError, QMPClient, QMPError
+
+from qdisk.errors import QdiskError
+
+T = TypeVar("T")
+
+
+class QmpError(QdiskError):
+    """QEMU's monitor could not be reached or answered with an error."""
+
+
+class QmpCommandError(QmpError):
+    """QEMU refused a command; ``desc`` is QEMU's message."""
+
+    def __init__(self, command: str, desc: str) -> None:
+        super().__init__(f"QEMU refused {command}: {desc}")
+        self.command = command
+        self.desc = desc
+
+
+class QmpConnection:
+    """``with QmpConnection(socket) as qmp: qmp.execute("query-status")``."""
+
+    def __init__(self, socket_path: Path, *, timeout: float = 10.0) -> None:
+        self.socket_path = socket_path
+        self.timeout = timeout
+        self._loop = asyncio.new_event_loop()
+        self._client = QMPClient(f"qdisk:{socket_path.name}")
+
+    def _run(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        return self._loop.run_until_complete(asyncio.wait_for(coroutine, self.timeout))
+
+    def __enter__(self) -> QmpConnection:
+        try:
+            self._run(self._client.connect(str(self.socket_path)))
+        except (OSError, QMPError, asyncio.TimeoutError) as error:
+            self._loop.close()
+            raise QmpError(f"cannot connect to QEMU's monitor at {self.socket_path}: "
+                           f"{error or type(error).__name__}") from None
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        try:
+            self._run(self._client.disconnect())
+        except (OSError, QMPError, asyncio.TimeoutError):
+            pass  # QEMU may already be gone (after "quit"): nothing left to close.
+        finally:
+            self._loop.close()
+
+    def execute(self, command: str, arguments: Mapping[str, object] | None = None) -> Any:
+        """Run one QMP command and return its ``return`` value."""
+        try:
+            return self._run(self._client.execute(command, arguments))
+        except ExecuteError as error:
+            raise QmpCommandError(command, str(error)) from None
+        except (OSError, QMPError, asyncio.TimeoutError) as error:
+            raise QmpError(f"QEMU's monitor at {self.socket_path} failed during {command}: "
+                           f"{error or type(error).__name__}") from None

@@ -1,0 +1,48 @@
+"""The QMP facade against a real QEMU."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from qdisk.qemu.qmp import QmpCommandError, QmpConnection, QmpError
+
+
+@pytest.fixture
+def paused_qemu(tmp_path: Path) -> Iterator[Path]:
+    socket = tmp_path / "qmp.sock"
+    process = subprocess.Popen(
+        ["qemu-system-x86_64", "-machine", "none", "-nodefaults", "-display", "none", "-S",
+         "-qmp", f"unix:{socket},server=on,wait=off"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        for _ in range(200):
+            if socket.exists():
+                break
+            time.sleep(0.02)
+        yield socket
+    finally:
+        process.kill()
+        process.wait()
+
+
+def test_execute_returns_qemus_answer(paused_qemu: Path) -> None:
+    with QmpConnection(paused_qemu) as qmp:
+        assert qmp.execute("query-status")["status"] == "prelaunch"
+
+
+def test_refused_command_carries_qemus_message(paused_qemu: Path) -> None:
+    with QmpConnection(paused_qemu) as qmp, pytest.raises(QmpCommandError) as refused:
+        qmp.execute("blockdev-del", {"node-name": "nonexistent"})
+    assert "nonexistent" in refused.value.desc
+    assert str(refused.value).startswith("QEMU refused blockdev-del: ")
+
+
+def test_missing_socket_is_a_clean_error(tmp_path: Path) -> None:
+    with pytest.raises(QmpError, match="cannot connect to QEMU's monitor at .*missing.sock"):
+        with QmpConnection(tmp_path / "missing.sock", timeout=2):
+            pass
