@@ -1,0 +1,44 @@
+"""Drawing the sweep: IOPS against L2 cache size, one curve per entry size."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from qdisk.bench.runner import SweepReport
+from qdisk.errors import InvalidInputError
+
+MIB = 1 << 20
+FORMATS = (".png", ".svg")
+
+
+def plot_sweep(report: SweepReport, path: Path) -> None:
+    """Write the sweep's plot to ``path``; PNG or SVG after its extension."""
+    if path.suffix.lower() not in FORMATS:
+        raise InvalidInputError(f"{path}: the plot is written as .png or .svg")
+    # The object API, not pyplot: no global state, no GUI backend.
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(8, 5), layout="constrained")
+    axes = figure.add_subplot()
+    for entry in sorted({p.entry_bytes for p in report.points}):
+        points = sorted((p for p in report.points if p.entry_bytes == entry), key=lambda p: p.l2_cache_bytes)
+        axes.plot([p.l2_cache_bytes / MIB for p in points], [p.summary.iops for p in points],
+                  marker="o", label=f"L2 entry {entry // 1024} KiB")
+    if report.raw is not None:
+        axes.axhline(report.raw.iops, color="black", linestyle=":", label="raw (physical limit)")
+    axes.axvline(report.default_l2_bytes / MIB, color="tab:red", linestyle="--",
+                 label=f"QEMU default ({report.default_l2_bytes / MIB:g} MiB)")
+    axes.axvline(report.auto_l2_bytes / MIB, color="tab:green", linestyle="--",
+                 label=f"qdisk auto ({report.auto_l2_bytes / MIB:g} MiB)")
+    axes.set_xscale("log", base=2)
+    axes.set_xlabel("L2 cache size (MiB)")
+    axes.set_ylabel("IOPS (4 KiB random reads, iodepth 16)")
+    axes.set_ylim(bottom=0)
+    axes.set_title(f"qcow2 L2 cache sweep, {report.l2_needed_bytes / MIB:g} MiB of L2 cover the image "
+                   f"(QEMU {report.qemu})")
+    axes.grid(True, which="both", alpha=0.3)
+    axes.legend()
+    try:
+        figure.savefig(path)
+    except OSError as error:
+        raise InvalidInputError(f"{path}: cannot write the plot: {error.strerror}") from None

@@ -1,0 +1,249 @@
+"""Measuring variants in interleaved rounds, and the L2 cache sweep."""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from qdisk import tools
+from qdisk.bench import variants as v
+from qdisk.bench.daemon import EXPORT_NAME, StorageDaemon
+from qdisk.bench.fio import FioResult, fio_version, run_fio
+from qdisk.bench.stats import Summary, ratios, summarize
+from qdisk.errors import InvalidInputError
+from qdisk.settings import Settings
+
+DEFAULT_SIZE = 1 << 40
+DEFAULT_RUNTIME = 8
+DEFAULT_ROUNDS = 3
+
+# L2 cache sizes of the sweep, as shares of what covers the whole image.
+SWEEP_FRACTIONS = (1 / 64, 1 / 32, 1 / 16, 1 / 8, 1 / 4, 1 / 2, 1)
+SWEEP_ENTRY_SIZES = (4096, 65536)
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Where a run is: ``done`` of ``total`` measurements finished; ``message`` says what happens."""
+
+    done: int
+    total: int
+    message: str
+
+
+ProgressCallback = Callable[[Progress], None]
+
+
+def _ignore_progress(progress: Progress) -> None:
+    pass
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """One variant served once and read by fio once."""
+
+    fio: FioResult
+    rss_bytes: int
+
+
+def measure(variant: v.Variant, settings: Settings, runtime: int, workdir: Path) -> Measurement:
+    """Serve the variant's node graph with qemu-storage-daemon and read it with fio."""
+    graph = v.node_graph(variant.drive, settings)
+    with StorageDaemon(settings.tools.qemu_storage_daemon, graph.objects, graph.blockdevs,
+                       graph.top_node, workdir) as daemon:
+        result = run_fio(settings.tools.fio, daemon.socket, EXPORT_NAME, runtime, workdir / "fio.json")
+        return Measurement(result, daemon.rss_bytes())
+
+
+def run_rounds(variants: Sequence[v.Variant], settings: Settings, *, runtime: int, rounds: int,
+               workdir: Path, progress: ProgressCallback) -> dict[str, Summary]:
+    """Measure every variant once per round (A B C A B C ...: drift hits all alike); medians."""
+    measured: dict[str, list[Measurement]] = {variant.name: [] for variant in variants}
+    total = rounds * len(variants)
+    done = 0
+    for round_number in range(1, rounds + 1):
+        for variant in variants:
+            progress(Progress(done, total, f"round {round_number}/{rounds}: {variant.name}"))
+            measurement = measure(variant, settings, runtime, workdir)
+            measured[variant.name].append(measurement)
+            done += 1
+            progress(Progress(done, total, f"round {round_number}/{rounds}: {variant.name}: "
+                                           f"{measurement.fio.iops:,.0f} IOPS"))
+    return {name: summarize([m.fio for m in runs], [m.rss_bytes for m in runs])
+            for name, runs in measured.items()}
+
+
+def machine_info(settings: Settings) -> dict[str, Any]:
+    """What the numbers depend on besides qdisk: the machine, its kernel, fio."""
+    return {
+        "cores": os.cpu_count(),
+        "memory-bytes": _meminfo_total(),
+        "cpu": _cpu_model(),
+        "kernel": platform.release(),
+        "fio": fio_version(settings.tools.fio),
+    }
+
+
+def _meminfo_total() -> int | None:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemTotal:"):
+            return int(line.split()[1]) * 1024
+    return None
+
+
+def _cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.machine()
+
+
+def qemu_version_text(settings: Settings) -> str:
+    return ".".join(map(str, tools.qemu_version(settings.tools.qemu_storage_daemon)))
+
+
+def _summary_json(summary: Summary) -> dict[str, Any]:
+    return {"iops": round(summary.iops), "lat-p50-us": round(summary.lat_p50_us, 1),
+            "lat-p99-us": round(summary.lat_p99_us, 1), "rss-bytes": summary.rss_bytes}
+
+
+@dataclass(frozen=True)
+class BenchReport:
+    """Per variant the medians; the ratios of the issue; where it ran."""
+
+    variants: dict[str, Summary]
+    ratios: dict[str, float]
+    machine: dict[str, Any]
+    qemu: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "variants": {name: _summary_json(s) for name, s in self.variants.items()},
+            "ratios": {name: round(value, 3) for name, value in self.ratios.items()},
+            "machine": self.machine,
+            "qemu": self.qemu,
+        }
+
+
+@contextmanager
+def _bench_images(image: Path | None, size: int, settings: Settings, workdir: Path,
+                  progress: ProgressCallback) -> Iterator[v.BenchImages]:
+    if image is not None:
+        yield v.classify_image(image, settings)
+        return
+    progress(Progress(0, 1, f"creating scratch images of {size:,} bytes"))
+    yield v.make_scratch_images(workdir, size, settings)
+
+
+@contextmanager
+def _workdir(parent: Path | None) -> Iterator[Path]:
+    # Everything the run creates (images, sockets, reports) lives here and goes with it.
+    with tempfile.TemporaryDirectory(prefix="qdisk-bench-", dir=parent) as name:
+        yield Path(name)
+
+
+def _check_counts(runtime: int, rounds: int) -> None:
+    if runtime < 1 or rounds < 1:
+        raise InvalidInputError("runtime and rounds must be at least 1")
+
+
+def run_bench(settings: Settings, *, image: Path | None = None, size: int = DEFAULT_SIZE,
+              runtime: int = DEFAULT_RUNTIME, rounds: int = DEFAULT_ROUNDS, aio: str = "native",
+              progress: ProgressCallback = _ignore_progress, tmp_parent: Path | None = None) -> BenchReport:
+    """Measure the variants that apply to ``image`` (None: scratch images of ``size`` bytes)."""
+    _check_counts(runtime, rounds)
+    with _workdir(tmp_parent) as workdir, \
+            _bench_images(image, size, settings, workdir, progress) as images:
+        summaries = run_rounds(v.variants(images, settings, aio), settings, runtime=runtime,
+                               rounds=rounds, workdir=workdir, progress=progress)
+    return BenchReport(
+        variants=summaries,
+        ratios=ratios({name: s.iops for name, s in summaries.items()}, v.RATIOS),
+        machine=machine_info(settings),
+        qemu=qemu_version_text(settings),
+    )
+
+
+@dataclass(frozen=True)
+class SweepPoint:
+    """IOPS with one L2 cache size and entry size."""
+
+    l2_cache_bytes: int
+    entry_bytes: int
+    coverage: float  # share of the virtual disk that the L2 cache maps
+    summary: Summary
+
+
+@dataclass(frozen=True)
+class SweepReport:
+    points: list[SweepPoint]
+    l2_needed_bytes: int
+    default_l2_bytes: int
+    default_entry_bytes: int
+    auto_l2_bytes: int
+    raw: Summary | None  # the physical limit, when a raw image was measured beside
+    machine: dict[str, Any]
+    qemu: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "sweep": {
+                "l2-needed-bytes": self.l2_needed_bytes,
+                "default": {"l2-cache-size": self.default_l2_bytes,
+                            "l2-cache-entry-size": self.default_entry_bytes},
+                "auto": {"l2-cache-size": self.auto_l2_bytes},
+                "points": [{"l2-cache-size": p.l2_cache_bytes, "l2-cache-entry-size": p.entry_bytes,
+                            "coverage": round(p.coverage, 4), **_summary_json(p.summary)}
+                           for p in self.points],
+                "raw": _summary_json(self.raw) if self.raw else None,
+            },
+            "machine": self.machine,
+            "qemu": self.qemu,
+        }
+
+
+def sweep_sizes(l2_needed: int) -> list[int]:
+    """L2 cache sizes in MiB (the drive option's unit) for each sweep fraction, distinct, ascending."""
+    full_mib = math.ceil(l2_needed / v.MIB)
+    return sorted({min(full_mib, max(1, math.ceil(l2_needed * f / v.MIB))) for f in SWEEP_FRACTIONS})
+
+
+def run_sweep(settings: Settings, *, image: Path | None = None, size: int = DEFAULT_SIZE,
+              runtime: int = DEFAULT_RUNTIME, rounds: int = DEFAULT_ROUNDS, aio: str = "native",
+              progress: ProgressCallback = _ignore_progress, tmp_parent: Path | None = None) -> SweepReport:
+    """IOPS of the qcow2 image against L2 cache size and entry size (raw beside, when there is one)."""
+    _check_counts(runtime, rounds)
+    with _workdir(tmp_parent) as workdir, \
+            _bench_images(image, size, settings, workdir, progress) as images:
+        if images.qcow2 is None:
+            raise InvalidInputError(f"{image}: the sweep needs a qcow2 image without backing file")
+        geometry = v.l2_geometry(images.qcow2, settings)
+        common = f"{images.qcow2},format=qcow2,cache=none,aio={aio},ro=1"
+        points: list[tuple[int, int, v.Variant]] = [
+            (mib * v.MIB, entry, v.Variant(f"l2 {mib} MiB, entry {entry}",
+                                           f"{common},qcow2-l2-cache-size={mib},qcow2-l2-cache-entry-size={entry}"))
+            for entry in SWEEP_ENTRY_SIZES if entry <= geometry.cluster_size
+            for mib in sweep_sizes(geometry.l2_needed)
+        ]
+        measured = [variant for _, _, variant in points]
+        raw_variants = [variant for variant in v.variants(images, settings, aio) if variant.name == v.RAW]
+        summaries = run_rounds(raw_variants + measured, settings, runtime=runtime, rounds=rounds,
+                               workdir=workdir, progress=progress)
+    return SweepReport(
+        points=[SweepPoint(l2, entry, min(1.0, l2 / geometry.l2_needed), summaries[variant.name])
+                for l2, entry, variant in points],
+        l2_needed_bytes=geometry.l2_needed,
+        default_l2_bytes=geometry.default_l2,
+        default_entry_bytes=geometry.default_entry,
+        auto_l2_bytes=geometry.l2_needed,
+        raw=summaries.get(v.RAW),
+        machine=machine_info(settings),
+        qemu=qemu_version_text(settings),
+    )
