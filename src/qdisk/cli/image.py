@@ -1,10 +1,144 @@
-"""`qdisk image`."""
+"""`qdisk image info`: the facts of an image from its header, like `qemu-img info`."""
 
 from __future__ import annotations
 
+from typing import Any, NoReturn
+
 import click
+
+from qdisk.cache import format_bytes
+from qdisk.cli.common import echo_json, pass_settings
+from qdisk.errors import InvalidInputError
+from qdisk.image import ImageInfo, read_chain, read_image
+from qdisk.settings import Settings
+
+EXIT_INVALID = 2
+
+
+def fail_json(ctx: click.Context, error: InvalidInputError, message: str | None = None) -> NoReturn:
+    """``{"errors": [{"message": ...}]}`` on stdout, then exit 2 (the --json form of an error)."""
+    echo_json({"errors": [{"message": str(error) if message is None else message}]})
+    ctx.exit(EXIT_INVALID)
 
 
 @click.group(name="image")
 def command() -> None:
-    """(not yet implemented)"""
+    """Inspect disk images (native qcow2 header reader)."""
+
+
+@command.command(name="info")
+@click.option("--backing-chain", is_flag=True, help="Every image of the backing chain, top first.")
+@click.option("--json", "as_json", is_flag=True, help="JSON with qemu-img's key names.")
+@click.argument("path")
+@pass_settings
+@click.pass_context
+def info(ctx: click.Context, settings: Settings, backing_chain: bool, as_json: bool,
+         path: str) -> None:
+    """Show the facts of the image at PATH."""
+    try:
+        images = (read_chain(path, tools=settings.tools) if backing_chain
+                  else [read_image(path, tools=settings.tools)])
+    except InvalidInputError as error:
+        if as_json:
+            fail_json(ctx, error)
+        raise
+    if as_json:
+        documents = [image_json(image) for image in images]
+        echo_json(documents if backing_chain else documents[0])
+        return
+    click.echo("\n\n".join(image_text(image) for image in images))
+
+
+def image_json(image: ImageInfo) -> dict[str, Any]:
+    """The image as `qemu-img info --output=json` shows it; our extras under ``qdisk``."""
+    document: dict[str, Any] = {"filename": image.filename, "format": image.format,
+                                "virtual-size": image.virtual_size}
+    if image.actual_size is not None:
+        document["actual-size"] = image.actual_size
+    if image.cluster_size is not None:
+        document["cluster-size"] = image.cluster_size
+    if image.backing_filename is not None:
+        document["backing-filename"] = image.backing_filename
+        document["full-backing-filename"] = image.backing_path
+    if image.backing_format is not None:
+        document["backing-filename-format"] = image.backing_format
+    document["dirty-flag"] = image.dirty
+    if image.is_qcow2:
+        document["format-specific"] = {"type": "qcow2", "data": _qcow2_data(image)}
+    document["qdisk"] = _extras(image)
+    return document
+
+
+def _qcow2_data(image: ImageInfo) -> dict[str, Any]:
+    data: dict[str, Any] = {}
+    if image.compat is not None:
+        data["compat"] = image.compat
+    if image.compression_type is not None:
+        data["compression-type"] = image.compression_type
+    version_3 = image.header is None or image.header.version >= 3
+    if version_3:
+        data["lazy-refcounts"] = image.lazy_refcounts
+    data["refcount-bits"] = image.refcount_bits
+    if image.data_file is not None:
+        data["data-file"] = image.data_file
+        data["data-file-raw"] = image.data_file_raw
+    if version_3:
+        data["corrupt"] = image.corrupt
+        data["extended-l2"] = image.extended_l2
+    return data
+
+
+def _extras(image: ImageInfo) -> dict[str, Any]:
+    extras: dict[str, Any] = {"source": "qemu-img info" if image.from_qemu_img else "header"}
+    header = image.header
+    if header is None:
+        return extras
+    extras.update({
+        "version": header.version,
+        "header-length": header.header_length,
+        "cluster-bits": header.cluster_bits,
+        "crypt-method": header.crypt_method,
+        "l1-size": header.l1_size,
+        "l1-table-offset": header.l1_table_offset,
+        "allocated-l2-tables": image.allocated_l2_tables,
+        "refcount-table-offset": header.refcount_table_offset,
+        "refcount-table-clusters": header.refcount_table_clusters,
+        "refcount-order": header.refcount_order,
+        "nb-snapshots": header.nb_snapshots,
+        "snapshots-offset": header.snapshots_offset,
+        "incompatible-features": header.incompatible_features,
+        "compatible-features": header.compatible_features,
+        "autoclear-features": header.autoclear_features,
+        "header-extensions": [{"type": f"{extension.type:#010x}", "length": extension.length}
+                              for extension in header.extensions],
+    })
+    return extras
+
+
+def image_text(image: ImageInfo) -> str:
+    """The image in qemu-img's human layout, plus the header facts only we read."""
+    lines = [f"image: {image.filename}",
+             f"file format: {image.format}",
+             f"virtual size: {format_bytes(image.virtual_size)} ({image.virtual_size} bytes)"]
+    if image.actual_size is not None:
+        lines.append(f"disk size: {format_bytes(image.actual_size)}")
+    if image.cluster_size is not None:
+        lines.append(f"cluster_size: {image.cluster_size}")
+    if image.backing_filename is not None:
+        lines.append(f"backing file: {image.backing_filename} (actual path: {image.backing_path})")
+    if image.backing_format is not None:
+        lines.append(f"backing file format: {image.backing_format}")
+    if image.is_qcow2:
+        lines.append("Format specific information:")
+        lines += [f"    {key.replace('-', ' ')}: {_text_value(value)}"
+                  for key, value in _qcow2_data(image).items()]
+    if image.dirty:
+        lines.append("dirty: yes (not closed cleanly)")
+    if image.allocated_l2_tables is not None and image.header is not None:
+        lines.append(f"allocated L2 tables: {image.allocated_l2_tables} of "
+                     f"{image.header.l1_size} L1 entries")
+    return "\n".join(lines)
+
+
+def _text_value(value: Any) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
