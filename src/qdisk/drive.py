@@ -188,8 +188,12 @@ def _based_on_disk_excludes_sizes(values: Mapping[str, Value]) -> Iterator[Probl
     given = [name for name in _CACHE_SIZE_KEYS if name in values]
     if values.get("qcow2-cache-size-based-on-disk") is True and given:
         yield Problem("qcow2-cache-size-based-on-disk",
-                      f"is not compatible with {' and '.join(given)} being set: with it, "
+                      f"is not compatible with {_enumerate(given)} being set: with it, "
                       f"the cache size is computed from the disk's size")
+
+
+def _enumerate(names: list[str]) -> str:
+    return " and ".join([", ".join(names[:-1]), names[-1]] if len(names) > 1 else names)
 
 
 def _part_smaller_than_total(part: str) -> Rule:
