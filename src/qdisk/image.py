@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -260,6 +261,8 @@ def read_image(path: str | os.PathLike[str], *, format: str | None = None,
     except OSError as error:
         raise ImageError(filename, f"cannot be opened: {error.strerror}") from None
     try:
+        if stat.S_ISDIR(os.fstat(fd).st_mode):
+            raise ImageError(filename, "is a directory, not an image")
         image = _ImageFile(filename, fd)
         if format == "raw":
             return _raw_info(image)
@@ -270,8 +273,6 @@ def read_image(path: str | os.PathLike[str], *, format: str | None = None,
         if format is not None or _other_format(image.first) is not None:
             return _qemu_img_info(filename, tools)
         return _raw_info(image)
-    except IsADirectoryError:
-        raise ImageError(filename, "is a directory, not an image") from None
     finally:
         os.close(fd)
 

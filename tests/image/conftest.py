@@ -1,0 +1,28 @@
+"""Real images made once per module by qemu-img (and qemu-io for allocated data)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from image_kinds import IMAGE_KINDS, qemu_img, qemu_io_write
+
+
+@pytest.fixture(scope="module")
+def image_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Every kind of image above, a raw file, and backing chains (relative and absolute)."""
+    directory = tmp_path_factory.mktemp("images")
+    for name, (size, options) in IMAGE_KINDS.items():
+        qemu_img("create", "-q", "-f", "qcow2", *options, str(directory / f"{name}.qcow2"), size)
+    qemu_io_write(directory / "c64k.qcow2", 0, 600 * 2**20, 1536 * 2**20)
+    qemu_img("create", "-q", "-f", "raw", str(directory / "disk.raw"), "3M")
+    (directory / "sub").mkdir()
+    qemu_img("create", "-q", "-f", "qcow2", "-b", "../c64k.qcow2", "-F", "qcow2",
+             str(directory / "sub" / "relative.qcow2"))
+    qemu_img("create", "-q", "-f", "qcow2", "-b", str(directory / "sub" / "relative.qcow2"),
+             "-F", "qcow2", str(directory / "absolute.qcow2"), "4G")
+    qemu_img("create", "-q", "-f", "qcow2", "-b", "disk.raw", "-F", "raw",
+             str(directory / "on-raw.qcow2"))
+    qemu_img("create", "-q", "-f", "vmdk", str(directory / "other.vmdk"), "1M")
+    return directory
