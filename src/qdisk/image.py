@@ -217,6 +217,9 @@ class _ImageFile:
     def _pread(self, offset: int, length: int) -> bytes:
         try:
             return os.pread(self.fd, length, offset)
+        except OverflowError:
+            # An offset beyond what the OS can address is past the end of any file.
+            return b""
         except OSError as error:
             raise ImageError(self.filename, f"cannot be read: {error.strerror}") from None
 
@@ -260,6 +263,8 @@ def read_image(path: str | os.PathLike[str], *, format: str | None = None,
         raise ImageError(filename, "is not readable (permission denied)") from None
     except OSError as error:
         raise ImageError(filename, f"cannot be opened: {error.strerror}") from None
+    except ValueError:
+        raise ImageError(repr(filename), "is not a file name (it contains a NUL byte)") from None
     try:
         if stat.S_ISDIR(os.fstat(fd).st_mode):
             raise ImageError(filename, "is a directory, not an image")
@@ -428,7 +433,8 @@ def _qcow2_info(image: _ImageFile) -> ImageInfo:
     if header.backing_file_offset and header.backing_file_size:
         raw_name = image.read_exact(header.backing_file_offset, header.backing_file_size,
                                     "backing file name")
-        backing_filename = os.fsdecode(raw_name)
+        # QEMU reads the name as a C string: a NUL ends it.
+        backing_filename = os.fsdecode(raw_name.split(b"\0", 1)[0]) or None
     incompatible = header.incompatible_features
     return ImageInfo(
         filename=name,
@@ -517,7 +523,7 @@ def _identity(filename: str) -> tuple[int, int] | str:
     """The same file under any name (device and inode), or the name for non-files."""
     try:
         status = os.stat(filename)
-    except OSError:
+    except (OSError, ValueError):
         return filename
     return status.st_dev, status.st_ino
 

@@ -1,0 +1,76 @@
+"""`qdisk cache plan` and `qdisk cache explain`, and `qdisk image info` end to end."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+# tests/conftest.py's run_qdisk fixture: run_qdisk(*args) -> CliResult.
+RunQdisk = Callable[..., Any]
+MIB = 2**20
+
+
+def test_image_info_json_matches_qemu_img(run_qdisk: RunQdisk, images: dict[str, Path]) -> None:
+    result = run_qdisk("image", "info", "--json", str(images["c2m-extl2"]))
+    assert result.exit_code == 0
+    ours = json.loads(result.stdout)
+    ours.pop("qdisk")
+    theirs = json.loads(subprocess.run(["qemu-img", "info", "--output=json",
+                                        str(images["c2m-extl2"])],
+                                       capture_output=True, text=True, check=True).stdout)
+    assert ours == theirs
+
+
+def test_image_info_bad_image(run_qdisk: RunQdisk, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.qcow2"
+    bad.write_bytes(b"QFI\xfb\0\0\0\x04" + bytes(100))
+    result = run_qdisk("image", "info", str(bad))
+    assert (result.exit_code, result.stdout) == (2, "")
+    assert result.stderr == f"qdisk: {bad}: has qcow2 version 4: only versions 2 and 3 exist\n"
+    result = run_qdisk("image", "info", "--json", "--backing-chain", str(bad))
+    assert result.exit_code == 2 and "version 4" in json.loads(result.stdout)["errors"][0]["message"]
+
+
+def test_plan_one_node_per_qcow2_image(run_qdisk: RunQdisk, images: dict[str, Path],
+                                       tmp_path: Path) -> None:
+    top = tmp_path / "top.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(images["c64k-1t"]),
+                    "-F", "qcow2", "-o", "cluster_size=2M", str(top)], check=True)
+    result = run_qdisk("cache", "plan", "--json", str(top))
+    assert result.exit_code == 0
+    nodes = json.loads(result.stdout)["nodes"]
+    assert [node["cluster-size"] for node in nodes] == [2 * MIB, 65536]
+    base = nodes[1]
+    assert base["auto"] == {"cache-size": 160 * MIB, "l2-cache-size": 128 * MIB,
+                            "refcount-cache-size": 32 * MIB}
+    assert base["default"] == {"l2-cache-size": 32 * MIB, "refcount-cache-size": 262144,
+                               "l2-cache-entry-size": 4096, "l2-coverage": 256 * 2**30}
+    assert "(25%)" in base["advice"][0]
+    assert run_qdisk("cache", "plan", str(top)).exit_code == 0
+
+
+def test_explain(run_qdisk: RunQdisk, images: dict[str, Path]) -> None:
+    result = run_qdisk("cache", "explain", "--json", str(images["c64k-1t"]),
+                       "--set", "l2-cache-size=64M", "--set", "l2-cache-entry-size=8k")
+    assert result.exit_code == 0
+    explained = json.loads(result.stdout)
+    assert (explained["l2-cache-size"], explained["l2-cache-entry-size"],
+            explained["l2-coverage"]) == (64 * MIB, 8192, 512 * 2**30)
+    assert run_qdisk("cache", "explain", str(images["c64k-1t"])).exit_code == 0
+
+
+def test_explain_gives_qemus_error(run_qdisk: RunQdisk, images: dict[str, Path]) -> None:
+    result = run_qdisk("cache", "explain", "--json", str(images["c64k-2g"]),
+                       "--set", "l2-cache-entry-size=128k")
+    assert result.exit_code == 2
+    assert json.loads(result.stdout) == {"errors": [{"message": "L2 cache entry size must be a "
+                                                    "power of two between 512 and the cluster "
+                                                    "size (65536)"}]}
+    result = run_qdisk("cache", "explain", str(images["c64k-2g"]), "--set", "cache-size=1M",
+                       "--set", "l2-cache-size=2M")
+    assert (result.exit_code, result.stderr) == (
+        2, f"qdisk: {images['c64k-2g']}: l2-cache-size may not exceed cache-size\n")
+    assert run_qdisk("cache", "explain", str(images["c64k-2g"]), "--set", "foo=1").exit_code == 2
