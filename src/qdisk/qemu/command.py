@@ -1,0 +1,446 @@
+"""The whole QEMU command of a VM, as qemu-server's config_to_command builds it.
+
+Only what a VM needs to run is rendered (``name``, ``memory``, ``cores``, ``sockets``,
+``machine``, ``scsihw``, ``boot``/``bootdisk``, ``template``, ``kvm`` and every drive
+of the ide, sata, scsi and virtio buses); other keys stay in the config. The disk
+arguments are qemu-server's: ``-blockdev`` with a throttle group ``-object`` for
+machine versions >= 10.0, else a legacy ``-drive`` (see :mod:`~qdisk.qemu.nodes`).
+
+Where qemu-server relies on Proxmox's own QEMU build, upstream QEMU gets the
+equivalent: no ``-id``, machine types without ``+pveN``, q35's PCI bridges as devices
+instead of ``-readconfig pve-q35.cfg``; the QMP socket, pid file and VNC socket live
+in ``QDISK_HOME/run``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+from urllib.parse import unquote
+
+from qdisk import storage, vmconfig
+from qdisk.drive import Drive, parse_drive
+from qdisk.errors import InvalidInputError
+from qdisk.qemu.blockdev import to_json
+from qdisk.qemu.drivestr import drive_string, escape
+from qdisk.qemu.nodes import DriveGraph, cache_mode, drive_graph, walk
+from qdisk.settings import Settings
+from qdisk.storage import StorageConfig
+from qdisk.tools import qemu_version as installed_qemu_version
+from qdisk.vmconfig import VmConfig
+
+Syntax = Literal["blockdev", "drive"]
+Version = tuple[int, ...]
+
+BLOCKDEV_MIN_VERSION = (10, 0)
+DEFAULT_MEMORY_MIB = 512
+# qemu-server's legacy boot order and the bootindex base of each device class.
+DEFAULT_LEGACY_BOOT = "cdn"
+# Buses qemu-server renders as -device; efidisk0/tpmstate0 need OVMF/swtpm, unused* no device.
+COMMAND_BUSES = ("ide", "scsi", "virtio", "sata")
+MAX_SATA_DISKS = 6
+# The lsi controller has 7 targets; qemu-server's third controller needs a bridge qdisk lacks.
+LSI_MAX_DISKS = 14
+_MACHINE_RE = re.compile(r"(pc|pc(?:-i440fx)?-\d+(?:\.\d+)+|q35|pc-q35-\d+(?:\.\d+)+)"
+                         r"(?:\+pve\d+)?(?:\.pxe)?")
+_VERSION_RE = re.compile(r"(\d+)\.(\d+)(?:\.(\d+))?")
+# qemu-server's PCI slots (PCI.pm): device -> (bus, slot); bus 0 is pci.0 (pcie.0 on q35).
+_PCI_SLOTS: dict[str, tuple[int, int]] = {
+    "vga": (0, 2), "scsihw0": (0, 5), "scsihw1": (0, 6), "ahci0": (0, 7),
+    **{f"virtio{index}": (0, 10 + index) for index in range(6)},
+    **{f"virtio{index}": (2, index - 5) for index in range(6, 16)},
+    **{f"virtioscsi{index}": (3, index + 1) for index in range(31)},
+}
+# Characters String::ShellQuote leaves unquoted.
+_SHELL_SAFE_RE = re.compile(r"[\w!%+,\-./:=@^]+", re.ASCII)
+
+
+class CommandError(InvalidInputError):
+    """The VM's config cannot become a QEMU command; names the VM or drive and the problem."""
+
+
+@dataclass(frozen=True)
+class VmCommand:
+    """A VM's QEMU command (``argv``), the syntax and machine version it was built for,
+    the graph of every drive (for live changes) and the warnings for the user.
+    ``machine_version`` is None when a forced syntax made asking QEMU unnecessary."""
+
+    argv: list[str]
+    syntax: Syntax
+    machine_version: Version | None
+    graphs: dict[str, DriveGraph] = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()
+
+    def text(self, *, pretty: bool = False) -> str:
+        return format_command(self.argv, pretty=pretty)
+
+
+def run_dir(settings: Settings) -> Path:
+    """Where a running VM's QMP socket, pid file and VNC socket live."""
+    return settings.home / "run"
+
+
+def parse_version(text: str) -> Version:
+    match = _VERSION_RE.fullmatch(text.strip())
+    if match is None:
+        raise CommandError(f"invalid QEMU version '{text}' (expected X.Y or X.Y.Z)")
+    return tuple(int(part) for part in match.groups() if part is not None)
+
+
+def vm_command(settings: Settings, vmid: int, *, qemu_version_text: str | None = None,
+               syntax: Syntax | None = None, accel: str | None = None) -> VmCommand:
+    """The command of VM ``vmid`` from its config and storage.cfg under ``settings.home``.
+
+    The QEMU version is ``qemu_version_text``, else the installed ``qemu-system``'s (asked
+    only when the config pins no machine version and no ``syntax`` is forced).
+    """
+    config = vmconfig.load(settings, vmid)
+
+    def version() -> Version:
+        if qemu_version_text is not None:
+            return parse_version(qemu_version_text)
+        return installed_qemu_version(settings.tools.qemu_system)
+
+    return build_command(config, storage.load(settings), settings, qemu_version=version,
+                         syntax=syntax, accel=accel)
+
+
+def build_command(config: VmConfig, storage_config: StorageConfig, settings: Settings, *,
+                  qemu_version: Callable[[], Version], syntax: Syntax | None = None,
+                  accel: str | None = None) -> VmCommand:
+    """The command of a parsed config (current values; pending changes are not applied).
+
+    The machine version is the config's pinned one, else ``qemu_version()``; >= 10.0 means
+    ``-blockdev``. ``syntax`` overrides the rule. ``accel`` is added to ``-machine``
+    (``kvm: 0`` in the config means ``tcg``, as qemu-server).
+    """
+    machine = _machine_type(config.current.values.get("machine"))
+    version = _pinned_version(machine)
+    if version is None and syntax is None:
+        version = qemu_version()
+    chosen: Syntax = syntax or ("blockdev" if version is not None
+                                and version[:2] >= BLOCKDEV_MIN_VERSION else "drive")
+    builder = _Builder(config, storage_config, settings, machine, chosen)
+    argv = builder.argv(accel)
+    return VmCommand(argv, chosen, version, builder.graphs, tuple(builder.warnings))
+
+
+def _machine_type(text: str | None) -> str:
+    """The machine type of ``machine:`` (``q35``, ``pc-i440fx-9.2+pve0``, ``type=q35,...``),
+    as upstream QEMU names it (no ``+pveN``/``.pxe``); ``pc`` when unset."""
+    if text is None:
+        return "pc"
+    first = text.split(",")[0]
+    typed = next((part[5:] for part in text.split(",") if part.startswith("type=")), None)
+    name = typed or (first if "=" not in first else "pc")
+    match = _MACHINE_RE.fullmatch(name)
+    if match is None:
+        raise CommandError(f"machine: unsupported machine type '{name}'")
+    return match.group(1)
+
+
+def _pinned_version(machine: str) -> Version | None:
+    match = re.search(r"-(\d+)\.(\d+)", machine)
+    return (int(match.group(1)), int(match.group(2))) if match else None
+
+
+def is_q35(machine: str) -> bool:
+    return "q35" in machine
+
+
+class _Builder:
+    """One command under construction: qemu-server's $cmd (options, objects) and $devices."""
+
+    def __init__(self, config: VmConfig, storage_config: StorageConfig, settings: Settings,
+                 machine: str, syntax: Syntax) -> None:
+        self.config = config
+        self.values = config.current.values
+        self.storage = storage_config
+        self.settings = settings
+        self.machine = machine
+        self.syntax = syntax
+        self.q35 = is_q35(machine)
+        self.template = _truthy(self.values.get("template", "0"))
+        self.scsihw = self.values.get("scsihw", "lsi")
+        self.objects: list[str] = []
+        self.devices: list[str] = []
+        self.graphs: dict[str, DriveGraph] = {}
+        self.warnings: list[str] = list(config.warnings)
+        self._controllers: set[str] = set()
+
+    def argv(self, accel: str | None) -> list[str]:
+        vmid = self.config.vmid
+        run = run_dir(self.settings)
+        drives = self._drives()
+        boot = _boot_order(self.values, drives)
+        for drive in drives:
+            self._add_drive(drive, boot.get(drive.key))
+        sockets = _integer(self.values, "sockets", 1)
+        cores = _integer(self.values, "cores", 1)
+        vcpus = sockets * cores
+        name = self.values.get("name", f"vm{vmid}")
+        machine = [f"type={self.machine}"]
+        if accel is None and not _truthy(self.values.get("kvm", "1")):
+            accel = "tcg"
+        if accel is not None:
+            machine.insert(0, f"accel={accel}")
+        return [
+            self.settings.tools.qemu_system,
+            "-name", f"{escape(name)},debug-threads=on",
+            "-no-shutdown",
+            "-chardev", f"socket,id=qmp,path={escape(str(run / f'{vmid}.qmp'))},server=on,wait=off",
+            "-mon", "chardev=qmp,mode=control",
+            "-pidfile", str(run / f"{vmid}.pid"),
+            "-daemonize",
+            "-smp", f"{vcpus},sockets={sockets},cores={cores},maxcpus={vcpus}",
+            "-nodefaults",
+            "-boot", "menu=on,strict=on,reboot-timeout=1000",
+            "-vnc", f"unix:{escape(str(run / f'{vmid}.vnc'))},password=on",
+            "-m", str(_integer(self.values, "memory", DEFAULT_MEMORY_MIB)),
+            *self.objects,
+            *self._bridges(),
+            "-device", f"VGA,id=vga{self._pci_address('vga')}",
+            *self.devices,
+            "-machine", ",".join(machine),
+        ]
+
+    def _drives(self) -> list[Drive]:
+        drives = []
+        for key, text in vmconfig.drive_items(self.values):
+            bus = re.sub(r"\d+$", "", key)
+            if bus == "unused":
+                continue
+            if bus not in COMMAND_BUSES:
+                self.warnings.append(f"{key}: not supported by qdisk's command: left out")
+                continue
+            drives.append(parse_drive(key, text).drive)
+        return drives
+
+    def _add_drive(self, drive: Drive, bootindex: int | None) -> None:
+        self._add_controller(drive)
+        graph = drive_graph(drive, self.storage, template=self.template, tools=self.settings.tools)
+        self.graphs[drive.key] = graph
+        self.warnings.extend(graph.warnings)
+        if self.syntax == "blockdev":
+            if drive.get("snapshot") is True:
+                raise CommandError(f"{drive.key}: 'snapshot' is not supported with -blockdev")
+            self.objects += ["-object", to_json(graph.throttle_group)]
+            if graph.top is not None:
+                self.devices += ["-blockdev", to_json(graph.top)]
+        else:
+            # qemu-server's drive_is_read_only: templates, except on IDE/SATA.
+            template_read_only = self.template and drive.interface not in ("ide", "sata")
+            self.devices += ["-drive", drive_string(graph, template_read_only=template_read_only)]
+        self.devices += ["-device", self._front_end(graph, bootindex)]
+
+    def _add_controller(self, drive: Drive) -> None:
+        if drive.interface == "virtio" and drive.get("iothread") is True:
+            self.objects += ["-object", f"iothread,id=iothread-{drive.key}"]
+        if drive.interface == "scsi":
+            controller, _ = self._scsi_slot(drive)
+            if controller in self._controllers:
+                return
+            self._controllers.add(controller)
+            device = ("virtio-scsi-pci" if self.scsihw == "virtio-scsi-single" else self.scsihw)
+            extra = ""
+            if self.scsihw == "virtio-scsi-single" and drive.get("iothread") is True:
+                self.objects += ["-object", f"iothread,id=iothread-{controller}"]
+                extra += f",iothread=iothread-{controller}"
+            elif drive.get("iothread") is True:
+                self.warnings.append(f"{drive.key}: iothread is only valid with virtio disk or "
+                                     "virtio-scsi-single controller, ignoring")
+            if self.scsihw == "virtio-scsi-single" and drive.get("queues") is not None:
+                extra += f",num_queues={drive.get('queues')}"
+            self.devices += ["-device", f"{device},id={controller}{self._pci_address(controller)}"
+                                        f"{extra}"]
+        elif drive.interface == "sata":
+            controller = f"ahci{drive.index // MAX_SATA_DISKS}"
+            if controller not in self._controllers:
+                self._controllers.add(controller)
+                self.devices += ["-device", f"ahci,id={controller},multifunction=on"
+                                            f"{self._pci_address(controller)}"]
+
+    def _scsi_slot(self, drive: Drive) -> tuple[str, int]:
+        """qemu-server's scsihw_infos: (controller id, unit)."""
+        if self.scsihw == "virtio-scsi-single":
+            return f"virtioscsi{drive.index}", 0
+        per_controller = 7 if self.scsihw.startswith("lsi") else 256
+        if drive.index >= LSI_MAX_DISKS and per_controller == 7:
+            raise CommandError(f"{drive.key}: more than {LSI_MAX_DISKS} disks on an lsi controller "
+                               "are not supported (use scsihw virtio-scsi-pci)")
+        return f"scsihw{drive.index // per_controller}", drive.index % per_controller
+
+    def _front_end(self, graph: DriveGraph, bootindex: int | None) -> str:
+        """qemu-server's print_drivedevice_full."""
+        drive = graph.disk.drive
+        attach = f"drive=drive-{drive.key}," if graph.top is not None or self.syntax == "drive" \
+            else ""
+        kind = "cd" if drive.is_cdrom else "hd"
+        if drive.interface == "virtio":
+            device = f"virtio-blk-pci,{attach}id={drive.key}{self._pci_address(drive.key)}"
+            if drive.get("iothread") is True:
+                device += f",iothread=iothread-{drive.key}"
+        elif drive.interface == "scsi":
+            controller, unit = self._scsi_slot(drive)
+            kind = "block" if drive.get("scsiblock") is True else kind
+            if self.scsihw.startswith("lsi") or self.scsihw == "pvscsi":
+                device = f"scsi-{kind},bus={controller}.0,scsi-id={unit}"
+            else:
+                device = f"scsi-{kind},bus={controller}.0,channel=0,scsi-id=0,lun={drive.index}"
+            device += f",{attach}id={drive.key}"
+            if drive.get("ssd") is True and kind != "cd":
+                device += ",rotation_rate=1"
+            device += _optional(drive, "wwn")
+            if kind != "block":
+                device += _optional(drive, "vendor") + _optional(drive, "product")
+        else:
+            device = f"ide-{kind},bus={self._ide_bus(drive)},{attach}id={drive.key}"
+            if kind == "hd":
+                device += _optional(drive, "model", url_encoded=True)
+                device += ",rotation_rate=1" if drive.get("ssd") is True else ""
+            device += _optional(drive, "wwn")
+        if bootindex is not None:
+            device += f",bootindex={bootindex}"
+        device += _optional(drive, "serial", url_encoded=True)
+        if self.syntax == "blockdev":
+            device += _optional(drive, "rerror") + _optional(drive, "werror")
+            if not drive.is_cdrom:
+                device += f",write-cache={'on' if cache_mode(drive).write_cache else 'off'}"
+        return device
+
+    def _ide_bus(self, drive: Drive) -> str:
+        if drive.interface == "sata":
+            return f"ahci{drive.index // MAX_SATA_DISKS}.{drive.index % MAX_SATA_DISKS}"
+        controller, unit = divmod(drive.index, 2)
+        if self.q35:
+            # q35's controllers have one unit each; qemu-server moves odd indexes up by 2.
+            controller, unit = controller + 2 * unit, 0
+        return f"ide.{controller},unit={unit}"
+
+    def _pci_address(self, device: str) -> str:
+        bus, slot = _PCI_SLOTS[device]
+        if self.q35 and device == "vga":
+            slot = 1
+        bus_name = "pcie.0" if self.q35 and bus == 0 else f"pci.{bus}"
+        return f",bus={bus_name},addr={slot:#x}"
+
+    def _bridges(self) -> list[str]:
+        """qemu-server's pci.1 and pci.2 (and pci.3 for virtio-scsi-single); on q35 behind
+        the DMI bridge its pve-q35.cfg defines."""
+        if self.q35:
+            arguments = ["-device", "i82801b11-bridge,id=pcidmi,bus=pcie.0,addr=0x1e"]
+            for number in (1, 2, 3):
+                arguments += ["-device", f"pci-bridge,id=pci.{number},chassis_nr={number},"
+                                         f"bus=pcidmi,addr={number:#x}"]
+            return arguments
+        slots = {1: 0x1E, 2: 0x1F, 3: 0x5}
+        wanted = (1, 2, 3) if self.scsihw == "virtio-scsi-single" else (1, 2)
+        return [argument for number in wanted for argument in (
+            "-device", f"pci-bridge,id=pci.{number},chassis_nr={number},bus=pci.0,"
+                       f"addr={slots[number]:#x}")]
+
+
+def _optional(drive: Drive, name: str, *, url_encoded: bool = False) -> str:
+    value = drive.get(name)
+    if value is None:
+        return ""
+    text = str(value)
+    if url_encoded:
+        text = unquote(text)
+    return f",{name}={escape(text)}"
+
+
+def _truthy(text: str) -> bool:
+    return text.strip().lower() in ("1", "on", "yes", "true")
+
+
+def _integer(values: dict[str, str], key: str, default: int) -> int:
+    text = values.get(key)
+    if text is None:
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        raise CommandError(f"{key}: type check ('integer') failed - got '{text}'") from None
+    if value < 1:
+        raise CommandError(f"{key}: value must have a minimum value of 1")
+    return value
+
+
+def _boot_order(values: dict[str, str], drives: list[Drive]) -> dict[str, int]:
+    """qemu-server's device_bootorder: ``order=a;b`` -> 100, 101, ...; else the legacy
+    letters (``cdn``): the bootdisk gets c's index, cdroms d's (counting up)."""
+    text = values.get("boot")
+    order = None
+    legacy = DEFAULT_LEGACY_BOOT
+    if text is not None:
+        for part in text.split(","):
+            key, _, value = part.partition("=")
+            if key == "order":
+                order = value
+            elif key == "legacy":
+                legacy = value
+            elif not value:
+                legacy = key
+    if order is not None:
+        return {key: 100 + position for position, key in enumerate(re.split(r"[;\s]+", order))
+                if key}
+    base = {letter: 100 * (position + 1) for position, letter in enumerate(legacy)}
+    result: dict[str, int] = {}
+    for drive in drives:
+        if drive.is_cdrom:
+            if "d" in base:
+                result[drive.key] = base["d"]
+                base["d"] += 1
+        elif "c" in base:
+            if values.get("bootdisk") == drive.key:
+                result[drive.key] = base["c"]
+            base["c"] += 1
+    return result
+
+
+# --- showing the command --------------------------------------------------------------
+
+
+def shell_quote(argument: str) -> str:
+    """One argument quoted as String::ShellQuote (qemu-server's cmd2string) quotes it:
+    anything with ``=`` or a character outside ``[\\w!%+,-./:=@^]`` in single quotes."""
+    if argument == "":
+        return "''"
+    if _SHELL_SAFE_RE.fullmatch(argument) and "=" not in argument:
+        return argument
+    quoted = argument.replace("'", "'\\''")
+    # Runs of quotes read simpler as '"'''"' than as '\'''\'''\''.
+    quoted = re.sub(r"((?:'\\''){2,})",
+                    lambda match: "'\"" + "'" * (len(match.group(1)) // 4) + "\"'", quoted)
+    quoted = f"'{quoted}'"
+    quoted = quoted[2:] if quoted.startswith("''") else quoted
+    return quoted[:-2] if quoted.endswith("''") else quoted
+
+
+def format_command(argv: list[str], *, pretty: bool = False) -> str:
+    """The command on one line, or (``pretty``, as ``qm showcmd --pretty``) each option with
+    its values on a line of its own, lines joined with `` \\``."""
+    quoted = [shell_quote(argument) for argument in argv]
+    if not pretty:
+        return " ".join(quoted)
+    lines: list[list[str]] = []
+    for argument, text in zip(argv, quoted):
+        if argument.startswith("-") or not lines:
+            lines.append([text])
+        else:
+            lines[-1].append(text)
+    return " \\\n  ".join(" ".join(line) for line in lines)
+
+
+def iter_node_names(command: VmCommand) -> Iterator[tuple[str, str]]:
+    """(drive key, node name) of every node the command creates, for checks over QMP."""
+    for key, graph in command.graphs.items():
+        if graph.top is None:
+            continue
+        nodes = walk(graph.top) if command.syntax == "blockdev" else walk(graph.top["file"])
+        for node in nodes:
+            yield key, node["node-name"]

@@ -1,0 +1,333 @@
+"""The QEMU block node graph of one drive, built once as plain dicts.
+
+Every way qdisk hands a disk to QEMU renders this graph: ``-blockdev`` JSON
+(:mod:`qdisk.qemu.blockdev`), the legacy ``-drive`` string
+(:mod:`qdisk.qemu.drivestr`), and QMP ``blockdev-reopen`` arguments
+(:func:`reopen_options` of :func:`format_node`). So a live change can never drift from
+what a restart would do. The graph of ``scsi0: local:100/vm-100-disk-0.qcow2`` with
+``qcow2-cache-size-based-on-disk=1`` over a backing image::
+
+    throttle  drive-scsi0        driver throttle, throttle-group throttle-drive-scsi0
+     └ file   f<hash(scsi0)>     driver qcow2, cache, read-only, discard, detect-zeroes,
+        │                        the qcow2 cache options (cache-size = auto size)
+        ├ file     e<hash(scsi0)>   driver file, filename, aio, cache, ...
+        └ backing  f<hash(scsi0, backing 1)>   read-only qcow2 node, cache-size = its auto size
+           ├ file     e<hash(scsi0, backing 1)>
+           └ backing  ...                       (one level per image of the chain)
+
+As qemu-server (Blockdev.pm): node names are ``f`` (format) / ``e`` (file) + the first
+30 hex digits of sha256(``drive=scsi0,volid=<volid>``); the throttle node is
+``drive-scsi0`` and its group object ``throttle-drive-scsi0``. Every node gets
+``read-only`` and, except cdroms, ``discard`` and ``detect-zeroes``; file and format
+nodes get ``cache``.
+
+Backing nodes are explicit only when the drive sizes its cache from the image (the
+chain's images need their own sizes; otherwise QEMU opens the chain from the header
+with its defaults). Their names hash ``drive=scsi0,backing=<depth>,volid=<volid>``
+(depth 1 = the top's backing image; the ``backing=`` part sits where qemu-server puts
+``snap=`` for its snapshot nodes), so they depend on the config only, not on where
+the files are. Backing nodes are read-only and get only ``cache-size`` (explicit
+sizes apply to the top image only).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from qdisk import cache
+from qdisk.drive import QCOW2_CACHE_KEYS, Drive
+from qdisk.errors import InvalidInputError
+from qdisk.image import ImageError, ImageInfo, read_chain
+from qdisk.settings import Tools
+from qdisk.storage import StorageConfig, Volume, resolve
+
+Node = dict[str, Any]
+
+# qemu-server's get_cdrom_path (the first of its candidates).
+HOST_CDROM = "/dev/cdrom"
+# The order the seed appends the qcow2 options to a -drive string.
+QCOW2_OPTION_ORDER = ("cache-size", "l2-cache-size", "l2-cache-entry-size", "refcount-cache-size",
+                      "cache-clean-interval")
+# qemu-server's throttle limits: (drive key suffix, QEMU name suffix) per direction.
+_THROTTLE_DIRECTIONS = (("", "-total"), ("_rd", "-read"), ("_wr", "-write"))
+MIB = 1024 * 1024
+# Buses whose devices have no read-only property (qemu-server's drive_is_read_only).
+_NO_READ_ONLY_BUSES = ("ide", "sata")
+
+
+class DriveGraphError(InvalidInputError):
+    """A drive cannot be turned into QEMU nodes (bad volume, missing image, ...); names the drive."""
+
+
+@dataclass(frozen=True)
+class CacheMode:
+    """A drive's ``cache=`` as QEMU options: the nodes' ``cache`` and the device's write cache."""
+
+    direct: bool
+    no_flush: bool
+    write_cache: bool
+
+    def as_node_option(self) -> dict[str, bool]:
+        return {"direct": self.direct, "no-flush": self.no_flush}
+
+
+@dataclass(frozen=True)
+class Disk:
+    """A drive with what its ``file`` resolves to: everything the nodes are built from.
+
+    ``volume`` is None for an empty drive (``none``); ``format`` is the format node's
+    driver; ``read_only`` is qemu-server's read-only rule (ro, cdrom, templates).
+    """
+
+    drive: Drive
+    volume: Volume | None
+    format: str | None
+    read_only: bool
+
+    @property
+    def key(self) -> str:
+        return self.drive.key
+
+    @property
+    def path(self) -> str | None:
+        return self.volume.path if self.volume else None
+
+
+@dataclass(frozen=True)
+class DriveGraph:
+    """The throttle group object and the node tree of a drive (``top`` None when empty)."""
+
+    disk: Disk
+    throttle_group: Node
+    top: Node | None
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def format_node(self) -> Node | None:
+        return self.top["file"] if self.top else None
+
+
+# --- qemu-server's per-drive rules ----------------------------------------------------
+
+
+def cache_mode(drive: Drive) -> CacheMode:
+    """qemu-server's drive_uses_cache_direct and write cache (dir storage: no btrfs case)."""
+    mode = drive.get("cache")
+    if mode is None:
+        return CacheMode(direct=not drive.is_cdrom, no_flush=False, write_cache=True)
+    return CacheMode(direct=mode in ("none", "directsync"), no_flush=mode == "unsafe",
+                     write_cache=mode not in ("writethrough", "directsync"))
+
+
+def aio_mode(drive: Drive) -> str:
+    """qemu-server's aio_cmdline_option: explicit, else io_uring (dir storage allows it)."""
+    return str(drive.get("aio") or "io_uring")
+
+
+def detect_zeroes(drive: Drive) -> str:
+    """qemu-server's detect_zeroes_cmdline_option."""
+    if drive.get("detect_zeroes") is False:
+        return "off"
+    return "unmap" if drive.get("discard") == "on" else "on"
+
+
+def discard_mode(drive: Drive) -> str:
+    return "unmap" if drive.get("discard") == "on" else "ignore"
+
+
+def is_read_only(drive: Drive, *, template: bool = False) -> bool:
+    """ro, cdroms, and disks of templates (except on IDE/SATA, which cannot be read-only)."""
+    return (drive.get("ro") is True or drive.is_cdrom
+            or (template and drive.interface not in _NO_READ_ONLY_BUSES))
+
+
+def throttle_limits(drive: Drive) -> dict[str, int]:
+    """The drive's I/O limits under QEMU's names (``bps-total``, ``iops-read-max``, ...), in
+    qemu-server's order; MB/s become bytes/s (times 2^20, truncated)."""
+    limits: dict[str, int] = {}
+    for suffix, name in _THROTTLE_DIRECTIONS:
+        for key, qemu_name, factor in (
+                (f"mbps{suffix}", f"bps{name}", MIB), (f"mbps{suffix}_max", f"bps{name}-max", MIB),
+                (f"bps{suffix}_max_length", f"bps{name}-max-length", 1),
+                (f"iops{suffix}", f"iops{name}", 1), (f"iops{suffix}_max", f"iops{name}-max", 1),
+                (f"iops{suffix}_max_length", f"iops{name}-max-length", 1)):
+            value = drive.get(key)
+            # Perl truth, as qemu-server tests these: 0 means no limit.
+            if value:
+                limits[qemu_name] = int(float(value) * factor)
+    return limits
+
+
+def top_node_name(drive_key: str) -> str:
+    return f"drive-{drive_key}"
+
+
+def throttle_group_id(drive_key: str) -> str:
+    return f"throttle-drive-{drive_key}"
+
+
+def node_name(prefix: str, drive_key: str, volid: str, *, backing_depth: int = 0) -> str:
+    """qemu-server's get_node_name: ``f`` (format) or ``e`` (file) + 30 hex digits."""
+    backing = f"backing={backing_depth}," if backing_depth else ""
+    digest = hashlib.sha256(f"drive={drive_key},{backing}volid={volid}".encode()).hexdigest()
+    return prefix + digest[:30]
+
+
+def throttle_group(drive: Drive) -> Node:
+    return {"id": throttle_group_id(drive.key), "limits": throttle_limits(drive),
+            "qom-type": "throttle-group"}
+
+
+# --- the graph ------------------------------------------------------------------------
+
+
+def resolve_disk(drive: Drive, storage: StorageConfig, *, template: bool = False,
+                 read_only: bool = False) -> Disk:
+    """Resolve the drive's volume and format as qemu-server does. ``read_only`` forces the
+    nodes read-only (qemu-server's extra ``read-only`` option)."""
+    read_only = read_only or is_read_only(drive, template=template)
+    if drive.file == "none":
+        return Disk(drive, None, None, read_only)
+    if drive.file == "cdrom":
+        return Disk(drive, Volume("cdrom", HOST_CDROM, None), _format(drive, None), read_only)
+    try:
+        volume = resolve(storage, drive.file)
+    except InvalidInputError as error:
+        raise DriveGraphError(f"{drive.key}: {error}") from None
+    if volume.content == "iso" and drive.get("media") is None:
+        raise DriveGraphError(f"{drive.key}: explicit media parameter is required for iso images")
+    return Disk(drive, volume, _format(drive, volume), read_only)
+
+
+def _format(drive: Drive, volume: Volume | None) -> str:
+    """The storage's format for a volume (a different ``format=`` is an error); else
+    ``format=``, else raw: QEMU never probes (qemu-server's generate_format_blockdev)."""
+    explicit = drive.get("format")
+    if volume is not None and volume.format is not None:
+        if explicit is not None and explicit != volume.format:
+            raise DriveGraphError(f"{drive.key}: volume '{volume.volid}' - 'format={explicit}' option "
+                                  f"different from storage format '{volume.format}'")
+        return volume.format
+    return str(explicit or "raw")
+
+
+def drive_graph(drive: Drive, storage: StorageConfig, *, template: bool = False,
+                read_only: bool = False, tools: Tools | None = None) -> DriveGraph:
+    """The whole graph of a drive: throttle group object and node tree, and the warnings."""
+    disk = resolve_disk(drive, storage, template=template, read_only=read_only)
+    group = throttle_group(drive)
+    if disk.volume is None:
+        return DriveGraph(disk, group, None, tuple(ignored_cache_options(disk)))
+    fmt, warnings = _format_node(disk, tools)
+    top = {"driver": "throttle", "node-name": top_node_name(drive.key),
+           "throttle-group": throttle_group_id(drive.key), "file": fmt,
+           **_common_options(disk, read_only=disk.read_only)}
+    return DriveGraph(disk, group, top, (*ignored_cache_options(disk), *warnings))
+
+
+def format_node(disk: Disk, *, tools: Tools | None = None) -> Node:
+    """The format node's complete options, children nested (file node, explicit backing
+    nodes): the node ``-blockdev`` opens. For ``blockdev-reopen`` send
+    :func:`reopen_options` of it (and of each backing node in :func:`walk`).
+
+    Reads the image (and its chain) only when the drive sizes its cache from it.
+    """
+    return _format_node(disk, tools)[0]
+
+
+def _format_node(disk: Disk, tools: Tools | None) -> tuple[Node, list[str]]:
+    if disk.volume is None or disk.format is None:
+        raise DriveGraphError(f"{disk.key}: an empty drive (none) has no nodes")
+    if disk.format != "qcow2":
+        return _image_node(disk, disk.volume.path, disk.format, depth=0, options={}), []
+    if not cache.uses_auto_size(disk.drive):
+        options = cache.drive_cache_options(disk.drive).as_qemu()
+        return _image_node(disk, disk.volume.path, "qcow2", depth=0, options=options), []
+    chain = _read_chain(disk, tools)
+    top_options, warnings = cache.resolved_cache_options(disk.drive, chain[0], _size(disk.drive))
+    backing: Node | None = None
+    for depth in range(len(chain) - 1, 0, -1):
+        image = chain[depth]
+        options = {"cache-size": cache.auto_size(image).cache_size} if image.is_qcow2 else {}
+        backing = _image_node(disk, image.filename, image.format, depth=depth, options=options,
+                              backing=backing)
+    return _image_node(disk, disk.volume.path, "qcow2", depth=0, options=top_options.as_qemu(),
+                       backing=backing), warnings
+
+
+def _size(drive: Drive) -> int | None:
+    size = drive.get("size")
+    return size if isinstance(size, int) and not isinstance(size, bool) else None
+
+
+def _read_chain(disk: Disk, tools: Tools | None) -> list[ImageInfo]:
+    assert disk.volume is not None
+    try:
+        return read_chain(disk.volume.path, format="qcow2", tools=tools)
+    except ImageError as error:
+        raise DriveGraphError(f"{disk.key}: cannot size the qcow2 cache from the image: "
+                              f"{error}") from None
+
+
+def _image_node(disk: Disk, path: str, driver: str, *, depth: int, options: Mapping[str, int],
+                backing: Node | None = None) -> Node:
+    """One image: its format node over its file node. Depth 0 is the drive's own image."""
+    read_only = disk.read_only or depth > 0
+    volid = disk.volume.volid if disk.volume else ""
+    mode = cache_mode(disk.drive)
+    file: Node = {"driver": _file_driver(path), "filename": path, "cache": mode.as_node_option(),
+                  "aio": aio_mode(disk.drive),
+                  "node-name": node_name("e", disk.key, volid, backing_depth=depth),
+                  **_common_options(disk, read_only=read_only)}
+    node: Node = {"driver": driver, "file": file, "cache": mode.as_node_option(),
+                  "node-name": node_name("f", disk.key, volid, backing_depth=depth),
+                  **_common_options(disk, read_only=read_only), **options}
+    if backing is not None:
+        node["backing"] = backing
+    return node
+
+
+def _file_driver(path: str) -> str:
+    """qemu-server's choice (after QEMU's hdev_probe_device): /dev/cd* is a CD-ROM."""
+    if path.startswith("/dev/cd"):
+        return "host_cdrom"
+    return "host_device" if path.startswith("/dev/") else "file"
+
+
+def _common_options(disk: Disk, *, read_only: bool) -> Node:
+    """The options every node of the chain gets (qemu-server's throttle->fmt->file)."""
+    options: Node = {"read-only": read_only}
+    if not disk.drive.is_cdrom:
+        options["discard"] = discard_mode(disk.drive)
+        options["detect-zeroes"] = detect_zeroes(disk.drive)
+    return options
+
+
+def ignored_cache_options(disk: Disk) -> list[str]:
+    """Warnings for qcow2 keys on a disk whose format is not qcow2: QEMU would refuse them."""
+    if disk.format == "qcow2":
+        return []
+    what = f"format is {disk.format}" if disk.format else "drive is empty"
+    return [f"{disk.key}: {key} requires disk format qcow2 (the {what}): not passed to QEMU"
+            for key in QCOW2_CACHE_KEYS if disk.drive.get(key) not in (None, False)]
+
+
+# --- walking and reopening ------------------------------------------------------------
+
+
+def walk(node: Node) -> Iterator[Node]:
+    """The node and every node below it (file, then backing), depth first."""
+    yield node
+    for child in ("file", "backing"):
+        if isinstance(node.get(child), dict):
+            yield from walk(node[child])
+
+
+def reopen_options(node: Node) -> Node:
+    """The node's options for QMP ``blockdev-reopen``: everything, with the child nodes
+    (``file``, ``backing``) given by node name, as reopen requires."""
+    return {key: value["node-name"] if key in ("file", "backing") and isinstance(value, dict)
+            else value for key, value in node.items()}

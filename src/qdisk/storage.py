@@ -1,0 +1,202 @@
+"""``storage.cfg`` in the Proxmox VE format, and volume ids resolved to paths and formats.
+
+The file holds one section per storage: a ``TYPE: ID`` line, then indented
+``key value`` lines; a blank line ends the section::
+
+    dir: local
+            path /var/lib/vz
+            content iso,images
+
+Only the ``dir`` type is understood (``path``, ``content``, ``disable``); other
+sections are kept verbatim so printing the file back loses nothing, and a volume on
+them is refused. Volume ids resolve as PVE's directory plugin does:
+``STORAGE:VMID/NAME`` -> ``<path>/images/<VMID>/<NAME>`` (the format is the name's
+extension), ``STORAGE:iso/NAME`` -> ``<path>/template/iso/NAME`` (raw).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+
+from qdisk.errors import InvalidInputError
+from qdisk.settings import Settings
+
+# PVE's storage id (pve-storage-id) and volume id (parse_volume_id).
+_STORAGE_ID_RE = re.compile(r"[a-z][a-z0-9\-_.]*[a-z0-9]", re.IGNORECASE | re.ASCII)
+_VOLUME_ID_RE = re.compile(r"([a-z][a-z0-9\-_.]*[a-z0-9]):(.+)", re.IGNORECASE | re.ASCII | re.DOTALL)
+_SECTION_RE = re.compile(r"([a-z][a-z0-9]*):\s*(\S+)\s*", re.ASCII)
+_OPTION_RE = re.compile(r"\s+(\S+)(?:\s+(.*?))?\s*", re.ASCII)
+# PVE::Storage::Plugin::parse_volname / parse_name_dir (whitespace is never part of a name).
+# A linked clone is BASEVMID/BASENAME/VMID/NAME; its image lives under VMID. (No
+# subvol: those are container volumes.)
+_IMAGE_VOLNAME_RE = re.compile(r"(?:\d+/(?:base-)?[^/\s]+\.(?:raw|qcow2|vmdk)/)?"
+                               r"(\d+)/((?:base-)?[^/\s]+\.(raw|qcow2|vmdk))")
+_ISO_VOLNAME_RE = re.compile(r"iso/([^/]+\.(?:iso|img))", re.IGNORECASE)
+
+# The directory plugin's content types when a section names none.
+DEFAULT_DIR_CONTENT = ("images", "rootdir")
+
+
+class StorageError(InvalidInputError):
+    """storage.cfg is malformed, or a volume id cannot be resolved; names the storage or volume."""
+
+
+@dataclass(frozen=True)
+class Storage:
+    """One section of storage.cfg; ``options`` are the raw ``key value`` lines in file order."""
+
+    type: str
+    id: str
+    options: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def path(self) -> Path:
+        return Path(self.options["path"])
+
+    @property
+    def content(self) -> tuple[str, ...]:
+        text = self.options.get("content")
+        if text is None:
+            return DEFAULT_DIR_CONTENT
+        return tuple(part for part in re.split(r"[,;\s]+", text) if part)
+
+    @property
+    def disabled(self) -> bool:
+        return self.options.get("disable", "0").lower() in ("1", "on", "yes", "true")
+
+    def allows(self, content: str) -> bool:
+        return content in self.content
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    storages: Mapping[str, Storage] = field(default_factory=dict)
+
+    def get(self, storage_id: str) -> Storage:
+        try:
+            return self.storages[storage_id]
+        except KeyError:
+            raise StorageError(f"storage '{storage_id}' does not exist") from None
+
+
+@dataclass(frozen=True)
+class Volume:
+    """What a drive's ``file`` names: ``path`` on the host, and the format the storage
+    implies (None for an absolute path: the drive's ``format=`` decides)."""
+
+    volid: str
+    path: str
+    format: str | None
+    content: str | None = None  # "images" or "iso" for storage volumes
+    storage: Storage | None = None
+
+
+def config_path(settings: Settings) -> Path:
+    return settings.home / "storage.cfg"
+
+
+def load(settings: Settings) -> StorageConfig:
+    """The storage configuration of ``settings.home``; no file means no storages."""
+    path = config_path(settings)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return StorageConfig()
+    except OSError as error:
+        raise StorageError(f"{path}: cannot read: {error.strerror}") from None
+    return parse_storage_cfg(text, source=str(path))
+
+
+def parse_storage_cfg(text: str, *, source: str = "storage.cfg") -> StorageConfig:
+    storages: dict[str, Storage] = {}
+    current: tuple[str, str, dict[str, str]] | None = None
+
+    def finish() -> None:
+        if current is not None:
+            storage_type, storage_id, options = current
+            storages[storage_id] = _checked(Storage(storage_type, storage_id, MappingProxyType(options)),
+                                            source)
+
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            finish()
+            current = None
+            continue
+        if line.lstrip().startswith("#"):
+            continue
+        if current is not None and line[0].isspace():
+            option = _OPTION_RE.fullmatch(line)
+            assert option is not None  # a non-blank indented line always matches
+            key, value = option.group(1), option.group(2) or ""
+            if key in current[2]:
+                raise StorageError(f"{source}: line {number}: duplicate option '{key}' "
+                                   f"in storage '{current[1]}'")
+            current[2][key] = value
+            continue
+        section = _SECTION_RE.fullmatch(line)
+        if section is None:
+            raise StorageError(f"{source}: line {number}: expected 'TYPE: ID', got {line!r}")
+        finish()
+        storage_type, storage_id = section.groups()
+        if not _STORAGE_ID_RE.fullmatch(storage_id):
+            raise StorageError(f"{source}: line {number}: invalid storage id '{storage_id}'")
+        if storage_id in storages:
+            raise StorageError(f"{source}: line {number}: storage '{storage_id}' defined twice")
+        current = (storage_type, storage_id, {})
+    finish()
+    return StorageConfig(MappingProxyType(storages))
+
+
+def _checked(storage: Storage, source: str) -> Storage:
+    if storage.type == "dir":
+        path = storage.options.get("path")
+        if not path:
+            raise StorageError(f"{source}: storage '{storage.id}': missing 'path'")
+        if not path.startswith("/"):
+            raise StorageError(f"{source}: storage '{storage.id}': path '{path}' is not absolute")
+    return storage
+
+
+def print_storage_cfg(config: StorageConfig) -> str:
+    sections = []
+    for storage in config.storages.values():
+        lines = [f"{storage.type}: {storage.id}"]
+        lines += [f"\t{key} {value}".rstrip() for key, value in storage.options.items()]
+        sections.append("\n".join(lines) + "\n")
+    return "\n".join(sections)
+
+
+def parse_volume_id(volid: str) -> tuple[str, str] | None:
+    """``(storage, volname)`` of a volume id, None for anything else (paths, none, cdrom)."""
+    match = _VOLUME_ID_RE.fullmatch(volid)
+    return (match.group(1), match.group(2)) if match else None
+
+
+def resolve(config: StorageConfig, volid: str) -> Volume:
+    """The host path and format of a drive's ``file`` (volume id or absolute path)."""
+    if volid.startswith("/"):
+        return Volume(volid, volid, None)
+    parsed = parse_volume_id(volid)
+    if parsed is None:
+        raise StorageError(f"unable to parse volume ID '{volid}'")
+    storage_id, volname = parsed
+    storage = config.get(storage_id)
+    if storage.type != "dir":
+        raise StorageError(f"volume '{volid}': storage type '{storage.type}' is not supported "
+                           f"(only 'dir')")
+    if storage.disabled:
+        raise StorageError(f"volume '{volid}': storage '{storage_id}' is disabled")
+    image = _IMAGE_VOLNAME_RE.fullmatch(volname)
+    if image is not None:
+        vmid, name, fmt = image.groups()
+        path = storage.path / "images" / vmid / name
+        return Volume(volid, str(path), fmt, "images", storage)
+    iso = _ISO_VOLNAME_RE.fullmatch(volname)
+    if iso is not None:
+        path = storage.path / "template" / "iso" / iso.group(1)
+        return Volume(volid, str(path), "raw", "iso", storage)
+    raise StorageError(f"volume '{volid}': unable to parse directory volume name '{volname}'")

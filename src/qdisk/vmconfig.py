@@ -1,0 +1,187 @@
+"""VM configuration files in the Proxmox VE format (``QDISK_HOME/qemu-server/<vmid>.conf``).
+
+::
+
+    #description line (url-encoded)
+    memory: 2048
+    scsi0: local:100/vm-100-disk-0.qcow2,cache=none
+
+    [PENDING]
+    memory: 4096
+    delete: serial0
+
+    [snap1]
+    memory: 1024
+
+Parsed as qemu-server's parse_vm_config does: ``#`` lines are the description of
+the section they are in, values are kept exactly as written (drive strings too, and
+keys qdisk does not know), ``cdrom:`` is read as ``ide2:``, and a line that is not
+``key: value`` is dropped with a warning. Printed as write_vm_config does: the
+description, then the keys sorted, then ``[PENDING]``, special sections and
+snapshots (sorted), so a file PVE wrote reads and prints back unchanged.
+"""
+
+from __future__ import annotations
+
+import re
+import urllib.parse
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from qdisk.drive import drive_keys
+from qdisk.errors import InvalidInputError
+from qdisk.settings import Settings
+
+_KEY_VALUE_RE = re.compile(r"([a-z][a-z_]*\d*):\s*(.+?)\s*", re.ASCII)
+_DESCRIPTION_RE = re.compile(r"description:\s*(.*\S)\s*")
+_SNAPSHOT_RE = re.compile(r"\[([a-z][a-z0-9_\-]+)\]\s*", re.IGNORECASE | re.ASCII)
+_SPECIAL_RE = re.compile(r"\[special:([a-z]+)\]\s*", re.IGNORECASE | re.ASCII)
+_PENDING_RE = re.compile(r"\[PENDING\]\s*", re.IGNORECASE)
+# PVE::Tools::encode_text: control and non-ASCII characters, and ':', are %-escaped.
+_UNSAFE_DESCRIPTION_RE = re.compile(r"[^\x20-\x39\x3b-\x7e]")
+# PVE's vmid range (pve-vmid).
+MIN_VMID = 100
+MAX_VMID = 999_999_999
+
+
+class VmConfigError(InvalidInputError):
+    """A VM config cannot be found or read; names the VM."""
+
+
+@dataclass
+class Section:
+    """One part of a config: its ``key: value`` lines (raw strings) and its description."""
+
+    values: dict[str, str] = field(default_factory=dict)
+    description: str | None = None
+
+
+@dataclass
+class VmConfig:
+    """A whole VM config. ``pending.values`` may hold ``delete`` (see :meth:`pending_deletions`)."""
+
+    vmid: int
+    current: Section = field(default_factory=Section)
+    pending: Section = field(default_factory=Section)
+    special: dict[str, Section] = field(default_factory=dict)
+    snapshots: dict[str, Section] = field(default_factory=dict)
+    # Lines dropped while parsing, as qemu-server warns about them (never printed back).
+    warnings: list[str] = field(default_factory=list)
+
+    def pending_deletions(self) -> list[str]:
+        """Keys ``[PENDING]`` deletes; a leading ``!`` (forced deletion) is stripped."""
+        text = self.pending.values.get("delete", "")
+        return [key.lstrip("!") for key in re.split(r"[,;\s]+", text) if key.lstrip("!")]
+
+    def merged(self) -> dict[str, str]:
+        """The values with pending changes applied (what ``qm config`` shows)."""
+        values = {key: value for key, value in self.current.values.items()
+                  if key not in self.pending_deletions()}
+        values.update((key, value) for key, value in self.pending.values.items() if key != "delete")
+        return values
+
+
+def check_vmid(vmid: int) -> int:
+    if not MIN_VMID <= vmid <= MAX_VMID:
+        raise VmConfigError(f"invalid VM id {vmid} (must be {MIN_VMID} to {MAX_VMID})")
+    return vmid
+
+
+def config_path(settings: Settings, vmid: int) -> Path:
+    return settings.home / "qemu-server" / f"{check_vmid(vmid)}.conf"
+
+
+def load(settings: Settings, vmid: int) -> VmConfig:
+    """Read and parse the config of VM ``vmid``."""
+    path = config_path(settings, vmid)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise VmConfigError(f"VM {vmid}: configuration file '{path}' does not exist") from None
+    except OSError as error:
+        raise VmConfigError(f"VM {vmid}: cannot read '{path}': {error.strerror}") from None
+    return parse_vm_config(text, vmid)
+
+
+def parse_vm_config(text: str, vmid: int) -> VmConfig:
+    config = VmConfig(vmid)
+    section = config.current
+    section_name = ""
+    description: list[str] = []
+
+    def finish_description() -> None:
+        if description:
+            section.description = "\n".join(description).rstrip()
+            description.clear()
+
+    for line in text.split("\n"):
+        if not line.strip():
+            continue
+        header = _section_header(config, line)
+        if header is not None:
+            finish_description()
+            section_name, section = header
+            continue
+        if line.startswith("#"):
+            description.append(decode_text(line[1:]))
+            continue
+        described = _DESCRIPTION_RE.fullmatch(line)
+        if described:
+            description.append(decode_text(described.group(1)))
+            continue
+        pair = _KEY_VALUE_RE.fullmatch(line)
+        if pair is None:
+            config.warnings.append(f"vm {vmid} - unable to parse config: {line}")
+            continue
+        key, value = pair.groups()
+        if key == "delete" and section_name != "pending":
+            config.warnings.append(f"vm {vmid} - property 'delete' is only allowed in [PENDING]")
+            continue
+        section.values["ide2" if key == "cdrom" else key] = value
+    finish_description()
+    return config
+
+
+def _section_header(config: VmConfig, line: str) -> tuple[str, Section] | None:
+    if _PENDING_RE.fullmatch(line):
+        return "pending", config.pending
+    special = _SPECIAL_RE.fullmatch(line)
+    if special:
+        return "special", config.special.setdefault(special.group(1), Section())
+    snapshot = _SNAPSHOT_RE.fullmatch(line)
+    if snapshot:
+        return "snapshot", config.snapshots.setdefault(snapshot.group(1), Section())
+    return None
+
+
+def print_vm_config(config: VmConfig) -> str:
+    text = _print_section(config.current)
+    if config.pending.values or config.pending.description is not None:
+        text += "\n[PENDING]\n" + _print_section(config.pending)
+    for name in sorted(config.special):
+        text += f"\n[special:{name}]\n" + _print_section(config.special[name])
+    for name in sorted(config.snapshots):
+        text += f"\n[{name}]\n" + _print_section(config.snapshots[name])
+    return text
+
+
+def _print_section(section: Section) -> str:
+    lines = []
+    if section.description is not None:
+        lines += ["#" + encode_text(line) for line in section.description.split("\n")]
+    lines += [f"{key}: {section.values[key]}" for key in sorted(section.values)]
+    return "".join(line + "\n" for line in lines)
+
+
+def encode_text(text: str) -> str:
+    return _UNSAFE_DESCRIPTION_RE.sub(
+        lambda match: "".join(f"%{byte:02X}" for byte in match.group().encode()), text)
+
+
+def decode_text(text: str) -> str:
+    return urllib.parse.unquote(text, errors="replace")
+
+
+def drive_items(values: dict[str, str]) -> list[tuple[str, str]]:
+    """The drive lines among ``values`` (``unused*`` included), in qemu-server's order."""
+    return [(key, values[key]) for key in drive_keys() if key in values]
