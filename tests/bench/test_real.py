@@ -79,6 +79,13 @@ def test_every_variant_runs_through_qemu_and_fio_and_everything_is_removed(
     assert [sorted(Path(name).name for name in names) for names in filenames][:3] == [
         ["raw.img"], ["base.qcow2"], ["base.qcow2"]]
     assert all(node.get("read-only") for graphs in spy.blockdevs for graph in graphs for node in nodes_of(graph))
+    # The cache options as qdisk's generator places them: chain-auto sizes the backing image too.
+    sized = [[node.get("cache-size") for graph in graphs for node in nodes_of(graph) if node["driver"] == "qcow2"]
+             for graphs in spy.blockdevs]
+    default, auto, top_only, chain = sized[1:]
+    assert default == [None] and auto[0] is not None
+    assert len(top_only) == 1 and top_only[0] is not None  # the backing node is QEMU's own, with defaults
+    assert len(chain) == 2 and None not in chain
     assert_nothing_left()
     assert result.stderr.count("IOPS") == len(VARIANT_NAMES)  # plain progress lines off a terminal
 

@@ -12,6 +12,7 @@ from types import TracebackType
 from typing import Any
 
 from qdisk.errors import ToolError
+from qdisk.qemu.blockdev import to_json
 from qdisk.tools import last_message
 
 log = logging.getLogger(__name__)
@@ -24,12 +25,12 @@ STOP_TIMEOUT = 10.0
 def daemon_argv(program: str, objects: Sequence[Mapping[str, Any]],
                 blockdevs: Sequence[Mapping[str, Any]], top_node: str,
                 socket: Path, pidfile: Path) -> list[str]:
-    """The daemon's command: the objects and nodes as JSON, the top node exported read-only."""
+    """The daemon's command: objects and nodes rendered as for QEMU, the top node exported read-only."""
     argv = [program]
     for obj in objects:
-        argv += ["--object", json.dumps(obj)]
+        argv += ["--object", to_json(obj)]
     for node in blockdevs:
-        argv += ["--blockdev", json.dumps(node)]
+        argv += ["--blockdev", to_json(node)]
     argv += [
         "--nbd-server", json.dumps({"addr": {"type": "unix", "path": str(socket)}}),
         "--export", json.dumps({"type": "nbd", "id": "export0", "node-name": top_node,

@@ -55,9 +55,9 @@ class Measurement:
 
 def measure(variant: v.Variant, settings: Settings, runtime: int, workdir: Path) -> Measurement:
     """Serve the variant's node graph with qemu-storage-daemon and read it with fio."""
-    graph = v.node_graph(variant.drive, settings)
-    with StorageDaemon(settings.tools.qemu_storage_daemon, graph.objects, graph.blockdevs,
-                       graph.top_node, workdir) as daemon:
+    arguments = v.blockdev_arguments(variant.drive, settings)
+    with StorageDaemon(settings.tools.qemu_storage_daemon, arguments.objects, arguments.blockdevs,
+                       arguments.top_node_name, workdir) as daemon:
         result = run_fio(settings.tools.fio, daemon.socket, EXPORT_NAME, runtime, workdir / "fio.json")
         return Measurement(result, daemon.rss_bytes())
 
@@ -225,7 +225,7 @@ def run_sweep(settings: Settings, *, image: Path | None = None, size: int = DEFA
         if images.qcow2 is None:
             raise InvalidInputError(f"{image}: the sweep needs a qcow2 image without backing file")
         geometry = v.l2_geometry(images.qcow2, settings)
-        common = f"{images.qcow2},format=qcow2,cache=none,aio={aio},ro=1"
+        common = f"{images.qcow2},format=qcow2,cache=none,aio={aio}"
         points: list[tuple[int, int, v.Variant]] = [
             (mib * v.MIB, entry, v.Variant(f"l2 {mib} MiB, entry {entry}",
                                            f"{common},qcow2-l2-cache-size={mib},qcow2-l2-cache-entry-size={entry}"))

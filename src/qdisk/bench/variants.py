@@ -1,7 +1,8 @@
 """The images measured and the variants: each one a drive string in qdisk's own language.
 
-A variant is served from the node graph that qdisk's command generation makes of its
-drive string, so the benchmark measures exactly what a VM started by qdisk would get.
+A variant is served from the ``-blockdev`` arguments that qdisk's command generation
+makes of its drive string, so the benchmark measures what a VM started by qdisk gets
+(every node forced read-only: the images are never written).
 """
 
 from __future__ import annotations
@@ -9,13 +10,17 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
+from qdisk import cache
+from qdisk.drive import parse_drive
 from qdisk.errors import InvalidInputError
 from qdisk.image import create_image, read_image
+from qdisk.qemu.blockdev import BlockdevArguments, drive_blockdev
 from qdisk.settings import Settings
 
 MIB = 1 << 20
+# Every variant is configured as this drive of a VM (absolute paths: no storage needed).
+BENCH_DRIVE_KEY = "scsi0"
 
 RAW = "raw"
 QCOW2_DEFAULT = "qcow2-default"
@@ -47,15 +52,6 @@ class Variant:
     drive: str
 
 
-@dataclass(frozen=True)
-class NodeGraph:
-    """What qemu-storage-daemon is given for a drive: ``--object``s, ``--blockdev``s, the node to export."""
-
-    objects: list[dict[str, Any]]
-    blockdevs: list[dict[str, Any]]
-    top_node: str
-
-
 def make_scratch_images(directory: Path, size: int, settings: Settings) -> BenchImages:
     """A raw file, a metadata-preallocated qcow2 (every L2 table exists) and a thin overlay on it."""
     raw = directory / "raw.img"
@@ -70,7 +66,8 @@ def make_scratch_images(directory: Path, size: int, settings: Settings) -> Bench
 
 
 def classify_image(path: Path, settings: Settings) -> BenchImages:
-    """A user's image in the one role it can play."""
+    """A user's image in the one role it can play (absolute: drive strings need it)."""
+    path = path.resolve()
     info = read_image(path, tools=settings.tools)
     if info.format == "raw":
         return BenchImages(raw=path)
@@ -83,8 +80,7 @@ def classify_image(path: Path, settings: Settings) -> BenchImages:
 
 def variants(images: BenchImages, settings: Settings, aio: str) -> list[Variant]:
     """The variants that apply to the images, in the order of :data:`VARIANT_NAMES`."""
-    # ro=1: every node is opened read-only, so the images are never written.
-    common = f"cache=none,aio={aio},ro=1"
+    common = f"cache=none,aio={aio}"
     found: list[Variant] = []
     if images.raw:
         found.append(Variant(RAW, f"{images.raw},format=raw,{common}"))
@@ -102,18 +98,6 @@ def variants(images: BenchImages, settings: Settings, aio: str) -> list[Variant]
     return found
 
 
-# --- provisional seam: replaced by qdisk.image / qdisk.cache / qdisk.qemu once they land ---
-
-def image_facts(path: Path, settings: Settings) -> dict[str, Any]:
-    info = read_image(path, tools=settings.tools)
-    return {"virtual-size": info.virtual_size, "cluster-size": info.cluster_size,
-            "format-specific": {"data": {"refcount-bits": info.refcount_bits}}}
-
-
-def _l2_needed(virtual_size: int, cluster: int) -> int:
-    return max(2 * cluster, math.ceil(math.ceil(virtual_size / cluster) * 8 / cluster) * cluster)
-
-
 @dataclass(frozen=True)
 class L2Geometry:
     """The L2 facts the sweep needs: what covers the whole image, and what QEMU uses by default."""
@@ -125,39 +109,17 @@ class L2Geometry:
 
 
 def l2_geometry(path: Path, settings: Settings) -> L2Geometry:
-    facts = image_facts(path, settings)
-    size, cluster = int(facts["virtual-size"]), int(facts["cluster-size"])
-    needed = _l2_needed(size, cluster)
-    default = min(needed, 32 * MIB)
-    return L2Geometry(cluster, needed, default, cluster if default >= needed else min(cluster, 4096))
+    info = read_image(path, format="qcow2", tools=settings.tools)
+    default = cache.default_cache(info)
+    return L2Geometry(default.cluster_size, cache.needed_l2_cache_size(info),
+                      default.l2_cache_size, default.l2_cache_entry_size)
 
 
 def auto_cache_size(path: Path, settings: Settings) -> int:
-    facts = image_facts(path, settings)
-    size, cluster = int(facts["virtual-size"]), int(facts["cluster-size"])
-    refcount_bits = int(facts["format-specific"]["data"]["refcount-bits"])
-    refcount = max(4 * cluster, math.ceil(size * refcount_bits / (8 * cluster) / cluster) * cluster)
-    return _l2_needed(size, cluster) + refcount
+    """qdisk's automatic ``cache-size`` for the image (the seed's formula)."""
+    return cache.auto_size(read_image(path, format="qcow2", tools=settings.tools)).cache_size
 
 
-def node_graph(drive: str, settings: Settings) -> NodeGraph:
-    path, *options = drive.split(",")
-    opts = dict(option.split("=", 1) for option in options)
-    fmt: dict[str, Any] = {
-        "driver": opts["format"], "node-name": "fmt", "read-only": True,
-        "cache": {"direct": True, "no-flush": False},
-        "file": {"driver": "file", "node-name": "file", "filename": path, "aio": opts["aio"],
-                 "read-only": True, "cache": {"direct": True, "no-flush": False}},
-    }
-    if opts.get("qcow2-cache-size-based-on-disk"):
-        fmt["cache-size"] = auto_cache_size(Path(path), settings)
-    if "qcow2-cache-size" in opts:
-        fmt["cache-size"] = int(opts["qcow2-cache-size"]) * MIB
-    if "qcow2-l2-cache-size" in opts:
-        fmt["l2-cache-size"] = int(opts["qcow2-l2-cache-size"]) * MIB
-    if "qcow2-l2-cache-entry-size" in opts:
-        fmt["l2-cache-entry-size"] = int(opts["qcow2-l2-cache-entry-size"])
-    throttle = {"driver": "throttle", "node-name": "drive-scsi0", "throttle-group": "throttle-drive-scsi0",
-                "file": fmt, "read-only": True}
-    return NodeGraph([{"qom-type": "throttle-group", "id": "throttle-drive-scsi0", "limits": {}}],
-                     [throttle], "drive-scsi0")
+def blockdev_arguments(drive: str, settings: Settings) -> BlockdevArguments:
+    """The ``--object``/``--blockdev`` arguments qdisk generates for ``scsi0: <drive>``, read-only."""
+    return drive_blockdev(parse_drive(BENCH_DRIVE_KEY, drive).drive, settings, read_only=True)

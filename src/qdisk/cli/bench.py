@@ -109,7 +109,7 @@ def command(settings: Settings, image: Path | None, size: str, runtime: int, rou
     display = ProgressDisplay(sys.stderr)
     run = bench.run_sweep if sweep or plot else bench.run_bench
     try:
-        report = run(settings, image=image.resolve() if image else None, size=parse_size(size),
+        report = run(settings, image=image, size=parse_size(size),
                      runtime=runtime, rounds=rounds, aio=aio, progress=display)
     finally:
         display.close()
