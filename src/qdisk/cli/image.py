@@ -110,7 +110,7 @@ def _extras(image: ImageInfo) -> dict[str, Any]:
         "compatible-features": header.compatible_features,
         "autoclear-features": header.autoclear_features,
         "header-extensions": [{"type": f"{extension.type:#010x}", "length": extension.length}
-                              for extension in header.extensions],
+                              for extension in image.header_extensions],
     })
     return extras
 
