@@ -1,0 +1,21 @@
+qemu-system-x86_64 \
+  -name 'vm8006,debug-threads=on' \
+  -no-shutdown \
+  -chardev 'socket,id=qmp,path=/TMP/home/run/8006.qmp,server=on,wait=off' \
+  -mon 'chardev=qmp,mode=control' \
+  -pidfile /TMP/home/run/8006.pid \
+  -daemonize \
+  -smp '1,sockets=1,cores=1,maxcpus=1' \
+  -nodefaults \
+  -boot 'menu=on,strict=on,reboot-timeout=1000' \
+  -vnc 'unix:/TMP/home/run/8006.vnc,password=on' \
+  -m 512 \
+  -device 'pci-bridge,id=pci.1,chassis_nr=1,bus=pci.0,addr=0x1e' \
+  -device 'pci-bridge,id=pci.2,chassis_nr=2,bus=pci.0,addr=0x1f' \
+  -device 'VGA,id=vga,bus=pci.0,addr=0x2' \
+  -device 'lsi,id=scsihw0,bus=pci.0,addr=0x5' \
+  -drive 'file=/TMP/storage/local/images/8006/vm-8006-disk-0.qcow2,if=none,id=drive-scsi0,format=qcow2,cache=none,aio=io_uring,detect-zeroes=on,cache-size=16384000,node-name=fcd04be4259153b8293415fefa2a84c,file.node-name=ecd04be4259153b8293415fefa2a84c' \
+  -device 'scsi-hd,bus=scsihw0.0,scsi-id=0,drive=drive-scsi0,id=scsi0' \
+  -drive 'file=/TMP/storage/local/images/8006/vm-8006-disk-1.qcow2,if=none,id=drive-scsi1,format=qcow2,cache=none,aio=io_uring,detect-zeroes=on,cache-size=16777216,l2-cache-entry-size=65536,cache-clean-interval=900,node-name=f70a10e5fb0473d3fc55686f720db61,file.node-name=e70a10e5fb0473d3fc55686f720db61' \
+  -device 'scsi-hd,bus=scsihw0.0,scsi-id=1,drive=drive-scsi1,id=scsi1' \
+  -machine 'type=pc'

@@ -1,0 +1,51 @@
+qemu-system-x86_64 \
+  -name 'vm8006,debug-threads=on' \
+  -no-shutdown \
+  -chardev 'socket,id=qmp,path=/TMP/home/run/8006.qmp,server=on,wait=off' \
+  -mon 'chardev=qmp,mode=control' \
+  -pidfile /TMP/home/run/8006.pid \
+  -daemonize \
+  -smp '1,sockets=1,cores=1,maxcpus=1' \
+  -nodefaults \
+  -boot 'menu=on,strict=on,reboot-timeout=1000' \
+  -vnc 'unix:/TMP/home/run/8006.vnc,password=on' \
+  -m 512 \
+  -object '{"id":"throttle-drive-ide0","limits":{},"qom-type":"throttle-group"}' \
+  -object '{"id":"throttle-drive-ide1","limits":{},"qom-type":"throttle-group"}' \
+  -object '{"id":"throttle-drive-ide3","limits":{},"qom-type":"throttle-group"}' \
+  -object '{"id":"throttle-drive-scsi0","limits":{},"qom-type":"throttle-group"}' \
+  -object '{"id":"throttle-drive-scsi30","limits":{},"qom-type":"throttle-group"}' \
+  -object '{"id":"throttle-drive-virtio0","limits":{},"qom-type":"throttle-group"}' \
+  -object '{"id":"throttle-drive-virtio5","limits":{},"qom-type":"throttle-group"}' \
+  -object '{"id":"throttle-drive-virtio6","limits":{},"qom-type":"throttle-group"}' \
+  -object '{"id":"throttle-drive-virtio15","limits":{},"qom-type":"throttle-group"}' \
+  -object '{"id":"throttle-drive-sata0","limits":{},"qom-type":"throttle-group"}' \
+  -object '{"id":"throttle-drive-sata5","limits":{},"qom-type":"throttle-group"}' \
+  -device 'pci-bridge,id=pci.1,chassis_nr=1,bus=pci.0,addr=0x1e' \
+  -device 'pci-bridge,id=pci.2,chassis_nr=2,bus=pci.0,addr=0x1f' \
+  -device 'VGA,id=vga,bus=pci.0,addr=0x2' \
+  -blockdev '{"detect-zeroes":"on","discard":"ignore","driver":"throttle","file":{"cache":{"direct":true,"no-flush":false},"detect-zeroes":"on","discard":"ignore","driver":"raw","file":{"aio":"io_uring","cache":{"direct":true,"no-flush":false},"detect-zeroes":"on","discard":"ignore","driver":"file","filename":"/TMP/storage/local/images/8006/vm-8006-disk-0.raw","node-name":"eb3b05af635e8f8f0286bc2ecf3f52e","read-only":false},"node-name":"fb3b05af635e8f8f0286bc2ecf3f52e","read-only":false},"node-name":"drive-ide0","read-only":false,"throttle-group":"throttle-drive-ide0"}' \
+  -device 'ide-hd,bus=ide.0,unit=0,drive=drive-ide0,id=ide0,write-cache=on' \
+  -blockdev '{"detect-zeroes":"on","discard":"ignore","driver":"throttle","file":{"cache":{"direct":true,"no-flush":false},"detect-zeroes":"on","discard":"ignore","driver":"raw","file":{"aio":"io_uring","cache":{"direct":true,"no-flush":false},"detect-zeroes":"on","discard":"ignore","driver":"file","filename":"/TMP/storage/local/images/8006/vm-8006-disk-1.raw","node-name":"eb67c7f5069649b62f91cb7a35b4db4","read-only":false},"node-name":"fb67c7f5069649b62f91cb7a35b4db4","read-only":false},"node-name":"drive-ide1","read-only":false,"throttle-group":"throttle-drive-ide1"}' \
+  -device 'ide-hd,bus=ide.0,unit=1,drive=drive-ide1,id=ide1,write-cache=on' \
+  -blockdev '{"detect-zeroes":"on","discard":"ignore","driver":"throttle","file":{"cache":{"direct":true,"no-flush":false},"detect-zeroes":"on","discard":"ignore","driver":"raw","file":{"aio":"io_uring","cache":{"direct":true,"no-flush":false},"detect-zeroes":"on","discard":"ignore","driver":"file","filename":"/TMP/storage/local/images/8006/vm-8006-disk-2.raw","node-name":"eb8cac54180d4fa83269a9f7425bd05","read-only":false},"node-name":"fb8cac54180d4fa83269a9f7425bd05","read-only":false},"node-name":"drive-ide3","read-only":false,"throttle-group":"throttle-drive-ide3"}' \
+  -device 'ide-hd,bus=ide.1,unit=1,drive=drive-ide3,id=ide3,write-cache=on' \
+  -device 'virtio-scsi-pci,id=scsihw0,bus=pci.0,addr=0x5' \
+  -blockdev '{"detect-zeroes":"on","discard":"ignore","driver":"throttle","file":{"cache":{"direct":true,"no-flush":false},"detect-zeroes":"on","discard":"ignore","driver":"raw","file":{"aio":"io_uring","cache":{"direct":true,"no-flush":false},"detect-zeroes":"on","discard":"ignore","driver":"file","filename":"/TMP/storage/local/images/8006/vm-8006-disk-5.raw","node-name":"e7a02db27d86865471a9e19c708faee","read-only":false},"node-name":"f7a02db27d86865471a9e19c708faee","read-only":false},"node-name":"drive-scsi0","read-only":false,"throttle-group":"throttle-drive-scsi0"}' \
+  -device 'scsi-hd,bus=scsihw0.0,channel=0,scsi-id=0,lun=0,drive=drive-scsi0,id=scsi0,write-cache=on' \
+  -blockdev '{"detect-zeroes":"on","discard":"ignore","driver":"throttle","file":{"cache":{"direct":true,"no-flush":false},"detect-zeroes":"on","discard":"ignore","driver":"raw","file":{"aio":"io_uring","cache":{"direct":true,"no-flush":false},"detect-zeroes":"on","discard":"ignore","driver":"file","filename":"/TMP/storage/local/images/8006/vm-8006-disk-6.raw","node-name":"e4690fbd5af4defc4e32c18c355d227","read-only":false},"node-name":"f4690fbd5af4defc4e32c18c355d227","read-only":false},"node-name":"drive-scsi30","read-only":false,"throttle-group":"throttle-drive-scsi30"}' \
+  -device 'scsi-hd,bus=scsihw0.0,channel=0,scsi-id=0,lun=30,drive=drive-scsi30,id=scsi30,write-cache=on' \
+  -blockdev '{"detect-zeroes":"on","discard":"ignore","driver":"throttle","file":{"cache":{"direct":true,"no-flush":false},"detect-zeroes":"on","discard":"ignore","driver":"raw","file":{"aio":"io_uring","cache":{"direct":true,"no-flush":false},"detect-zeroes":"on","discard":"ignore","driver":"file","filename":"/TMP/storage/local/images/8006/vm-8006-disk-7.raw","node-name":"e821e795afb5cc3cf37a76d4f3d2b45","read-only":false},"node-name":"f821e795afb5cc3cf37a76d4f3d2b45","read-only":false},"node-name":"drive-virtio0","read-only":false,"throttle-group":"throttle-drive-virtio0"}' \
+  -device 'virtio-blk-pci,drive=drive-virtio0,id=virtio0,bus=pci.0,addr=0xa,write-cache=on' \
+  -blockdev '{"detect-zeroes":"on","discard":"ignore","driver":"throttle","file":{"cache":{"direct":true,"no-flush":false},"detect-zeroes":"on","discard":"ignore","driver":"raw","file":{"aio":"io_uring","cache":{"direct":true,"no-flush":false},"detect-zeroes":"on","discard":"ignore","driver":"file","filename":"/TMP/storage/local/images/8006/vm-8006-disk-8.raw","node-name":"e6947c18df8b2d8598f3b39de8fcf30","read-only":false},"node-name":"f6947c18df8b2d8598f3b39de8fcf30","read-only":false},"node-name":"drive-virtio5","read-only":false,"throttle-group":"throttle-drive-virtio5"}' \
+  -device 'virtio-blk-pci,drive=drive-virtio5,id=virtio5,bus=pci.0,addr=0xf,write-cache=on' \
+  -blockdev '{"detect-zeroes":"on","discard":"ignore","driver":"throttle","file":{"cache":{"direct":true,"no-flush":false},"detect-zeroes":"on","discard":"ignore","driver":"raw","file":{"aio":"io_uring","cache":{"direct":true,"no-flush":false},"detect-zeroes":"on","discard":"ignore","driver":"file","filename":"/TMP/storage/local/images/8006/vm-8006-disk-9.raw","node-name":"eefa25fdfa97b422e7d65670d45e0ff","read-only":false},"node-name":"fefa25fdfa97b422e7d65670d45e0ff","read-only":false},"node-name":"drive-virtio6","read-only":false,"throttle-group":"throttle-drive-virtio6"}' \
+  -device 'virtio-blk-pci,drive=drive-virtio6,id=virtio6,bus=pci.2,addr=0x1,write-cache=on' \
+  -blockdev '{"detect-zeroes":"on","discard":"ignore","driver":"throttle","file":{"cache":{"direct":true,"no-flush":false},"detect-zeroes":"on","discard":"ignore","driver":"raw","file":{"aio":"io_uring","cache":{"direct":true,"no-flush":false},"detect-zeroes":"on","discard":"ignore","driver":"file","filename":"/TMP/storage/local/images/8006/vm-8006-disk-10.raw","node-name":"ee08ad3d202902b6c451f684d30c2db","read-only":false},"node-name":"fe08ad3d202902b6c451f684d30c2db","read-only":false},"node-name":"drive-virtio15","read-only":false,"throttle-group":"throttle-drive-virtio15"}' \
+  -device 'virtio-blk-pci,drive=drive-virtio15,id=virtio15,bus=pci.2,addr=0xa,write-cache=on' \
+  -device 'ahci,id=ahci0,multifunction=on,bus=pci.0,addr=0x7' \
+  -blockdev '{"detect-zeroes":"on","discard":"ignore","driver":"throttle","file":{"cache":{"direct":true,"no-flush":false},"detect-zeroes":"on","discard":"ignore","driver":"raw","file":{"aio":"io_uring","cache":{"direct":true,"no-flush":false},"detect-zeroes":"on","discard":"ignore","driver":"file","filename":"/TMP/storage/local/images/8006/vm-8006-disk-3.raw","node-name":"ea243b10dad1b5afbb18ba54b068ef2","read-only":false},"node-name":"fa243b10dad1b5afbb18ba54b068ef2","read-only":false},"node-name":"drive-sata0","read-only":false,"throttle-group":"throttle-drive-sata0"}' \
+  -device 'ide-hd,bus=ahci0.0,drive=drive-sata0,id=sata0,write-cache=on' \
+  -blockdev '{"detect-zeroes":"on","discard":"ignore","driver":"throttle","file":{"cache":{"direct":true,"no-flush":false},"detect-zeroes":"on","discard":"ignore","driver":"raw","file":{"aio":"io_uring","cache":{"direct":true,"no-flush":false},"detect-zeroes":"on","discard":"ignore","driver":"file","filename":"/TMP/storage/local/images/8006/vm-8006-disk-4.raw","node-name":"e79c9d3438b24c5c72bd51e7edf98c1","read-only":false},"node-name":"f79c9d3438b24c5c72bd51e7edf98c1","read-only":false},"node-name":"drive-sata5","read-only":false,"throttle-group":"throttle-drive-sata5"}' \
+  -device 'ide-hd,bus=ahci0.5,drive=drive-sata5,id=sata5,write-cache=on' \
+  -machine 'type=pc'

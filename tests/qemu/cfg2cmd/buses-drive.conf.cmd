@@ -1,0 +1,40 @@
+qemu-system-x86_64 \
+  -name 'vm8006,debug-threads=on' \
+  -no-shutdown \
+  -chardev 'socket,id=qmp,path=/TMP/home/run/8006.qmp,server=on,wait=off' \
+  -mon 'chardev=qmp,mode=control' \
+  -pidfile /TMP/home/run/8006.pid \
+  -daemonize \
+  -smp '1,sockets=1,cores=1,maxcpus=1' \
+  -nodefaults \
+  -boot 'menu=on,strict=on,reboot-timeout=1000' \
+  -vnc 'unix:/TMP/home/run/8006.vnc,password=on' \
+  -m 512 \
+  -device 'pci-bridge,id=pci.1,chassis_nr=1,bus=pci.0,addr=0x1e' \
+  -device 'pci-bridge,id=pci.2,chassis_nr=2,bus=pci.0,addr=0x1f' \
+  -device 'VGA,id=vga,bus=pci.0,addr=0x2' \
+  -drive 'file=/TMP/storage/local/images/8006/vm-8006-disk-0.raw,if=none,id=drive-ide0,format=raw,cache=none,aio=io_uring,detect-zeroes=on,node-name=fb3b05af635e8f8f0286bc2ecf3f52e,file.node-name=eb3b05af635e8f8f0286bc2ecf3f52e' \
+  -device 'ide-hd,bus=ide.0,unit=0,drive=drive-ide0,id=ide0' \
+  -drive 'file=/TMP/storage/local/images/8006/vm-8006-disk-1.raw,if=none,id=drive-ide1,format=raw,cache=none,aio=io_uring,detect-zeroes=on,node-name=fb67c7f5069649b62f91cb7a35b4db4,file.node-name=eb67c7f5069649b62f91cb7a35b4db4' \
+  -device 'ide-hd,bus=ide.0,unit=1,drive=drive-ide1,id=ide1' \
+  -drive 'file=/TMP/storage/local/images/8006/vm-8006-disk-2.raw,if=none,id=drive-ide3,format=raw,cache=none,aio=io_uring,detect-zeroes=on,node-name=fb8cac54180d4fa83269a9f7425bd05,file.node-name=eb8cac54180d4fa83269a9f7425bd05' \
+  -device 'ide-hd,bus=ide.1,unit=1,drive=drive-ide3,id=ide3' \
+  -device 'virtio-scsi-pci,id=scsihw0,bus=pci.0,addr=0x5' \
+  -drive 'file=/TMP/storage/local/images/8006/vm-8006-disk-5.raw,if=none,id=drive-scsi0,format=raw,cache=none,aio=io_uring,detect-zeroes=on,node-name=f7a02db27d86865471a9e19c708faee,file.node-name=e7a02db27d86865471a9e19c708faee' \
+  -device 'scsi-hd,bus=scsihw0.0,channel=0,scsi-id=0,lun=0,drive=drive-scsi0,id=scsi0' \
+  -drive 'file=/TMP/storage/local/images/8006/vm-8006-disk-6.raw,if=none,id=drive-scsi30,format=raw,cache=none,aio=io_uring,detect-zeroes=on,node-name=f4690fbd5af4defc4e32c18c355d227,file.node-name=e4690fbd5af4defc4e32c18c355d227' \
+  -device 'scsi-hd,bus=scsihw0.0,channel=0,scsi-id=0,lun=30,drive=drive-scsi30,id=scsi30' \
+  -drive 'file=/TMP/storage/local/images/8006/vm-8006-disk-7.raw,if=none,id=drive-virtio0,format=raw,cache=none,aio=io_uring,detect-zeroes=on,node-name=f821e795afb5cc3cf37a76d4f3d2b45,file.node-name=e821e795afb5cc3cf37a76d4f3d2b45' \
+  -device 'virtio-blk-pci,drive=drive-virtio0,id=virtio0,bus=pci.0,addr=0xa' \
+  -drive 'file=/TMP/storage/local/images/8006/vm-8006-disk-8.raw,if=none,id=drive-virtio5,format=raw,cache=none,aio=io_uring,detect-zeroes=on,node-name=f6947c18df8b2d8598f3b39de8fcf30,file.node-name=e6947c18df8b2d8598f3b39de8fcf30' \
+  -device 'virtio-blk-pci,drive=drive-virtio5,id=virtio5,bus=pci.0,addr=0xf' \
+  -drive 'file=/TMP/storage/local/images/8006/vm-8006-disk-9.raw,if=none,id=drive-virtio6,format=raw,cache=none,aio=io_uring,detect-zeroes=on,node-name=fefa25fdfa97b422e7d65670d45e0ff,file.node-name=eefa25fdfa97b422e7d65670d45e0ff' \
+  -device 'virtio-blk-pci,drive=drive-virtio6,id=virtio6,bus=pci.2,addr=0x1' \
+  -drive 'file=/TMP/storage/local/images/8006/vm-8006-disk-10.raw,if=none,id=drive-virtio15,format=raw,cache=none,aio=io_uring,detect-zeroes=on,node-name=fe08ad3d202902b6c451f684d30c2db,file.node-name=ee08ad3d202902b6c451f684d30c2db' \
+  -device 'virtio-blk-pci,drive=drive-virtio15,id=virtio15,bus=pci.2,addr=0xa' \
+  -device 'ahci,id=ahci0,multifunction=on,bus=pci.0,addr=0x7' \
+  -drive 'file=/TMP/storage/local/images/8006/vm-8006-disk-3.raw,if=none,id=drive-sata0,format=raw,cache=none,aio=io_uring,detect-zeroes=on,node-name=fa243b10dad1b5afbb18ba54b068ef2,file.node-name=ea243b10dad1b5afbb18ba54b068ef2' \
+  -device 'ide-hd,bus=ahci0.0,drive=drive-sata0,id=sata0' \
+  -drive 'file=/TMP/storage/local/images/8006/vm-8006-disk-4.raw,if=none,id=drive-sata5,format=raw,cache=none,aio=io_uring,detect-zeroes=on,node-name=f79c9d3438b24c5c72bd51e7edf98c1,file.node-name=e79c9d3438b24c5c72bd51e7edf98c1' \
+  -device 'ide-hd,bus=ahci0.5,drive=drive-sata5,id=sata5' \
+  -machine 'type=pc'

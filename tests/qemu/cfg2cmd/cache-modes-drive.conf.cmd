@@ -1,0 +1,29 @@
+qemu-system-x86_64 \
+  -name 'vm8006,debug-threads=on' \
+  -no-shutdown \
+  -chardev 'socket,id=qmp,path=/TMP/home/run/8006.qmp,server=on,wait=off' \
+  -mon 'chardev=qmp,mode=control' \
+  -pidfile /TMP/home/run/8006.pid \
+  -daemonize \
+  -smp '1,sockets=1,cores=1,maxcpus=1' \
+  -nodefaults \
+  -boot 'menu=on,strict=on,reboot-timeout=1000' \
+  -vnc 'unix:/TMP/home/run/8006.vnc,password=on' \
+  -m 512 \
+  -device 'pci-bridge,id=pci.1,chassis_nr=1,bus=pci.0,addr=0x1e' \
+  -device 'pci-bridge,id=pci.2,chassis_nr=2,bus=pci.0,addr=0x1f' \
+  -device 'VGA,id=vga,bus=pci.0,addr=0x2' \
+  -device 'virtio-scsi-pci,id=scsihw0,bus=pci.0,addr=0x5' \
+  -drive 'file=/TMP/storage/local/images/8006/vm-8006-disk-0.raw,if=none,id=drive-scsi0,cache=none,format=raw,aio=io_uring,detect-zeroes=on,node-name=f3b2553803d55d43b9986a0aac3e9a7,file.node-name=e3b2553803d55d43b9986a0aac3e9a7' \
+  -device 'scsi-hd,bus=scsihw0.0,channel=0,scsi-id=0,lun=0,drive=drive-scsi0,id=scsi0' \
+  -drive 'file=/TMP/storage/local/images/8006/vm-8006-disk-1.raw,if=none,id=drive-scsi1,cache=writeback,format=raw,aio=io_uring,detect-zeroes=on,node-name=f08707d013893852b3d4d42301a4298,file.node-name=e08707d013893852b3d4d42301a4298' \
+  -device 'scsi-hd,bus=scsihw0.0,channel=0,scsi-id=0,lun=1,drive=drive-scsi1,id=scsi1' \
+  -drive 'file=/TMP/storage/local/images/8006/vm-8006-disk-2.raw,if=none,id=drive-scsi2,cache=writethrough,format=raw,aio=io_uring,detect-zeroes=on,node-name=fdb0854bba55e8b2544ad937c9f5afc,file.node-name=edb0854bba55e8b2544ad937c9f5afc' \
+  -device 'scsi-hd,bus=scsihw0.0,channel=0,scsi-id=0,lun=2,drive=drive-scsi2,id=scsi2' \
+  -drive 'file=/TMP/storage/local/images/8006/vm-8006-disk-3.raw,if=none,id=drive-scsi3,cache=directsync,format=raw,aio=io_uring,detect-zeroes=on,node-name=f9c170cb9491763cad3f31718205efc,file.node-name=e9c170cb9491763cad3f31718205efc' \
+  -device 'scsi-hd,bus=scsihw0.0,channel=0,scsi-id=0,lun=3,drive=drive-scsi3,id=scsi3' \
+  -drive 'file=/TMP/storage/local/images/8006/vm-8006-disk-4.raw,if=none,id=drive-scsi4,cache=unsafe,format=raw,aio=io_uring,detect-zeroes=on,node-name=fed61fc2f180b926a047de002926bb5,file.node-name=eed61fc2f180b926a047de002926bb5' \
+  -device 'scsi-hd,bus=scsihw0.0,channel=0,scsi-id=0,lun=4,drive=drive-scsi4,id=scsi4' \
+  -drive 'file=/TMP/storage/local/images/8006/vm-8006-disk-5.raw,if=none,id=drive-scsi5,format=raw,cache=none,aio=io_uring,detect-zeroes=on,node-name=f764a42d3fa166ef809d85b746475a3,file.node-name=e764a42d3fa166ef809d85b746475a3' \
+  -device 'scsi-hd,bus=scsihw0.0,channel=0,scsi-id=0,lun=5,drive=drive-scsi5,id=scsi5' \
+  -machine 'type=pc'

@@ -1,0 +1,26 @@
+qemu-system-x86_64 \
+  -name 'vm8006,debug-threads=on' \
+  -no-shutdown \
+  -chardev 'socket,id=qmp,path=/TMP/home/run/8006.qmp,server=on,wait=off' \
+  -mon 'chardev=qmp,mode=control' \
+  -pidfile /TMP/home/run/8006.pid \
+  -daemonize \
+  -smp '1,sockets=1,cores=1,maxcpus=1' \
+  -nodefaults \
+  -boot 'menu=on,strict=on,reboot-timeout=1000' \
+  -vnc 'unix:/TMP/home/run/8006.vnc,password=on' \
+  -m 512 \
+  -device 'pci-bridge,id=pci.1,chassis_nr=1,bus=pci.0,addr=0x1e' \
+  -device 'pci-bridge,id=pci.2,chassis_nr=2,bus=pci.0,addr=0x1f' \
+  -device 'VGA,id=vga,bus=pci.0,addr=0x2' \
+  -drive 'if=none,id=drive-ide0,media=cdrom,aio=io_uring' \
+  -device 'ide-cd,bus=ide.0,unit=0,drive=drive-ide0,id=ide0,bootindex=200' \
+  -drive 'file=/TMP/storage/local/template/iso/debian.iso,if=none,id=drive-ide2,media=cdrom,format=raw,aio=io_uring,node-name=fcc0c44eb8a23128dd073d000ed8e69,file.node-name=ecc0c44eb8a23128dd073d000ed8e69' \
+  -device 'ide-cd,bus=ide.1,unit=0,drive=drive-ide2,id=ide2,bootindex=201' \
+  -device 'virtio-scsi-pci,id=scsihw0,bus=pci.0,addr=0x5' \
+  -drive 'file=/TMP/storage/local/template/iso/tools.iso,if=none,id=drive-scsi3,media=cdrom,format=raw,aio=io_uring,node-name=f534e60739ecbe3f1b6a0638331acb0,file.node-name=e534e60739ecbe3f1b6a0638331acb0' \
+  -device 'scsi-cd,bus=scsihw0.0,channel=0,scsi-id=0,lun=3,drive=drive-scsi3,id=scsi3,bootindex=202' \
+  -device 'ahci,id=ahci0,multifunction=on,bus=pci.0,addr=0x7' \
+  -drive 'file=/dev/cdrom,if=none,id=drive-sata1,media=cdrom,format=raw,aio=io_uring,node-name=f080eda3612afae7db83b4ab1c1101f,file.node-name=e080eda3612afae7db83b4ab1c1101f' \
+  -device 'ide-cd,bus=ahci0.1,drive=drive-sata1,id=sata1,bootindex=203' \
+  -machine 'type=pc'

@@ -1,0 +1,23 @@
+qemu-system-x86_64 \
+  -name 'vm8006,debug-threads=on' \
+  -no-shutdown \
+  -chardev 'socket,id=qmp,path=/TMP/home/run/8006.qmp,server=on,wait=off' \
+  -mon 'chardev=qmp,mode=control' \
+  -pidfile /TMP/home/run/8006.pid \
+  -daemonize \
+  -smp '1,sockets=1,cores=1,maxcpus=1' \
+  -nodefaults \
+  -boot 'menu=on,strict=on,reboot-timeout=1000' \
+  -vnc 'unix:/TMP/home/run/8006.vnc,password=on' \
+  -m 512 \
+  -device 'pci-bridge,id=pci.1,chassis_nr=1,bus=pci.0,addr=0x1e' \
+  -device 'pci-bridge,id=pci.2,chassis_nr=2,bus=pci.0,addr=0x1f' \
+  -device 'VGA,id=vga,bus=pci.0,addr=0x2' \
+  -drive 'file=/TMP/storage/local/images/8006/vm-8006-disk-0.raw,if=none,id=drive-ide0,format=raw,cache=none,aio=io_uring,detect-zeroes=on,node-name=fb3b05af635e8f8f0286bc2ecf3f52e,file.node-name=eb3b05af635e8f8f0286bc2ecf3f52e' \
+  -device 'ide-hd,bus=ide.0,unit=0,drive=drive-ide0,id=ide0,model=My Disk,rotation_rate=1,serial=A,,drive=x' \
+  -device 'virtio-scsi-pci,id=scsihw0,bus=pci.0,addr=0x5' \
+  -drive 'file=/TMP/storage/local/images/8006/vm-8006-disk-1.qcow2,if=none,id=drive-scsi0,cache=none,discard=on,readonly=on,format=qcow2,aio=native,detect-zeroes=unmap,node-name=f866ab9fb5934fd821b24dd359a073a,file.node-name=e866ab9fb5934fd821b24dd359a073a' \
+  -device 'scsi-hd,bus=scsihw0.0,channel=0,scsi-id=0,lun=0,drive=drive-scsi0,id=scsi0,rotation_rate=1,wwn=0x5000c500a0b1c2d3,vendor=ACME,product=Fast Disk' \
+  -drive 'file=/TMP/storage/local/images/8006/vm-8006-disk-2.qcow2,if=none,id=drive-scsi1,rerror=stop,werror=enospc,discard=on,format=qcow2,cache=none,aio=threads,detect-zeroes=off,node-name=f893709201627b6e5a695e570196fb6,file.node-name=e893709201627b6e5a695e570196fb6' \
+  -device 'scsi-hd,bus=scsihw0.0,channel=0,scsi-id=0,lun=1,drive=drive-scsi1,id=scsi1' \
+  -machine 'type=pc'

@@ -1,0 +1,21 @@
+qemu-system-x86_64 \
+  -name 'vm8006,debug-threads=on' \
+  -no-shutdown \
+  -chardev 'socket,id=qmp,path=/TMP/home/run/8006.qmp,server=on,wait=off' \
+  -mon 'chardev=qmp,mode=control' \
+  -pidfile /TMP/home/run/8006.pid \
+  -daemonize \
+  -smp '1,sockets=1,cores=1,maxcpus=1' \
+  -nodefaults \
+  -boot 'menu=on,strict=on,reboot-timeout=1000' \
+  -vnc 'unix:/TMP/home/run/8006.vnc,password=on' \
+  -m 512 \
+  -device 'pci-bridge,id=pci.1,chassis_nr=1,bus=pci.0,addr=0x1e' \
+  -device 'pci-bridge,id=pci.2,chassis_nr=2,bus=pci.0,addr=0x1f' \
+  -device 'VGA,id=vga,bus=pci.0,addr=0x2' \
+  -device 'lsi,id=scsihw0,bus=pci.0,addr=0x5' \
+  -drive 'file=/TMP/storage/odd,, dir=x '\''q'\'' "dq"/images/8006/vm-8006-disk-0.qcow2,if=none,id=drive-scsi0,format=qcow2,cache=none,aio=io_uring,detect-zeroes=on,node-name=f4e40118653f36de0433cb64cc84c95,file.node-name=e4e40118653f36de0433cb64cc84c95' \
+  -device 'scsi-hd,bus=scsihw0.0,scsi-id=0,drive=drive-scsi0,id=scsi0' \
+  -drive 'file=/TMP/storage/odd,, dir=x '\''q'\'' "dq"/images/8006/it'\''s"x".raw,if=none,id=drive-scsi1,format=raw,cache=none,aio=io_uring,detect-zeroes=on,node-name=f83585f392471db9808d017510843b0,file.node-name=e83585f392471db9808d017510843b0' \
+  -device 'scsi-hd,bus=scsihw0.0,scsi-id=1,drive=drive-scsi1,id=scsi1' \
+  -machine 'type=pc'

@@ -1,0 +1,21 @@
+qemu-system-x86_64 \
+  -name 'simple,debug-threads=on' \
+  -no-shutdown \
+  -chardev 'socket,id=qmp,path=/TMP/home/run/8006.qmp,server=on,wait=off' \
+  -mon 'chardev=qmp,mode=control' \
+  -pidfile /TMP/home/run/8006.pid \
+  -daemonize \
+  -smp '2,sockets=1,cores=2,maxcpus=2' \
+  -nodefaults \
+  -boot 'menu=on,strict=on,reboot-timeout=1000' \
+  -vnc 'unix:/TMP/home/run/8006.vnc,password=on' \
+  -m 2048 \
+  -device 'pci-bridge,id=pci.1,chassis_nr=1,bus=pci.0,addr=0x1e' \
+  -device 'pci-bridge,id=pci.2,chassis_nr=2,bus=pci.0,addr=0x1f' \
+  -device 'VGA,id=vga,bus=pci.0,addr=0x2' \
+  -drive 'file=/TMP/storage/local/template/iso/debian.iso,if=none,id=drive-ide2,media=cdrom,format=raw,aio=io_uring,node-name=fcc0c44eb8a23128dd073d000ed8e69,file.node-name=ecc0c44eb8a23128dd073d000ed8e69' \
+  -device 'ide-cd,bus=ide.1,unit=0,drive=drive-ide2,id=ide2,bootindex=101' \
+  -device 'lsi,id=scsihw0,bus=pci.0,addr=0x5' \
+  -drive 'file=/TMP/storage/local/images/8006/vm-8006-disk-0.qcow2,if=none,id=drive-scsi0,format=qcow2,cache=none,aio=io_uring,detect-zeroes=on,node-name=fcd04be4259153b8293415fefa2a84c,file.node-name=ecd04be4259153b8293415fefa2a84c' \
+  -device 'scsi-hd,bus=scsihw0.0,scsi-id=0,drive=drive-scsi0,id=scsi0,bootindex=100' \
+  -machine 'type=pc'

@@ -1,0 +1,18 @@
+qemu-system-x86_64 \
+  -name 'vm8006,debug-threads=on' \
+  -no-shutdown \
+  -chardev 'socket,id=qmp,path=/TMP/home/run/8006.qmp,server=on,wait=off' \
+  -mon 'chardev=qmp,mode=control' \
+  -pidfile /TMP/home/run/8006.pid \
+  -daemonize \
+  -smp '1,sockets=1,cores=1,maxcpus=1' \
+  -nodefaults \
+  -boot 'menu=on,strict=on,reboot-timeout=1000' \
+  -vnc 'unix:/TMP/home/run/8006.vnc,password=on' \
+  -m 512 \
+  -device 'pci-bridge,id=pci.1,chassis_nr=1,bus=pci.0,addr=0x1e' \
+  -device 'pci-bridge,id=pci.2,chassis_nr=2,bus=pci.0,addr=0x1f' \
+  -device 'VGA,id=vga,bus=pci.0,addr=0x2' \
+  -drive 'file=/TMP/storage/local/images/8006/vm-8006-disk-0.qcow2,if=none,id=drive-virtio0,throttling.bps-total=11010048,throttling.bps-total-max=20971520,throttling.bps-total-max-length=5,throttling.iops-read=100,throttling.iops-read-max=200,throttling.iops-read-max-length=3,throttling.iops-write=50,format=qcow2,cache=none,aio=io_uring,detect-zeroes=on,node-name=fdd19f6c1b3a6d5a6248c3376a91a16,file.node-name=edd19f6c1b3a6d5a6248c3376a91a16' \
+  -device 'virtio-blk-pci,drive=drive-virtio0,id=virtio0,bus=pci.0,addr=0xa' \
+  -machine 'type=pc'

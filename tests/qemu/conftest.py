@@ -1,0 +1,54 @@
+"""Fixtures of the QEMU command area (helpers in qemu_helpers.py)."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+import subprocess
+
+import pytest
+from qemu_helpers import GOLDEN_DIR, QEMU_TIMEOUT, QemuHome
+
+
+@pytest.fixture
+def qemu_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> QemuHome:
+    """A home with the storages of cfg2cmd/storage.cfg (``@STORAGE@`` = tmp_path/storage)."""
+    for variable in ("QDISK_QEMU_SYSTEM", "QDISK_QEMU_IMG", "QDISK_QEMU_STORAGE_DAEMON"):
+        monkeypatch.delenv(variable, raising=False)
+    home, storage = tmp_path / "home", tmp_path / "storage"
+    home.mkdir()
+    storage.mkdir()
+    template = (GOLDEN_DIR / "storage.cfg").read_text()
+    (home / "storage.cfg").write_text(template.replace("@STORAGE@", str(storage)))
+    monkeypatch.setenv("QDISK_HOME", str(home))
+    return QemuHome(tmp_path, home, storage)
+
+
+@pytest.fixture
+def daemonized_qemu() -> Iterator[Callable[[Sequence[str], Path], int]]:
+    """Start a command that daemonizes (``-daemonize -pidfile``); returns the daemon's pid.
+    Every daemon started is killed and waited for at teardown."""
+    pids: list[int] = []
+
+    def start(argv: Sequence[str], pidfile: Path) -> int:
+        result = subprocess.run(list(argv), capture_output=True, text=True, timeout=QEMU_TIMEOUT)
+        if pidfile.exists():
+            pids.append(int(pidfile.read_text().strip()))
+        assert result.returncode == 0, f"QEMU refused: {result.stderr.strip()}"
+        return pids[-1]
+
+    yield start
+    for pid in pids:
+        try:
+            os.kill(pid, 9)
+        except ProcessLookupError:
+            continue
+        # The daemon is not our child (it double-forked): wait until it is gone.
+        for _ in range(200):
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.05)
