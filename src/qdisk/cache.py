@@ -65,10 +65,6 @@ class CacheOptions:
         return {qemu_name(field.name): value for field in fields(self)
                 if (value := getattr(self, field.name)) is not None}
 
-    @property
-    def is_empty(self) -> bool:
-        return not self.as_qemu()
-
 
 def qemu_name(field_name: str) -> str:
     """``l2_cache_size`` -> ``l2-cache-size``."""
