@@ -14,6 +14,7 @@ def image_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Every kind of image above, a raw file, and backing chains (relative and absolute)."""
     directory = tmp_path_factory.mktemp("images")
     for name, (size, options) in IMAGE_KINDS.items():
+        options = tuple(option.format(directory=directory) for option in options)
         qemu_img("create", "-q", "-f", "qcow2", *options, str(directory / f"{name}.qcow2"), size)
     qemu_io_write(directory / "c64k.qcow2", 0, 600 * 2**20, 1536 * 2**20)
     qemu_img("create", "-q", "-f", "raw", str(directory / "disk.raw"), "3M")

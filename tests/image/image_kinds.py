@@ -27,7 +27,8 @@ def qemu_io_write(path: Path, *offsets: int) -> None:
     assert result.returncode == 0, result.stderr
 
 
-# name -> (size, qemu-img create options)
+# name -> (size, qemu-img create options; {directory}: the images' directory, since
+# qemu-img creates a relative data file in its working directory)
 IMAGE_KINDS: dict[str, tuple[str, tuple[str, ...]]] = {
     "c512": ("10M", ("-o", "cluster_size=512")),
     "c4k-rc1": ("100M", ("-o", "cluster_size=4096,refcount_bits=1")),
@@ -42,6 +43,6 @@ IMAGE_KINDS: dict[str, tuple[str, tuple[str, ...]]] = {
     "v2": ("1000", ("-o", "compat=0.10")),
     "v2-c2m": ("3G", ("-o", "compat=0.10,cluster_size=2M")),
     "zstd": ("1G", ("-o", "compression_type=zstd")),
-    "datafile": ("1G", ("-o", "data_file=datafile.raw")),
-    "datafile-raw": ("1G", ("-o", "data_file=datafile2.raw,data_file_raw=on")),
+    "datafile": ("1G", ("-o", "data_file={directory}/datafile.raw")),
+    "datafile-raw": ("1G", ("-o", "data_file={directory}/datafile2.raw,data_file_raw=on")),
 }
