@@ -5,7 +5,6 @@ Each area (tests/<area>/) keeps its own fixtures in its own conftest.py.
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from qdisk.cli import main
+from qemu_helpers import qemu_img
 
 
 @dataclass(frozen=True)
@@ -56,13 +56,6 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     path.mkdir()
     monkeypatch.setenv("QDISK_HOME", str(path))
     yield path
-
-
-def qemu_img(*args: str) -> str:
-    """Run the real qemu-img; fail the test with its stderr if it fails."""
-    result = subprocess.run(["qemu-img", *args], capture_output=True, text=True)
-    assert result.returncode == 0, f"qemu-img {' '.join(args)}: {result.stderr}"
-    return result.stdout
 
 
 @pytest.fixture

@@ -16,6 +16,8 @@ from qdisk.errors import ToolError
 
 log = logging.getLogger(__name__)
 
+_QEMU_PREFIX = re.compile(r"^[\w./-]*qemu[\w-]*: ")
+
 
 def run(argv: Sequence[str], *, timeout: float | None = 120,
         check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -38,11 +40,18 @@ def run(argv: Sequence[str], *, timeout: float | None = 120,
 
 
 def last_message(stderr: str) -> str:
-    """QEMU's error is its last non-empty stderr line, minus the ``prog: `` prefix."""
+    """QEMU's error message in ``stderr``, without the ``program: `` prefix.
+
+    QEMU prints the error on a line prefixed with the program's name and may add
+    unprefixed hint lines after it, so the first prefixed line that is not a
+    warning is the message; output without such a line falls back to its last line.
+    """
     lines = [line.strip() for line in stderr.splitlines() if line.strip()]
-    if not lines:
-        return ""
-    return re.sub(r"^[\w./-]*qemu[\w-]*: ", "", lines[-1])
+    for line in lines:
+        message = _QEMU_PREFIX.sub("", line)
+        if message != line and not message.startswith("warning: "):
+            return message
+    return lines[-1] if lines else ""
 
 
 @functools.cache

@@ -6,12 +6,7 @@ import json
 import subprocess
 from pathlib import Path
 
-
-def qemu_img(*args: str) -> str:
-    """Run the real qemu-img; fail the test with its stderr if it fails."""
-    result = subprocess.run(["qemu-img", *args], capture_output=True, text=True)
-    assert result.returncode == 0, f"qemu-img {' '.join(args)}: {result.stderr}"
-    return result.stdout
+from qemu_helpers import qemu_img
 
 
 def qemu_img_info(path: Path | str, *extra: str) -> object:

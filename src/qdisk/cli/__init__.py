@@ -15,12 +15,9 @@ import click
 
 from qdisk import __version__
 from qdisk.cli import bench, cache, demo, drive, image, storage, vm
+from qdisk.cli.common import EXIT_FAILURE, EXIT_INVALID, EXIT_OK
 from qdisk.errors import InvalidInputError, QdiskError
 from qdisk.settings import Settings
-
-EXIT_OK = 0
-EXIT_FAILURE = 1
-EXIT_INVALID = 2
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

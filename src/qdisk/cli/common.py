@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
+from qdisk.errors import InvalidInputError
 from qdisk.settings import Settings
+
+# The exit codes; only qdisk.cli.main and ctx.exit() calls for --json errors use them.
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_INVALID = 2
 
 pass_settings = click.make_pass_decorator(Settings, ensure=True)
 
@@ -20,3 +26,9 @@ def warn(message: str) -> None:
 def echo_json(value: Any) -> None:
     """One JSON document on stdout."""
     click.echo(json.dumps(value, indent=2, sort_keys=False))
+
+
+def fail_json(ctx: click.Context, error: InvalidInputError, message: str | None = None) -> NoReturn:
+    """``{"errors": [{"message": ...}]}`` on stdout, then exit 2 (the --json form of an error)."""
+    echo_json({"errors": [{"message": str(error) if message is None else message}]})
+    ctx.exit(EXIT_INVALID)

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import click
 
-from qdisk.cli.common import echo_json, warn
+from qdisk.cli.common import EXIT_INVALID, echo_json, warn
 from qdisk.drive import parse_drive, print_drive
 from qdisk.errors import DriveError
 
 # Exit code of invalid input, as qdisk.cli.main decides it for InvalidInputError.
-EXIT_INVALID = 2
 
 
 @click.group(name="drive")

@@ -2,24 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any, NoReturn
+from typing import Any
 
 import click
 
 from qdisk.cache import format_bytes
-from qdisk.cli.common import echo_json, pass_settings
+from qdisk.cli.common import echo_json, fail_json, pass_settings
 from qdisk.errors import InvalidInputError
 from qdisk.image import ImageInfo, read_chain, read_image
 from qdisk.settings import Settings
-
-EXIT_INVALID = 2
-
-
-def fail_json(ctx: click.Context, error: InvalidInputError, message: str | None = None) -> NoReturn:
-    """``{"errors": [{"message": ...}]}`` on stdout, then exit 2 (the --json form of an error)."""
-    echo_json({"errors": [{"message": str(error) if message is None else message}]})
-    ctx.exit(EXIT_INVALID)
-
 
 @click.group(name="image")
 def command() -> None:
