@@ -1,4 +1,4 @@
-"""Fixtures of the QEMU command area (helpers in qemu_helpers.py)."""
+"""Fixtures of the QEMU command area (helpers in cmdline_helpers.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import subprocess
 
 import pytest
-from qemu_helpers import GOLDEN_DIR, QEMU_TIMEOUT, QemuHome
+from cmdline_helpers import GOLDEN_DIR, QEMU_TIMEOUT, QemuHome
 
 
 @pytest.fixture
