@@ -143,3 +143,26 @@ def test_a_users_chain_is_measured_with_the_chain_variants_and_never_written(
     assert list(report.ratios) == ["chain-auto/chain-top-only"]
     assert {path: digest(path) for path in (base, overlay)} == before
     assert_nothing_left()
+
+
+def test_the_sweep_measures_each_entry_size_beside_raw_and_plots_svg(
+        run_qdisk: RunQdisk, tmp_path: Path, assert_nothing_left: CheckNothingLeft) -> None:
+    plot = tmp_path / "sweep.svg"
+    result = run_qdisk("bench", "--size", "64M", "--runtime", "1", "--rounds", "1", "--json", "--plot", str(plot))
+    assert result.exit_code == 0, result.stderr
+    sweep = json.loads(result.stdout)["sweep"]
+    # 64 MiB with 64 KiB clusters: one cluster of L2 covers it; the smallest drive option is 1 MiB.
+    assert sweep["l2-needed-bytes"] == 65536
+    assert [(p["l2-cache-size"], p["l2-cache-entry-size"], p["coverage"]) for p in sweep["points"]] == [
+        (MIB, 4096, 1.0), (MIB, 65536, 1.0)]
+    assert all(p["iops"] > 0 for p in sweep["points"]) and sweep["raw"]["iops"] > 0
+    # QEMU's default: what the image needs, but never fewer than 2 entries.
+    assert sweep["default"] == {"l2-cache-size": 2 * 65536, "l2-cache-entry-size": 65536}
+    assert plot.read_text().lstrip().startswith("<?xml") and "<svg" in plot.read_text()
+    assert_nothing_left()
+
+
+def test_a_plot_file_of_another_type_is_refused_before_measuring(run_qdisk: RunQdisk, tmp_path: Path) -> None:
+    result = run_qdisk("bench", "--size", "64M", "--plot", str(tmp_path / "sweep.pdf"))
+    assert result.exit_code == 2
+    assert "sweep.pdf: the plot is written as .png or .svg" in result.stderr

@@ -11,10 +11,15 @@ MIB = 1 << 20
 FORMATS = (".png", ".svg")
 
 
-def plot_sweep(report: SweepReport, path: Path) -> None:
-    """Write the sweep's plot to ``path``; PNG or SVG after its extension."""
+def check_plot_path(path: Path) -> None:
+    """Refuse a file type the plot cannot be written as (before minutes of measuring)."""
     if path.suffix.lower() not in FORMATS:
         raise InvalidInputError(f"{path}: the plot is written as .png or .svg")
+
+
+def plot_sweep(report: SweepReport, path: Path) -> None:
+    """Write the sweep's plot to ``path``; PNG or SVG after its extension."""
+    check_plot_path(path)
     # The object API, not pyplot: no global state, no GUI backend.
     from matplotlib.figure import Figure
 

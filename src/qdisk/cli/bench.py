@@ -106,6 +106,8 @@ def command(settings: Settings, image: Path | None, size: str, runtime: int, rou
     file, a metadata-preallocated qcow2 and a thin overlay on it) and removed after.
     With IMAGE, the variants that apply to it are measured, read-only.
     """
+    if plot:
+        bench.check_plot_path(plot)
     display = ProgressDisplay(sys.stderr)
     run = bench.run_sweep if sweep or plot else bench.run_bench
     try:
