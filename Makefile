@@ -30,8 +30,9 @@ typecheck: install
 test: install typecheck
 	$(BIN)/pytest
 
+# The demo keeps its VMs and images under scratch/ unless QDISK_HOME is set.
 demo: install
-	$(BIN)/qdisk demo
+	QDISK_HOME="$${QDISK_HOME:-$(CURDIR)/scratch/home}" $(BIN)/qdisk demo
 
 # Benchmarks are kept out of `make test`.
 bench: install
