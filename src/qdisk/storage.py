@@ -17,12 +17,13 @@ extension), ``STORAGE:iso/NAME`` -> ``<path>/template/iso/NAME`` (raw).
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 
 from qdisk.errors import InvalidInputError
+from qdisk.fileio import atomic_write
 from qdisk.settings import Settings
 
 # PVE's storage id (pve-storage-id) and volume id (parse_volume_id).
@@ -170,6 +171,18 @@ def print_storage_cfg(config: StorageConfig) -> str:
     return "\n".join(sections)
 
 
+def _usable_dir_storage(config: StorageConfig, storage_id: str, *, context: str = "") -> Storage:
+    """The storage, if qdisk can use it (an enabled ``dir`` storage); ``context`` prefixes
+    the error (``volume 'local:...': ``)."""
+    storage = config.get(storage_id)
+    if storage.type != "dir":
+        raise StorageError(f"{context}storage type '{storage.type}' is not supported "
+                           f"(only 'dir')")
+    if storage.disabled:
+        raise StorageError(f"{context}storage '{storage_id}' is disabled")
+    return storage
+
+
 def parse_volume_id(volid: str) -> tuple[str, str] | None:
     """``(storage, volname)`` of a volume id, None for anything else (paths, none, cdrom)."""
     match = _VOLUME_ID_RE.fullmatch(volid)
@@ -184,12 +197,7 @@ def resolve(config: StorageConfig, volid: str) -> Volume:
     if parsed is None:
         raise StorageError(f"unable to parse volume ID '{volid}'")
     storage_id, volname = parsed
-    storage = config.get(storage_id)
-    if storage.type != "dir":
-        raise StorageError(f"volume '{volid}': storage type '{storage.type}' is not supported "
-                           f"(only 'dir')")
-    if storage.disabled:
-        raise StorageError(f"volume '{volid}': storage '{storage_id}' is disabled")
+    storage = _usable_dir_storage(config, storage_id, context=f"volume '{volid}': ")
     image = _IMAGE_VOLNAME_RE.fullmatch(volname)
     if image is not None:
         vmid, name, fmt = image.groups()
@@ -200,3 +208,79 @@ def resolve(config: StorageConfig, volid: str) -> Volume:
         path = storage.path / "template" / "iso" / iso.group(1)
         return Volume(volid, str(path), "raw", "iso", storage)
     raise StorageError(f"volume '{volid}': unable to parse directory volume name '{volname}'")
+
+
+# --- the default store and allocation ----------------------------------------------------
+
+DEFAULT_STORAGE_ID = "local"
+DEFAULT_STORAGE_CONTENT = "images,iso"
+# qemu-server's allocation syntax of a drive's file: STORAGE:SIZE_IN_GiB (parse_drive's caller).
+_ALLOCATION_RE = re.compile(r"([a-z][a-z0-9\-_.]*[a-z0-9]):(\d+(?:\.\d+)?)",
+                            re.IGNORECASE | re.ASCII)
+# The formats the directory plugin can allocate (its default is raw).
+ALLOCATABLE_FORMATS = ("raw", "qcow2", "vmdk")
+DEFAULT_ALLOCATION_FORMAT = "raw"
+GIB = 1024**3
+
+
+def ensure_default(settings: Settings) -> StorageConfig:
+    """The storage configuration, first creating ``storage.cfg`` with one ``dir`` storage
+    ``local`` at ``QDISK_HOME/storage/local`` when there is none, so a fresh home works."""
+    path = config_path(settings)
+    if not path.exists():
+        local = Storage("dir", DEFAULT_STORAGE_ID, MappingProxyType({
+            "path": str(settings.home.absolute() / "storage" / DEFAULT_STORAGE_ID),
+            "content": DEFAULT_STORAGE_CONTENT}))
+        atomic_write(path, print_storage_cfg(StorageConfig(MappingProxyType({local.id: local}))))
+    return load(settings)
+
+
+@dataclass(frozen=True)
+class Allocation:
+    """A drive file in the allocation syntax: a new image of ``size`` bytes on ``storage_id``."""
+
+    storage_id: str
+    size: int
+
+
+def parse_allocation(file: str) -> Allocation | None:
+    """``local:32`` / ``local:0.1`` -> an allocation (sizes in GiB, rounded up to whole KiB as
+    pve-storage's KiB sizes are); None for anything else."""
+    match = _ALLOCATION_RE.fullmatch(file)
+    if match is None:
+        return None
+    kib = -(-int(float(match.group(2)) * GIB) // 1024)
+    return Allocation(match.group(1), kib * 1024)
+
+
+def image_dir(storage: Storage, vmid: int) -> Path:
+    return storage.path / "images" / str(vmid)
+
+
+def free_disk_volname(storage: Storage, vmid: int, fmt: str, *, taken: Iterable[str] = ()) -> str:
+    """PVE's find_free_diskname: ``<vmid>/vm-<vmid>-disk-<n>.<fmt>`` with the first ``n``
+    used by no file of that VM on the storage (whatever its format) and no name in ``taken``."""
+    directory = image_dir(storage, vmid)
+    used = {name.split(".")[0] for name in taken}
+    if directory.is_dir():
+        used.update(entry.name.split(".")[0] for entry in directory.iterdir())
+    number = 0
+    while f"vm-{vmid}-disk-{number}" in used:
+        number += 1
+    return f"{vmid}/vm-{vmid}-disk-{number}.{fmt}"
+
+
+def allocatable_storage(config: StorageConfig, storage_id: str) -> Storage:
+    """The storage named by an allocation, if it can hold new VM images."""
+    storage = _usable_dir_storage(config, storage_id)
+    if not storage.allows("images"):
+        raise StorageError(f"storage '{storage_id}' does not support vm images")
+    return storage
+
+
+def owned_image(volid: str, vmid: int) -> bool:
+    """Whether ``volid`` is one of the VM's own disks (``STORAGE:<vmid>/vm-<vmid>-disk-*``), the
+    volumes that leave with the VM."""
+    parsed = parse_volume_id(volid)
+    return parsed is not None and re.fullmatch(
+        rf"{vmid}/vm-{vmid}-disk-\d+\.(?:raw|qcow2|vmdk)", parsed[1]) is not None

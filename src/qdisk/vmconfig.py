@@ -25,11 +25,14 @@ from __future__ import annotations
 
 import re
 import urllib.parse
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from qdisk.drive import drive_keys
 from qdisk.errors import InvalidInputError
+from qdisk.fileio import atomic_write, locked
 from qdisk.settings import Settings
 
 _KEY_VALUE_RE = re.compile(r"([a-z][a-z_]*\d*):\s*(.+?)\s*", re.ASCII)
@@ -70,14 +73,16 @@ class VmConfig:
 
     def pending_deletions(self) -> list[str]:
         """Keys ``[PENDING]`` deletes; a leading ``!`` (forced deletion) is stripped."""
-        text = self.pending.values.get("delete", "")
-        return [key.lstrip("!") for key in re.split(r"[,;\s]+", text) if key.lstrip("!")]
+        return list(pending_delete_flags(self))
 
     def merged(self) -> dict[str, str]:
-        """The values with pending changes applied (what ``qm config`` shows)."""
-        values = {key: value for key, value in self.current.values.items()
-                  if key not in self.pending_deletions()}
-        values.update((key, value) for key, value in self.pending.values.items() if key != "delete")
+        """The values with pending changes applied (what ``qm config`` shows), the
+        description as the ``description`` key."""
+        deleted = pending_delete_flags(self)
+        values = {key: value for key, value in section_values(self.current).items()
+                  if key not in deleted}
+        values.update((key, value) for key, value in section_values(self.pending).items()
+                      if key != "delete")
         return values
 
 
@@ -185,3 +190,91 @@ def decode_text(text: str) -> str:
 def drive_items(values: dict[str, str]) -> list[tuple[str, str]]:
     """The drive lines among ``values`` (``unused*`` included), in qemu-server's order."""
     return [(key, values[key]) for key in drive_keys() if key in values]
+
+
+# --- saving, locking and pending changes ------------------------------------------------
+
+
+def lock_path(settings: Settings, vmid: int) -> Path:
+    """The lock a command holds while it reads, changes and writes the VM's config."""
+    return settings.home / "lock" / f"{check_vmid(vmid)}.lock"
+
+
+@contextmanager
+def config_lock(settings: Settings, vmid: int) -> Iterator[None]:
+    """Hold VM ``vmid``'s lock: read-modify-write cycles of its config queue up."""
+    with locked(lock_path(settings, vmid)):
+        yield
+
+
+def save(settings: Settings, config: VmConfig) -> None:
+    """Write the config atomically (old or new file, never a torn one); hold its lock."""
+    atomic_write(config_path(settings, config.vmid), print_vm_config(config))
+
+
+def list_vmids(settings: Settings) -> list[int]:
+    """The ids of every VM with a config, in ascending order."""
+    directory = settings.home / "qemu-server"
+    if not directory.is_dir():
+        return []
+    return sorted(int(path.stem) for path in directory.glob("*.conf") if path.stem.isdigit())
+
+
+def pending_delete_flags(config: VmConfig) -> dict[str, bool]:
+    """Keys ``[PENDING]`` deletes -> whether the deletion is forced (``!key``)."""
+    text = config.pending.values.get("delete", "")
+    return {entry.lstrip("!"): entry.startswith("!")
+            for entry in re.split(r"[,;\s]+", text) if entry.lstrip("!")}
+
+
+def _write_pending_deletions(config: VmConfig, flags: dict[str, bool]) -> None:
+    if flags:
+        config.pending.values["delete"] = ",".join(("!" if force else "") + key
+                                                   for key, force in flags.items())
+    else:
+        config.pending.values.pop("delete", None)
+
+
+def set_pending(config: VmConfig, key: str, value: str) -> None:
+    """qemu-server's ``pending->{key} = value`` and remove_from_pending_delete."""
+    set_value(config.pending, key, value)
+    remove_pending_delete(config, key)
+
+
+def remove_pending_delete(config: VmConfig, key: str) -> None:
+    flags = pending_delete_flags(config)
+    if flags.pop(key, None) is not None:
+        _write_pending_deletions(config, flags)
+
+
+def add_pending_delete(config: VmConfig, key: str, *, force: bool = False) -> None:
+    """qemu-server's add_to_pending_delete: a pending value of the key is dropped."""
+    delete_value(config.pending, key)
+    flags = pending_delete_flags(config)
+    flags[key] = force or flags.get(key, False)
+    _write_pending_deletions(config, flags)
+
+
+def section_values(section: Section) -> dict[str, str]:
+    """The section's values with its description as the ``description`` key (how the
+    commands and ``qm config`` treat it), first."""
+    described = {} if section.description is None else {"description": section.description}
+    return {**described, **section.values}
+
+
+def set_value(section: Section, key: str, value: str) -> None:
+    if key == "description":
+        section.description = value
+    else:
+        section.values[key] = value
+
+
+def delete_value(section: Section, key: str) -> None:
+    if key == "description":
+        section.description = None
+    else:
+        section.values.pop(key, None)
+
+
+def has_pending(config: VmConfig) -> bool:
+    return bool(config.pending.values) or config.pending.description is not None

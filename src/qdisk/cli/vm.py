@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import os
+import re
+
 import click
 
-from qdisk.cli.common import pass_settings, warn
+from qdisk import storage, vm
+from qdisk.cli.common import echo_json, pass_settings, warn
 from qdisk.qemu.command import vm_command
 from qdisk.settings import Settings
 
 
 @click.group(name="vm")
-def command() -> None:
-    """VMs: their configs and QEMU commands."""
+@pass_settings
+def command(settings: Settings) -> None:
+    """VMs: their configs, QEMU commands and lifecycle (as `qm`)."""
+    # A fresh QDISK_HOME works at once: the first command creates the `local` storage.
+    storage.ensure_default(settings)
 
 
 @command.command(name="showcmd")
@@ -32,3 +39,163 @@ def showcmd(settings: Settings, vmid: int, pretty: bool, qemu_version: str | Non
     for message in result.warnings:
         warn(message)
     click.echo(result.text(pretty=pretty))
+
+
+# --- lifecycle and config changes ---------------------------------------------------------
+
+# Commands that take arbitrary `--KEY VALUE` options, as qm does.
+_KEY_VALUE_COMMAND = {"ignore_unknown_options": True, "allow_extra_args": True}
+ACCEL_ENV = "QDISK_ACCEL"
+
+
+def parse_key_values(args: list[str]) -> dict[str, str]:
+    """``--key value`` and ``--key=value`` pairs, in order; a key given twice is an error."""
+    values: dict[str, str] = {}
+    position = 0
+    while position < len(args):
+        argument = args[position]
+        if not argument.startswith("--") or len(argument) == 2:
+            raise click.UsageError(f"unexpected argument '{argument}' (expected --KEY VALUE)")
+        key, has_value, value = argument[2:].partition("=")
+        if not has_value:
+            if position + 1 >= len(args):
+                raise click.UsageError(f"option '--{key}' needs a value")
+            position += 1
+            value = args[position]
+        if key in values:
+            raise click.UsageError(f"option '--{key}' given twice")
+        values[key] = value
+        position += 1
+    return values
+
+
+def _report(result: vm.ChangeResult) -> None:
+    for message in result.warnings:
+        warn(message)
+    for message in result.notes:
+        click.echo(message)
+    if result.pending:
+        click.echo(f"pending until the next start: {', '.join(result.pending)}")
+    if result.refused:
+        raise vm.VmRefusedError("QEMU refused, the change stays pending:\n"
+                                + "\n".join(f"  {line}" for line in result.refused))
+
+
+@command.command(name="create", context_settings=_KEY_VALUE_COMMAND)
+@click.argument("vmid", type=int)
+@click.pass_context
+def create(ctx: click.Context, vmid: int) -> None:
+    """Create VM VMID from --KEY VALUE options (drives: --scsi0 local:32,format=qcow2)."""
+    settings = ctx.ensure_object(Settings)
+    _report(vm.create(settings, vmid, parse_key_values(ctx.args)))
+
+
+@command.command(name="set", context_settings=_KEY_VALUE_COMMAND)
+@click.argument("vmid", type=int)
+@click.option("--delete", "deletes", metavar="KEY,...", multiple=True,
+              help="Keys to remove (comma-separated).")
+@click.pass_context
+def set_(ctx: click.Context, vmid: int, deletes: tuple[str, ...]) -> None:
+    """Change VM VMID: --KEY VALUE ... and --delete KEY,... (a running VM takes what it can
+    now, the rest at the next start)."""
+    settings = ctx.ensure_object(Settings)
+    keys = [key for text in deletes for key in re.split(r"[,;\s]+", text) if key]
+    _report(vm.set_options(settings, vmid, parse_key_values(ctx.args), keys))
+
+
+@command.command(name="config")
+@click.argument("vmid", type=int)
+@click.option("--current", is_flag=True, help="Only the applied values, without pending ones.")
+@click.option("--json", "as_json", is_flag=True, help="A JSON object of keys to values.")
+@pass_settings
+def config(settings: Settings, vmid: int, current: bool, as_json: bool) -> None:
+    """Print VM VMID's config (pending changes merged in, as `qm config`)."""
+    values = vm.config_values(settings, vmid, current=current)
+    if as_json:
+        echo_json(values)
+        return
+    for key, value in values.items():
+        click.echo(f"{key}: {value}")
+
+
+@command.command(name="pending")
+@click.argument("vmid", type=int)
+@click.option("--json", "as_json", is_flag=True, help="As `qm pending --output-format json`.")
+@pass_settings
+def pending(settings: Settings, vmid: int, as_json: bool) -> None:
+    """Print VM VMID's applied and pending values (cur/new/del, as `qm pending`)."""
+    items = vm.pending_items(settings, vmid)
+    if as_json:
+        echo_json(items)
+        return
+    for item in items:
+        key = item["key"]
+        if item["delete"]:
+            click.echo(f"del {key}: {item.get('value', '')}")
+            continue
+        if "value" in item:
+            click.echo(f"cur {key}: {item['value']}")
+        if "pending" in item:
+            click.echo(f"new {key}: {item['pending']}")
+
+
+@command.command(name="start")
+@click.argument("vmid", type=int)
+@click.option("--syntax", type=click.Choice(["blockdev", "drive"]),
+              help="Force -blockdev or legacy -drive (default: by machine version).")
+@pass_settings
+def start(settings: Settings, vmid: int, syntax: str | None) -> None:
+    """Start VM VMID under QEMU (KVM when /dev/kvm is usable; $QDISK_ACCEL overrides)."""
+    result = vm.start(settings, vmid, syntax="blockdev" if syntax == "blockdev" else
+                      "drive" if syntax == "drive" else None,
+                      accel=os.environ.get(ACCEL_ENV) or None)
+    for message in result.warnings:
+        warn(message)
+    click.echo(f"VM {vmid} started (pid {result.pid}, {result.syntax} syntax, "
+               f"accel {result.accel or 'tcg'})")
+
+
+@command.command(name="stop")
+@click.argument("vmid", type=int)
+@click.option("--timeout", type=click.FloatRange(min=0), default=vm.DEFAULT_STOP_TIMEOUT,
+              show_default=True, metavar="S", help="Seconds to wait for QEMU to quit before "
+                                                   "killing it.")
+@pass_settings
+def stop(settings: Settings, vmid: int, timeout: float) -> None:
+    """Stop VM VMID: QEMU is asked to quit, and killed after the timeout."""
+    result = vm.stop(settings, vmid, timeout=timeout)
+    for message in result.warnings:
+        warn(message)
+    click.echo(f"VM {vmid} stopped")
+
+
+@command.command(name="status")
+@click.argument("vmid", type=int)
+@click.option("--json", "as_json", is_flag=True,
+              help="Status, pid, QMP socket and the cache options applied to each disk.")
+@pass_settings
+def status(settings: Settings, vmid: int, as_json: bool) -> None:
+    """Print whether VM VMID is running."""
+    result = vm.status(settings, vmid)
+    if as_json:
+        echo_json(result.as_json())
+    else:
+        click.echo(f"status: {result.status}")
+
+
+@command.command(name="destroy")
+@click.argument("vmid", type=int)
+@pass_settings
+def destroy(settings: Settings, vmid: int) -> None:
+    """Remove stopped VM VMID: its config and the disk images it owns."""
+    for path in vm.destroy(settings, vmid):
+        click.echo(f"removed {path}")
+
+
+@command.command(name="list")
+@pass_settings
+def list_(settings: Settings) -> None:
+    """List every VM: id, name, status."""
+    click.echo(f"{'VMID':>10} {'NAME':<24} STATUS")
+    for summary in vm.list_vms(settings):
+        click.echo(f"{summary.vmid:>10} {summary.name or '':<24} {summary.status}")
