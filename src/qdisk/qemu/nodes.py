@@ -51,8 +51,6 @@ HOST_CDROM = "/dev/cdrom"
 # The order the seed appends the qcow2 options to a -drive string.
 QCOW2_OPTION_ORDER = ("cache-size", "l2-cache-size", "l2-cache-entry-size", "refcount-cache-size",
                       "cache-clean-interval")
-# qemu-server's throttle limits: (drive key suffix, QEMU name suffix) per direction.
-_THROTTLE_DIRECTIONS = (("", "-total"), ("_rd", "-read"), ("_wr", "-write"))
 MIB = 1024 * 1024
 # Buses whose devices have no read-only property (qemu-server's drive_is_read_only).
 _NO_READ_ONLY_BUSES = ("ide", "sata")
@@ -94,6 +92,41 @@ class Disk:
     @property
     def path(self) -> str | None:
         return self.volume.path if self.volume else None
+
+
+@dataclass(frozen=True)
+class ThrottleLimit:
+    """One I/O limit: its drive key (``mbps_rd_max``), its name in a throttle group's
+    ``limits`` and ``throttling.*`` (``bps-read-max``), its ``block_set_io_throttle``
+    argument (``bps_rd_max``), the factor from drive units and QEMU's value when unset
+    (no limit; a burst length of 1 s, since QEMU refuses 0)."""
+
+    drive_key: str
+    qemu_name: str
+    legacy_name: str
+    factor: int = 1
+
+    @property
+    def unset_value(self) -> int:
+        return 1 if self.drive_key.endswith("_max_length") else 0
+
+
+def _throttle_table() -> tuple[ThrottleLimit, ...]:
+    """qemu-server's throttle limits in its order: per direction (total, read, write)
+    bandwidth, its burst, burst length, then the same for operations."""
+    limits = []
+    for suffix, name in (("", "-total"), ("_rd", "-read"), ("_wr", "-write")):
+        for unit, drive_unit, factor in (("bps", "mbps", MIB), ("iops", "iops", 1)):
+            limits += [
+                ThrottleLimit(f"{drive_unit}{suffix}", f"{unit}{name}", f"{unit}{suffix}", factor),
+                ThrottleLimit(f"{drive_unit}{suffix}_max", f"{unit}{name}-max",
+                              f"{unit}{suffix}_max", factor),
+                ThrottleLimit(f"{unit}{suffix}_max_length", f"{unit}{name}-max-length",
+                              f"{unit}{suffix}_max_length")]
+    return tuple(limits)
+
+
+THROTTLE_LIMITS = _throttle_table()
 
 
 @dataclass(frozen=True)
@@ -148,16 +181,11 @@ def throttle_limits(drive: Drive) -> dict[str, int]:
     """The drive's I/O limits under QEMU's names (``bps-total``, ``iops-read-max``, ...), in
     qemu-server's order; MB/s become bytes/s (times 2^20, truncated)."""
     limits: dict[str, int] = {}
-    for suffix, name in _THROTTLE_DIRECTIONS:
-        for key, qemu_name, factor in (
-                (f"mbps{suffix}", f"bps{name}", MIB), (f"mbps{suffix}_max", f"bps{name}-max", MIB),
-                (f"bps{suffix}_max_length", f"bps{name}-max-length", 1),
-                (f"iops{suffix}", f"iops{name}", 1), (f"iops{suffix}_max", f"iops{name}-max", 1),
-                (f"iops{suffix}_max_length", f"iops{name}-max-length", 1)):
-            value = drive.get(key)
-            # Perl truth, as qemu-server tests these: 0 means no limit.
-            if value:
-                limits[qemu_name] = int(float(value) * factor)
+    for limit in THROTTLE_LIMITS:
+        value = drive.get(limit.drive_key)
+        # Perl truth, as qemu-server tests these: 0 means no limit.
+        if value:
+            limits[limit.qemu_name] = int(float(value) * limit.factor)
     return limits
 
 
@@ -228,22 +256,30 @@ def drive_graph(drive: Drive, storage: StorageConfig, *, template: bool = False,
     return DriveGraph(disk, group, top, (*ignored_cache_options(disk), *warnings))
 
 
-def format_node(disk: Disk, *, tools: Tools | None = None) -> Node:
+def format_node(disk: Disk, *, tools: Tools | None = None,
+                explicit_backing: bool = False) -> Node:
     """The format node's complete options, children nested (file node, explicit backing
     nodes): the node ``-blockdev`` opens. For ``blockdev-reopen`` send
     :func:`reopen_options` of it (and of each backing node in :func:`walk`).
 
-    Reads the image (and its chain) only when the drive sizes its cache from it.
+    ``explicit_backing`` builds the backing nodes also when the drive does not size its
+    cache from the image, with QEMU's default cache (what opening the chain from the
+    header gives): for reopening a running chain whose backing nodes are explicit.
+
+    Reads the image (and its chain) only when the drive sizes its cache from it or
+    ``explicit_backing`` asks for the chain.
     """
-    return _format_node(disk, tools)[0]
+    return _format_node(disk, tools, explicit_backing=explicit_backing)[0]
 
 
-def _format_node(disk: Disk, tools: Tools | None) -> tuple[Node, list[str]]:
+def _format_node(disk: Disk, tools: Tools | None, *,
+                 explicit_backing: bool = False) -> tuple[Node, list[str]]:
     if disk.volume is None or disk.format is None:
         raise DriveGraphError(f"{disk.key}: an empty drive (none) has no nodes")
     if disk.format != "qcow2":
         return _image_node(disk, disk.volume.path, disk.format, depth=0, options={}), []
-    if not cache.uses_auto_size(disk.drive):
+    auto = cache.uses_auto_size(disk.drive)
+    if not auto and not explicit_backing:
         options = cache.drive_cache_options(disk.drive).as_qemu()
         return _image_node(disk, disk.volume.path, "qcow2", depth=0, options=options), []
     chain = _read_chain(disk, tools)
@@ -251,7 +287,8 @@ def _format_node(disk: Disk, tools: Tools | None) -> tuple[Node, list[str]]:
     backing: Node | None = None
     for depth in range(len(chain) - 1, 0, -1):
         image = chain[depth]
-        options = {"cache-size": cache.auto_size(image).cache_size} if image.is_qcow2 else {}
+        options = ({"cache-size": cache.auto_size(image).cache_size} if auto and image.is_qcow2
+                   else {})
         backing = _image_node(disk, image.filename, image.format, depth=depth, options=options,
                               backing=backing)
     return _image_node(disk, disk.volume.path, "qcow2", depth=0, options=top_options.as_qemu(),

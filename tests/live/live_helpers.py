@@ -1,0 +1,147 @@
+"""Helpers of the live-change area: a QDISK_HOME with a ``dir`` storage, and real VMs under
+TCG started from ``build_command``, paused before the guest runs (block nodes need no
+guest)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from qdisk import storage, vmconfig
+from qdisk.storage import StorageConfig
+from qdisk.drive import Drive, parse_drive
+from qdisk.live import initial_state, state_path
+from qdisk.qemu.command import Syntax, VmCommand, build_command, parse_version, run_dir
+from qdisk.qemu.qmp import QmpConnection
+from qdisk.settings import Settings, Tools
+from qdisk.vmconfig import Section, VmConfig
+
+VMID = 100
+QEMU_TIMEOUT = 60
+GIB = 2**30
+
+
+@dataclass(frozen=True)
+class LiveHome:
+    """A QDISK_HOME with a ``dir`` storage ``local`` at ``storage``."""
+
+    home: Path
+    storage: Path
+
+    @property
+    def settings(self) -> Settings:
+        return Settings(home=self.home, tools=Tools())
+
+    @property
+    def storage_config(self) -> StorageConfig:
+        return storage.load(self.settings)
+
+    def create_qcow2(self, name: str, size: str, *options: str) -> str:
+        """``qemu-img create`` of a VM image; returns its volume id."""
+        path = self.storage / "images" / str(VMID) / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fmt = "raw" if name.endswith(".raw") else "qcow2"
+        result = subprocess.run(["qemu-img", "create", "-q", "-f", fmt, *options, str(path), size],
+                                capture_output=True, text=True, cwd=path.parent)
+        assert result.returncode == 0, result.stderr
+        return f"local:{VMID}/{name}"
+
+
+def make_live_home(root: Path) -> LiveHome:
+    home, store = root / "home", root / "storage"
+    home.mkdir(parents=True)
+    store.mkdir()
+    (home / "storage.cfg").write_text(f"dir: local\n\tpath {store}\n\tcontent images,iso\n")
+    return LiveHome(home, store)
+
+
+@dataclass
+class RunningVm:
+    """A paused VM; ``drives`` are the drives as applied (what QEMU runs with)."""
+
+    live_home: LiveHome
+    command: VmCommand
+    pid: int
+    drives: dict[str, Drive]
+
+    @property
+    def settings(self) -> Settings:
+        return self.live_home.settings
+
+    @property
+    def syntax(self) -> Syntax:
+        return self.command.syntax
+
+    def qmp(self) -> QmpConnection:
+        return QmpConnection(run_dir(self.settings) / f"{VMID}.qmp")
+
+    def vm_size(self) -> int:
+        """The QEMU process's address space (VmSize), in bytes."""
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith("VmSize:"):
+                return int(line.split()[1]) * 1024
+        raise AssertionError("no VmSize")
+
+    def state(self) -> dict[str, Any]:
+        return dict(json.loads(state_path(self.settings, VMID).read_text()))
+
+    def drive(self, key: str, extra: str) -> Drive:
+        """The applied drive of ``key`` with ``extra`` appended (``key=value,...``)."""
+        text = vmconfig.parse_vm_config(self.config_text, VMID).current.values[key]
+        return parse_drive(key, f"{text},{extra}" if extra else text).drive
+
+    @property
+    def config_text(self) -> str:
+        return vmconfig.config_path(self.settings, VMID).read_text()
+
+    def nodes(self) -> dict[str, dict[str, Any]]:
+        """query-named-block-nodes by node name."""
+        with self.qmp() as qmp:
+            return {node["node-name"]: node
+                    for node in qmp.execute("query-named-block-nodes", {"flat": True})}
+
+
+def start_vm(live_home: LiveHome, drives: dict[str, str], syntax: Syntax,
+             started: list[int]) -> RunningVm:
+    """Write the config, start it paused (``-S``) under TCG, write the state file as the
+    lifecycle does. The pid goes into ``started`` as soon as QEMU wrote it."""
+    settings = live_home.settings
+    config = VmConfig(VMID, current=Section({"memory": "32", "scsihw": "virtio-scsi-pci",
+                                             **drives}))
+    path = vmconfig.config_path(settings, VMID)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(vmconfig.print_vm_config(config))
+    command = build_command(config, storage.load(settings), settings,
+                            qemu_version=lambda: parse_version("7.2"), syntax=syntax, accel="tcg")
+    run = run_dir(settings)
+    run.mkdir(exist_ok=True)
+    result = subprocess.run([*command.argv, "-S"], capture_output=True, text=True,
+                            timeout=QEMU_TIMEOUT)
+    pid_file = run / f"{VMID}.pid"
+    if pid_file.exists():
+        started.append(int(pid_file.read_text()))
+    assert result.returncode == 0, f"QEMU refused: {result.stderr.strip()}"
+    pid = started[-1]
+    state_path(settings, VMID).write_text(
+        json.dumps(initial_state(command.syntax, command.graphs, pid)))
+    applied = {key: parse_drive(key, text).drive for key, text in drives.items()}
+    return RunningVm(live_home, command, pid, applied)
+
+
+def kill_and_wait(pid: int) -> None:
+    """SIGKILL a daemonized QEMU (not our child: it double-forked) and wait until it is gone."""
+    try:
+        os.kill(pid, 9)
+    except ProcessLookupError:
+        return
+    for _ in range(400):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.025)
