@@ -1,0 +1,71 @@
+"""The whole flow through the CLI on a fresh QDISK_HOME: a VM with a 32 TiB thin qcow2 disk
+runs under TCG, its cache changes live, and QEMU's address space shows it."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from live_helpers import GIB, kill_and_wait
+
+pytestmark = pytest.mark.qemu
+
+VMID = "100"
+# Address space QEMU may gain besides the cache (threads, QMP buffers).
+NOISE = 64 * 2**20
+RunQdisk = Callable[..., Any]
+
+
+def vm_size(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmSize:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmSize")
+
+
+def json_of(run_qdisk: RunQdisk, *args: str) -> Any:
+    result = run_qdisk(*args)
+    assert result.exit_code == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+@pytest.fixture
+def running_vm(home: Path, run_qdisk: RunQdisk,
+               monkeypatch: pytest.MonkeyPatch) -> Iterator[int]:
+    """VM 100 created and started through the CLI; its QEMU is killed at teardown."""
+    monkeypatch.setenv("QDISK_ACCEL", "tcg")
+    created = run_qdisk("vm", "create", VMID, "--memory", "32", "--scsihw", "virtio-scsi-pci",
+                        "--scsi0", "local:32768,format=qcow2,discard=on")
+    assert created.exit_code == 0, created.stderr
+    started = run_qdisk("vm", "start", VMID)
+    pid = json_of(run_qdisk, "vm", "status", VMID, "--json")["pid"]
+    try:
+        assert started.exit_code == 0 and pid is not None, started.stderr
+        yield pid
+    finally:
+        if pid is not None:
+            kill_and_wait(pid)
+
+
+def test_cache_change_through_the_cli_applies_live(running_vm: int, run_qdisk: RunQdisk) -> None:
+    scsi0 = json_of(run_qdisk, "vm", "config", VMID, "--json")["scsi0"]
+    size_before = vm_size(running_vm)
+
+    changed = run_qdisk("vm", "set", VMID, "--scsi0", f"{scsi0},qcow2-l2-cache-size=4096")
+
+    assert changed.exit_code == 0, changed.stderr
+    assert 4 * GIB - NOISE < vm_size(running_vm) - size_before < 4 * GIB + NOISE
+    assert "qcow2-l2-cache-size=4096" in json_of(run_qdisk, "vm", "config", VMID,
+                                                 "--current", "--json")["scsi0"]
+    pending = json_of(run_qdisk, "vm", "pending", VMID, "--json")
+    assert [item for item in pending if "pending" in item or item["delete"]] == []
+    status = json_of(run_qdisk, "vm", "status", VMID, "--json")
+    assert [node["cache"] for node in status["disks"]["scsi0"]["nodes"]] == \
+        [{"l2-cache-size": 4 * GIB}]
+
+    stopped = run_qdisk("vm", "stop", VMID)
+    assert stopped.exit_code == 0, stopped.stderr
+    assert json_of(run_qdisk, "vm", "status", VMID, "--json")["status"] == "stopped"
