@@ -159,7 +159,7 @@ def _apply(settings: Settings, vmid: int, old: Drive, new: Drive, disk: Disk, *,
     path = state_path(settings, vmid)
     with fileio.locked(_state_lock_path(settings, vmid)):
         state = _read_state(path, new.key)
-        syntax: Syntax = "drive" if state["syntax"] == "drive" else "blockdev"
+        syntax: Syntax = state["syntax"]
         with QmpConnection(qmp_socket_path(settings, vmid)) as qmp:
             plan = None
             if cache_changed:
@@ -190,7 +190,8 @@ def _read_state(path: Path, key: str) -> dict[str, Any]:
     except (OSError, ValueError) as error:
         raise _NotLive(f"{key}: no readable record of how the VM was started ({path}: {error}): "
                        "the change takes effect at the next start") from None
-    if not isinstance(state, dict) or not isinstance(state.get("disks"), dict):
+    if not isinstance(state, dict) or not isinstance(state.get("disks"), dict) \
+            or state.get("syntax") not in ("blockdev", "drive"):
         raise _NotLive(f"{key}: {path} is not a qdisk state file: the change takes effect "
                        "at the next start")
     return state
