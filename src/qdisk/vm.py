@@ -339,21 +339,23 @@ def set_options(settings: Settings, vmid: int, changes: Mapping[str, str],
                 set_pending(config, key, value)
             for key in prepared.deletes:
                 if key.startswith("unused"):
-                    warnings += _drop_unused_now(settings, config, key, storage_config)
+                    warnings += _drop_unused_now(config, key, storage_config)
                 else:
                     add_pending_delete(config, key)
-            # Pending first, as qemu-server: a crash during a live change loses nothing.
+            running = running_pid(settings, vmid) is not None
+            if not running:
+                warnings += _apply_pending(config, storage_config)
+            # A running VM's changes are saved pending first, as qemu-server does: a crash
+            # during a live change loses nothing. A stopped VM's config is written once.
             vmconfig.save(settings, config)
         except BaseException:
             _remove_images(created)
             raise
         refused: list[str] = []
         notes: list[str] = []
-        if running_pid(settings, vmid) is None:
-            warnings += _apply_pending(config)
-        else:
+        if running:
             _hotplug_pending(settings, config, storage_config, refused, notes)
-        vmconfig.save(settings, config)
+            vmconfig.save(settings, config)
     changed = [*prepared.values, *prepared.deletes]
     pending_now = set(section_values(config.pending)) | set(pending_delete_flags(config))
     return ChangeResult(applied=tuple(key for key in changed if key not in pending_now),
@@ -375,45 +377,55 @@ def _volume_users(config: VmConfig, volid: str) -> list[str]:
             if _drive_file(key, text) == volid]
 
 
-def _drop_unused_now(settings: Settings, config: VmConfig, key: str,
-                     storage_config: StorageConfig) -> list[str]:
-    """Deleting ``unusedN`` frees its volume at once, as qemu-server does (if the VM owns it
-    and nothing else uses it)."""
-    volid = config.current.values.pop(key, None) or config.pending.values.pop(key, None)
-    if volid is None or not storage.owned_image(volid, config.vmid) or _volume_users(config, volid):
-        return []
+def _left_volume(config: VmConfig, key: str, text: str) -> str | None:
+    """The volume of drive string ``text`` that just left ``key``, if it is the VM's own
+    disk (no cdrom) and no other drive uses it: qemu-server keeps or frees only those."""
+    try:
+        drive = parse_drive(key, text).drive
+    except DriveError:
+        return None
+    if drive.is_cdrom or not storage.owned_image(drive.file, config.vmid) \
+            or _volume_users(config, drive.file):
+        return None
+    return drive.file
+
+
+def _free_volume(volid: str, storage_config: StorageConfig) -> list[str]:
     try:
         path = Path(storage.resolve(storage_config, volid).path)
     except InvalidInputError as error:
-        return [f"{key}: volume not removed: {error}"]
+        return [f"{volid}: volume not removed: {error}"]
     _remove_images([path])
     return []
 
 
-def _register_unused(config: VmConfig, key: str, text: str) -> list[str]:
-    """The VM's own disk that leaves ``key`` becomes ``unusedN``, so it is not lost
+def _drop_unused_now(config: VmConfig, key: str, storage_config: StorageConfig) -> list[str]:
+    """Deleting ``unusedN`` frees its volume at once, as qemu-server does."""
+    text = config.current.values.pop(key, None) or config.pending.values.pop(key, None)
+    volid = None if text is None else _left_volume(config, key, text)
+    return [] if volid is None else _free_volume(volid, storage_config)
+
+
+def _register_unused(config: VmConfig, key: str, volid: str) -> str:
+    """The VM's own disk that left ``key`` becomes ``unusedN``, so it is not lost
     (qemu-server's vmconfig_register_unused_drive)."""
-    try:
-        drive = parse_drive(key, text).drive
-    except DriveError:
-        return []
-    if drive.is_cdrom or not storage.owned_image(drive.file, config.vmid) \
-            or _volume_users(config, drive.file):
-        return []
     number = next(n for n in range(256) if f"unused{n}" not in config.current.values)
-    config.current.values[f"unused{number}"] = drive.file
-    return [f"{key}: {drive.file} is now unused{number}"]
+    config.current.values[f"unused{number}"] = volid
+    return f"{key}: {volid} is now unused{number}"
 
 
-def _apply_pending(config: VmConfig) -> list[str]:
+def _apply_pending(config: VmConfig, storage_config: StorageConfig) -> list[str]:
     """Every pending change into the applied config (a stopped VM; qemu-server's
-    vmconfig_apply_pending). Returns notes on disks that became unused."""
+    vmconfig_apply_pending): a disk that leaves becomes ``unusedN``, or is freed when its
+    deletion is forced (``!key``). Returns notes for the user."""
     notes: list[str] = []
-    for key in pending_delete_flags(config):
+    for key, force in pending_delete_flags(config).items():
         old = config.current.values.get(key)
         delete_value(config.current, key)
-        if old is not None and is_drive_key(key):
-            notes += _register_unused(config, key, old)
+        volid = _left_volume(config, key, old) if old is not None and is_drive_key(key) else None
+        if volid is not None:
+            notes += _free_volume(volid, storage_config) if force \
+                else [_register_unused(config, key, volid)]
     for key, value in section_values(config.pending).items():
         if key == "delete":
             continue
@@ -421,7 +433,9 @@ def _apply_pending(config: VmConfig) -> list[str]:
         set_value(config.current, key, value)
         if old is not None and is_drive_key(key) \
                 and _drive_file(key, old) != _drive_file(key, value):
-            notes += _register_unused(config, key, old)
+            volid = _left_volume(config, key, old)
+            if volid is not None:
+                notes.append(_register_unused(config, key, volid))
     config.pending = Section()
     return notes
 
@@ -643,11 +657,12 @@ def start(settings: Settings, vmid: int, *, syntax: Syntax | None = None,
             raise VmRefusedError(f"VM {vmid} is already running (pid {pid})")
         _remove_run_files(settings, vmid)
         warnings: list[str] = []
+        storage_config = storage.load(settings)
         if vmconfig.has_pending(config):
-            warnings += _apply_pending(config)
+            warnings += _apply_pending(config, storage_config)
             vmconfig.save(settings, config)
         chosen_accel = _accelerator(accel, config)
-        command = build_command(config, storage.load(settings), settings,
+        command = build_command(config, storage_config, settings,
                                 qemu_version=lambda: qemu_version(settings.tools.qemu_system),
                                 syntax=syntax, accel=chosen_accel)
         warnings += command.warnings

@@ -1,0 +1,59 @@
+"""Fixtures of the VM area: a fresh QDISK_HOME under TCG, and no QEMU left behind."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from qdisk.vm import process_alive
+
+QDISK = str(Path(sys.executable).parent / "qdisk")
+# tests/conftest.py's run_qdisk fixture: run_qdisk(*args) -> CliResult.
+RunQdisk = Callable[..., Any]
+
+
+def _kill_vms_of(home: Path) -> None:
+    """SIGKILL every QEMU whose pid file is under ``home/run`` and whose command line names
+    that home (a pid reused by another process is left alone), and wait until it is gone."""
+    for pid_file in (home / "run").glob("*.pid"):
+        try:
+            pid = int(pid_file.read_text().strip())
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except (OSError, ValueError):
+            continue
+        if str(home).encode() not in cmdline:
+            continue
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            continue
+        for _ in range(100):
+            if not process_alive(pid):
+                break
+            time.sleep(0.05)
+
+
+@pytest.fixture
+def vm_home(home: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """An empty QDISK_HOME with QEMU under TCG; every QEMU started in it is killed at the
+    end, also when the test fails."""
+    monkeypatch.setenv("QDISK_ACCEL", "tcg")
+    for variable in ("QDISK_QEMU_SYSTEM", "QDISK_QEMU_IMG"):
+        monkeypatch.delenv(variable, raising=False)
+    try:
+        yield home
+    finally:
+        _kill_vms_of(home)
+
+
+@pytest.fixture
+def config_file(vm_home: Path) -> Path:
+    """VM 100's config file (not created)."""
+    return vm_home / "qemu-server" / "100.conf"
