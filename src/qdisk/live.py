@@ -102,10 +102,6 @@ def qmp_socket_path(settings: Settings, vmid: int) -> Path:
     return run_dir(settings) / f"{vmid}.qmp"
 
 
-def _state_lock_path(settings: Settings, vmid: int) -> Path:
-    return run_dir(settings) / f"{vmid}.state.lock"
-
-
 def initial_state(syntax: str, graphs: Mapping[str, DriveGraph], pid: int) -> dict[str, Any]:
     """The state file of a VM just started with ``graphs`` (``VmCommand.graphs``)."""
     disks = {key: {"nodes": _applied_nodes(_backing_chain(graph.format_node))}
@@ -119,7 +115,9 @@ def apply_drive_change(settings: Settings, vmid: int, old: Drive, new: Drive,
     """Apply the change from ``old`` (the drive the running VM has) to ``new`` (same key,
     same volume) to running VM ``vmid``, as far as QEMU can take it live.
 
-    Raises QmpCommandError when QEMU refuses; then nothing in QEMU changed.
+    The caller holds the VM's config lock (``vmconfig.lock_path``), which also serialises
+    the state file's read-modify-write. Raises QmpCommandError when QEMU refuses; then
+    nothing in QEMU changed.
     """
     change = classify(old, new)
     disk = resolve_disk(new, storage_config)
@@ -157,31 +155,30 @@ def _apply(settings: Settings, vmid: int, old: Drive, new: Drive, disk: Disk, *,
     """Plan the reopen (queries only), set the throttle limits (one QMP command, all or
     nothing), then reopen; if QEMU refuses the reopen, the old limits are restored."""
     path = state_path(settings, vmid)
-    with fileio.locked(_state_lock_path(settings, vmid)):
-        state = _read_state(path, new.key)
-        syntax: Syntax = state["syntax"]
-        with QmpConnection(qmp_socket_path(settings, vmid)) as qmp:
-            plan = None
-            if cache_changed:
-                applied = state["disks"].get(new.key, {}).get("nodes", [])
-                plan = _plan_reopen(qmp, disk, settings, applied)
-            messages = []
-            if throttle_changed:
-                _set_throttle(qmp, syntax, new)
-                messages.append(f"{new.key}: throttle limits applied live")
-            if plan is not None:
-                try:
-                    _reopen(qmp, plan)
-                except QmpError:
-                    if throttle_changed:
-                        # QEMU's refusal is the error to report.
-                        with contextlib.suppress(QmpError):
-                            _set_throttle(qmp, syntax, old)
-                    raise
-                messages += plan.messages
-                state["disks"][new.key] = {"nodes": plan.applied_nodes}
-                fileio.atomic_write(path, json.dumps(state, indent=2) + "\n")
-        return messages
+    state = _read_state(path, new.key)
+    syntax: Syntax = state["syntax"]
+    with QmpConnection(qmp_socket_path(settings, vmid)) as qmp:
+        plan = None
+        if cache_changed:
+            applied = state["disks"].get(new.key, {}).get("nodes", [])
+            plan = _plan_reopen(qmp, disk, settings, applied)
+        messages = []
+        if throttle_changed:
+            _set_throttle(qmp, syntax, new)
+            messages.append(f"{new.key}: throttle limits applied live")
+        if plan is not None:
+            try:
+                _reopen(qmp, plan)
+            except QmpError:
+                if throttle_changed:
+                    # QEMU's refusal is the error to report.
+                    with contextlib.suppress(QmpError):
+                        _set_throttle(qmp, syntax, old)
+                raise
+            messages += plan.messages
+            state["disks"][new.key] = {"nodes": plan.applied_nodes}
+            fileio.atomic_write(path, json.dumps(state, indent=2) + "\n")
+    return messages
 
 
 def _read_state(path: Path, key: str) -> dict[str, Any]:
