@@ -745,10 +745,8 @@ def stop(settings: Settings, vmid: int, *, timeout: float = DEFAULT_STOP_TIMEOUT
             socket = live.qmp_socket_path(settings, vmid)
             with QmpConnection(socket, timeout=max(timeout, 1.0)) as qmp:
                 qmp.execute("quit")
-        except (QmpError, EOFError) as error:
-            # QEMU may close the monitor before it answers "quit", or while the connection
-            # closes (qemu.qmp's disconnect then raises EOFError, which QmpConnection lets
-            # through); the process decides.
+        except QmpError as error:
+            # QEMU may close the monitor before it answers "quit": the process decides.
             log.info("VM %d: quit over QMP: %r", vmid, error)
         killed = not _wait_gone(pid, timeout)
         if killed:

@@ -46,3 +46,9 @@ def test_missing_socket_is_a_clean_error(tmp_path: Path) -> None:
     with pytest.raises(QmpError, match="cannot connect to QEMU's monitor at .*missing.sock"):
         with QmpConnection(tmp_path / "missing.sock", timeout=2):
             pass
+
+
+def test_quit_then_close_is_clean(paused_qemu: Path) -> None:
+    # QEMU closes the monitor right after "quit": leaving the block must not raise.
+    with QmpConnection(paused_qemu) as qmp:
+        qmp.execute("quit")

@@ -58,7 +58,7 @@ class QmpConnection:
                  tb: TracebackType | None) -> None:
         try:
             self._run(self._client.disconnect())
-        except (OSError, QMPError, asyncio.TimeoutError):
+        except (OSError, EOFError, QMPError, asyncio.TimeoutError):
             pass  # QEMU may already be gone (after "quit"): nothing left to close.
         finally:
             self._loop.close()
@@ -69,6 +69,7 @@ class QmpConnection:
             return self._run(self._client.execute(command, arguments))
         except ExecuteError as error:
             raise QmpCommandError(command, str(error)) from None
-        except (OSError, QMPError, asyncio.TimeoutError) as error:
+        except (OSError, EOFError, QMPError, asyncio.TimeoutError) as error:
+            # EOFError: QEMU closed the monitor (it exited, or was killed).
             raise QmpError(f"QEMU's monitor at {self.socket_path} failed during {command}: "
                            f"{error or type(error).__name__}") from None
