@@ -11,6 +11,7 @@ import logging
 import re
 import subprocess
 from collections.abc import Sequence
+from pathlib import Path
 
 from qdisk.errors import ToolError
 
@@ -63,3 +64,21 @@ def qemu_version(program: str) -> tuple[int, int, int]:
         raise ToolError(program, f"cannot read a version from {out.strip()!r}")
     major, minor, micro = match.groups()
     return int(major), int(minor), int(micro or 0)
+
+
+def process_memory(pid: int) -> dict[str, int]:
+    """A process's address space and resident memory in bytes (``VmSize``, ``VmRSS``).
+
+    QEMU reserves each qcow2 cache as address space when it opens the image, so
+    VmSize shows a cache change at once, while VmRSS grows only as tables load.
+    """
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return {}
+    memory = {}
+    for line in status.splitlines():
+        name, _, value = line.partition(":")
+        if name in ("VmSize", "VmRSS"):
+            memory[name] = int(value.split()[0]) * 1024  # /proc counts in kB
+    return memory

@@ -45,7 +45,7 @@ from qdisk.qemu.nodes import resolve_disk
 from qdisk.qemu.qmp import QmpCommandError, QmpConnection, QmpError
 from qdisk.settings import Settings
 from qdisk.storage import StorageConfig
-from qdisk.tools import last_message, qemu_version
+from qdisk.tools import last_message, process_memory, qemu_version
 from qdisk.vmconfig import (Section, VmConfig, add_pending_delete, config_lock, delete_value,
                             pending_delete_flags, section_values, set_pending, set_value)
 
@@ -575,10 +575,16 @@ class VmStatus:
     def status(self) -> str:
         return "running" if self.running else "stopped"
 
+    def memory(self) -> dict[str, int]:
+        """QEMU's ``VmSize``/``VmRSS`` in bytes (empty when stopped)."""
+        return process_memory(self.pid) if self.pid is not None else {}
+
     def as_json(self) -> dict[str, Any]:
+        memory = self.memory()
         return {"vmid": self.vmid, "status": self.status, "pid": self.pid,
                 "qmp": str(self.qmp) if self.running else None,
-                "syntax": self.state.get("syntax"), "disks": self.state.get("disks", {})}
+                "syntax": self.state.get("syntax"), "disks": self.state.get("disks", {}),
+                "memory": {"vm-size": memory.get("VmSize"), "vm-rss": memory.get("VmRSS")}}
 
 
 def status(settings: Settings, vmid: int, *, clean_up: bool = True) -> VmStatus:

@@ -69,8 +69,8 @@ def command(settings: Settings, bench_size: str, bench_runtime: int) -> None:
     _run(["drive", "parse", "local:100/vm-100-disk-0.qcow2,qcow2-l2-cache-size=128,"
           "qcow2-cache-size-based-on-disk=1,qcow2-l2-cache-entry-size=1000"], may_fail=True)
 
-    if _run(["vm", "status", DEMO_VMID], may_fail=True) == EXIT_OK:
-        click.echo("   (a demo VM from an earlier run exists: removing it first)")
+    if vmconfig.config_path(settings, int(DEMO_VMID)).exists():
+        click.echo("\n(a demo VM from an earlier, interrupted run exists: removing it first)")
         _run(["vm", "stop", DEMO_VMID], may_fail=True)
         _run(["vm", "destroy", DEMO_VMID])
     _step("2. A VM with a thin 1 TiB qcow2 disk and the automatic cache",

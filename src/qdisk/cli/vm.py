@@ -7,6 +7,8 @@ import re
 
 import click
 
+from qdisk.cache import format_bytes
+
 from qdisk import storage, vm
 from qdisk.cli.common import echo_json, pass_settings, warn
 from qdisk.qemu.command import vm_command
@@ -179,8 +181,18 @@ def status(settings: Settings, vmid: int, as_json: bool) -> None:
     result = vm.status(settings, vmid)
     if as_json:
         echo_json(result.as_json())
-    else:
-        click.echo(f"status: {result.status}")
+        return
+    click.echo(f"status: {result.status}")
+    if not result.running:
+        return
+    memory = result.memory()
+    click.echo(f"pid: {result.pid}, {result.state.get('syntax', '?')} syntax, QEMU address space "
+               f"{format_bytes(memory.get('VmSize', 0))}, resident {format_bytes(memory.get('VmRSS', 0))}")
+    for key, disk in result.state.get("disks", {}).items():
+        for node in disk.get("nodes", []):
+            cache = ", ".join(f"{name} {format_bytes(value) if name.endswith('size') else f'{value} s'}"
+                              for name, value in node.get("cache", {}).items()) or "QEMU's defaults"
+            click.echo(f"{key}: {node.get('filename')}: {cache}")
 
 
 @command.command(name="destroy")

@@ -1,0 +1,34 @@
+"""`qdisk demo`: the whole flow runs for real and leaves nothing behind."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import RunQdisk
+
+
+def _qemu_processes_using(path: Path) -> list[str]:
+    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True).stdout
+    return [line for line in ps.splitlines() if "qemu" in line and str(path) in line]
+
+
+def test_demo_runs_the_whole_flow_and_cleans_up(run_qdisk: RunQdisk, home: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("QDISK_ACCEL", "tcg")
+    result = run_qdisk("demo", "--bench-size", "64M", "--bench-runtime", "1")
+    assert result.exit_code == 0, result.stderr
+    out = result.stdout
+    for step in ("1. The drive language", "3. The cache plan", "5. Start the VM",
+                 "6. Change the cache while it runs", "7. Measure the gain", "8. Stop and remove"):
+        assert step in out
+    # The auto size reached QEMU, then the live change replaced it.
+    assert "cache-size=167772160" in out
+    assert "l2-cache-size=67108864 applied live" in out
+    assert "qcow2-auto/qcow2-default:" in out
+    assert "VM 9100 stopped" in out
+    assert not _qemu_processes_using(home)
+    assert not list((home / "qemu-server").glob("*.conf"))
+    assert not list(home.glob("storage/local/images/9100/*"))
