@@ -6,23 +6,13 @@ Each area (tests/<area>/) keeps its own fixtures in its own conftest.py.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from qdisk.cli import main
+from cli_helpers import CliResult, RunQdisk
 from qemu_helpers import qemu_img
-
-
-@dataclass(frozen=True)
-class CliResult:
-    exit_code: int
-    stdout: str
-    stderr: str
-
-
-RunQdisk = Callable[..., CliResult]
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

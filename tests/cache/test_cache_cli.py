@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import json
 import subprocess
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-# tests/conftest.py's run_qdisk fixture: run_qdisk(*args) -> CliResult.
-RunQdisk = Callable[..., Any]
+from cli_helpers import RunQdisk
+
 MIB = 2**20
 
 

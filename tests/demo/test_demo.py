@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import RunQdisk
+from cli_helpers import RunQdisk
 
 
 def _qemu_processes_using(path: Path) -> list[str]:

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
-from typing import Any
 
-# tests/conftest.py's run_qdisk fixture: run_qdisk(*args) -> CliResult.
-RunQdisk = Callable[..., Any]
+from cli_helpers import RunQdisk
 
 
 def test_valid_prints_the_canonical_string(run_qdisk: RunQdisk) -> None:

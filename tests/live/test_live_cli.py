@@ -4,11 +4,13 @@ runs under TCG, its cache changes live, and QEMU's address space shows it."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from cli_helpers import RunQdisk
 from live_helpers import GIB, kill_and_wait
 
 pytestmark = pytest.mark.qemu
@@ -16,7 +18,6 @@ pytestmark = pytest.mark.qemu
 VMID = "100"
 # Address space QEMU may gain besides the cache (threads, QMP buffers).
 NOISE = 64 * 2**20
-RunQdisk = Callable[..., Any]
 
 
 def vm_size(pid: int) -> int:

@@ -4,19 +4,14 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from qdisk.vm import process_alive
 
-QDISK = str(Path(sys.executable).parent / "qdisk")
-# tests/conftest.py's run_qdisk fixture: run_qdisk(*args) -> CliResult.
-RunQdisk = Callable[..., Any]
 
 
 def _kill_vms_of(home: Path) -> None:

@@ -12,7 +12,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from conftest import QDISK, RunQdisk
+from cli_helpers import QDISK, RunQdisk
 
 from qdisk.cli import main
 from qdisk.vmconfig import parse_vm_config

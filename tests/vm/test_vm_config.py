@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import RunQdisk
+from cli_helpers import RunQdisk
 from qemu_helpers import qemu_img
 
 VOLUME_DIR = Path("storage/local/images/100")

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import RunQdisk
+from cli_helpers import RunQdisk
 
 from qdisk.qemu.qmp import QmpConnection
 from qdisk.vm import process_alive
