@@ -36,6 +36,9 @@ def plot_sweep(report: SweepReport, path: Path) -> None:
     axes.axvline(report.auto_l2_bytes / MIB, color="tab:green", linestyle="--",
                  label=f"qdisk auto ({report.auto_l2_bytes / MIB:g} MiB)")
     axes.set_xscale("log", base=2)
+    sizes = sorted({p.l2_cache_bytes / MIB for p in report.points})
+    axes.set_xticks(sizes, [f"{size:g}" for size in sizes])
+    axes.minorticks_off()
     axes.set_xlabel("L2 cache size (MiB)")
     axes.set_ylabel("IOPS (4 KiB random reads, iodepth 16)")
     axes.set_ylim(bottom=0)

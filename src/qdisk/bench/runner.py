@@ -225,20 +225,19 @@ def run_sweep(settings: Settings, *, image: Path | None = None, size: int = DEFA
         if images.qcow2 is None:
             raise InvalidInputError(f"{image}: the sweep needs a qcow2 image without backing file")
         geometry = v.l2_geometry(images.qcow2, settings)
-        common = f"{images.qcow2},format=qcow2,cache=none,aio={aio}"
-        points: list[tuple[int, int, v.Variant]] = [
-            (mib * v.MIB, entry, v.Variant(f"l2 {mib} MiB, entry {entry}",
-                                           f"{common},qcow2-l2-cache-size={mib},qcow2-l2-cache-entry-size={entry}"))
-            for entry in SWEEP_ENTRY_SIZES if entry <= geometry.cluster_size
-            for mib in sweep_sizes(geometry.l2_needed)
-        ]
-        measured = [variant for _, _, variant in points]
+        points = [(mib, entry) for entry in SWEEP_ENTRY_SIZES if entry <= geometry.cluster_size
+                  for mib in sweep_sizes(geometry.l2_needed)]
+        sweep_variants = [
+            v.Variant(f"l2 {mib} MiB, entry {entry}",
+                      v.drive_string(images.qcow2, "qcow2", aio, f"qcow2-l2-cache-size={mib}",
+                                     f"qcow2-l2-cache-entry-size={entry}"))
+            for mib, entry in points]
         raw_variants = [variant for variant in v.variants(images, settings, aio) if variant.name == v.RAW]
-        summaries = run_rounds(raw_variants + measured, settings, runtime=runtime, rounds=rounds,
+        summaries = run_rounds(raw_variants + sweep_variants, settings, runtime=runtime, rounds=rounds,
                                workdir=workdir, progress=progress)
     return SweepReport(
-        points=[SweepPoint(l2, entry, min(1.0, l2 / geometry.l2_needed), summaries[variant.name])
-                for l2, entry, variant in points],
+        points=[SweepPoint(mib * v.MIB, entry, min(1.0, mib * v.MIB / geometry.l2_needed), summaries[variant.name])
+                for (mib, entry), variant in zip(points, sweep_variants)],
         l2_needed_bytes=geometry.l2_needed,
         default_l2_bytes=geometry.default_l2,
         default_entry_bytes=geometry.default_entry,

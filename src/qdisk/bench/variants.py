@@ -29,7 +29,7 @@ CHAIN_TOP_ONLY = "chain-top-only"
 CHAIN_AUTO = "chain-auto"
 VARIANT_NAMES = (RAW, QCOW2_DEFAULT, QCOW2_AUTO, CHAIN_TOP_ONLY, CHAIN_AUTO)
 
-# (name, numerator, denominator) of each ratio reported.
+# (numerator, denominator) of each ratio reported.
 RATIOS = ((QCOW2_AUTO, RAW), (QCOW2_AUTO, QCOW2_DEFAULT), (CHAIN_AUTO, CHAIN_TOP_ONLY))
 
 AIO_MODES = ("native", "io_uring")
@@ -78,23 +78,28 @@ def classify_image(path: Path, settings: Settings) -> BenchImages:
     return BenchImages(qcow2=path)
 
 
+def drive_string(image: Path, fmt: str, aio: str, *cache_keys: str) -> str:
+    """``<image>,format=...,cache=none,aio=...[,qcow2-...]``: direct I/O, so the host's page
+    cache hides no miss."""
+    return ",".join([str(image), f"format={fmt}", "cache=none", f"aio={aio}", *cache_keys])
+
+
 def variants(images: BenchImages, settings: Settings, aio: str) -> list[Variant]:
     """The variants that apply to the images, in the order of :data:`VARIANT_NAMES`."""
-    common = f"cache=none,aio={aio}"
     found: list[Variant] = []
     if images.raw:
-        found.append(Variant(RAW, f"{images.raw},format=raw,{common}"))
+        found.append(Variant(RAW, drive_string(images.raw, "raw", aio)))
     if images.qcow2:
-        found.append(Variant(QCOW2_DEFAULT, f"{images.qcow2},format=qcow2,{common}"))
-        found.append(Variant(QCOW2_AUTO, f"{images.qcow2},format=qcow2,{common},"
-                                         "qcow2-cache-size-based-on-disk=1"))
+        found.append(Variant(QCOW2_DEFAULT, drive_string(images.qcow2, "qcow2", aio)))
+        found.append(Variant(QCOW2_AUTO, drive_string(images.qcow2, "qcow2", aio,
+                                                      "qcow2-cache-size-based-on-disk=1")))
     if images.overlay:
         # The seed's behaviour: an explicit size, which reaches the top image only.
         top_mib = math.ceil(auto_cache_size(images.overlay, settings) / MIB)
-        found.append(Variant(CHAIN_TOP_ONLY, f"{images.overlay},format=qcow2,{common},"
-                                             f"qcow2-cache-size={top_mib}"))
-        found.append(Variant(CHAIN_AUTO, f"{images.overlay},format=qcow2,{common},"
-                                         "qcow2-cache-size-based-on-disk=1"))
+        found.append(Variant(CHAIN_TOP_ONLY, drive_string(images.overlay, "qcow2", aio,
+                                                          f"qcow2-cache-size={top_mib}")))
+        found.append(Variant(CHAIN_AUTO, drive_string(images.overlay, "qcow2", aio,
+                                                      "qcow2-cache-size-based-on-disk=1")))
     return found
 
 
