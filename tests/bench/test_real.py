@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cli_helpers import RunQdisk
 
 from qdisk.bench import VARIANT_NAMES, run_bench
 from qdisk.bench import runner
@@ -23,7 +24,6 @@ pytestmark = pytest.mark.qemu
 MIB = 1 << 20
 
 
-RunQdisk = Callable[..., Any]
 CheckNothingLeft = Callable[[], None]
 
 
