@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 APT_PACKAGES := qemu-utils qemu-system-x86 qemu-system-common fio
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install test demo typecheck bench clean
+.PHONY: install test demo lint typecheck bench clean
 
 install: $(VENV)/.installed
 	@missing=""; for p in $(APT_PACKAGES); do \
@@ -24,10 +24,13 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install -q -e '.[test]'
 	touch $@
 
+lint: install
+	$(BIN)/ruff check src tests
+
 typecheck: install
 	$(BIN)/mypy
 
-test: install typecheck
+test: install lint typecheck
 	$(BIN)/pytest
 
 # The demo keeps its VMs and images under scratch/ unless QDISK_HOME is set.

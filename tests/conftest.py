@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from qdisk.cli import main
+
 from cli_helpers import CliResult, RunQdisk
 from qemu_helpers import qemu_img
 

@@ -41,9 +41,18 @@ from qdisk import cache, fileio
 from qdisk.drive import QCOW2_CACHE_KEYS, Drive
 from qdisk.errors import QdiskError
 from qdisk.qemu.command import Syntax, run_dir
-from qdisk.qemu.nodes import (THROTTLE_LIMITS, Disk, DriveGraph, Node, format_node,
-                              ignored_cache_options, reopen_options, resolve_disk,
-                              throttle_group_id, throttle_limits)
+from qdisk.qemu.nodes import (
+    THROTTLE_LIMITS,
+    Disk,
+    DriveGraph,
+    Node,
+    format_node,
+    ignored_cache_options,
+    reopen_options,
+    resolve_disk,
+    throttle_group_id,
+    throttle_limits,
+)
 from qdisk.qemu.qmp import QmpConnection, QmpError
 from qdisk.settings import Settings
 from qdisk.storage import StorageConfig

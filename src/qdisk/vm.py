@@ -46,8 +46,17 @@ from qdisk.qemu.qmp import QmpCommandError, QmpConnection, QmpError
 from qdisk.settings import Settings
 from qdisk.storage import StorageConfig
 from qdisk.tools import last_message, process_memory, qemu_version
-from qdisk.vmconfig import (Section, VmConfig, add_pending_delete, config_lock, delete_value,
-                            pending_delete_flags, section_values, set_pending, set_value)
+from qdisk.vmconfig import (
+    Section,
+    VmConfig,
+    add_pending_delete,
+    config_lock,
+    delete_value,
+    pending_delete_flags,
+    section_values,
+    set_pending,
+    set_value,
+)
 
 log = logging.getLogger(__name__)
 

@@ -10,13 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cli_helpers import RunQdisk
 
-from qdisk.bench import VARIANT_NAMES, run_bench
-from qdisk.bench import runner
+from qdisk.bench import VARIANT_NAMES, run_bench, runner
 from qdisk.bench.daemon import StorageDaemon
 from qdisk.errors import ToolError
 from qdisk.settings import Settings, Tools
+
+from cli_helpers import RunQdisk
 
 pytestmark = pytest.mark.qemu
 

@@ -7,15 +7,29 @@ from pathlib import Path
 
 import pytest
 
-from cache_images import qemu_open_error
-from qdisk.cache import (AutoSize, CacheOptions, QemuCacheError, advise, auto_size,
-                         auto_size_for, auto_size_or_fallback, check_drive_cache, default_cache,
-                         drive_cache_options, effective_cache, host_allocation_limit,
-                         parse_cache_options, parse_qemu_number, parse_qemu_size,
-                         resolved_cache_options)
+from qdisk.cache import (
+    AutoSize,
+    CacheOptions,
+    QemuCacheError,
+    advise,
+    auto_size,
+    auto_size_for,
+    auto_size_or_fallback,
+    check_drive_cache,
+    default_cache,
+    drive_cache_options,
+    effective_cache,
+    host_allocation_limit,
+    parse_cache_options,
+    parse_qemu_number,
+    parse_qemu_size,
+    resolved_cache_options,
+)
 from qdisk.drive import parse_drive
 from qdisk.errors import Problem
 from qdisk.image import read_image
+
+from cache_images import qemu_open_error
 
 MIB, GIB, TIB = 2**20, 2**30, 2**40
 

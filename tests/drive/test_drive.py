@@ -4,8 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from qdisk.drive import (QCOW2_CACHE_KEYS, Drive, drive_keys, is_drive_key, make_drive,
-                         parse_drive, print_drive)
+from qdisk.drive import (
+    QCOW2_CACHE_KEYS,
+    Drive,
+    drive_keys,
+    is_drive_key,
+    make_drive,
+    parse_drive,
+    print_drive,
+)
 from qdisk.errors import DriveError, InvalidInputError, Problem
 
 

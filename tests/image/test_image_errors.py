@@ -11,8 +11,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from image_kinds import qemu_img
 from qdisk.image import ImageError, ImageInfo, read_chain, read_image
+
+from image_kinds import qemu_img
 
 pytestmark = pytest.mark.qemu
 

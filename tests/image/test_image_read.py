@@ -11,6 +11,7 @@ import pytest
 from qdisk.cli.image import image_json
 from qdisk.image import ImageError, create_image, read_chain, read_image
 from qdisk.settings import Tools
+
 from image_kinds import IMAGE_KINDS, qemu_img, qemu_img_info
 
 pytestmark = pytest.mark.qemu

@@ -7,7 +7,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from live_helpers import LiveHome, kill_and_wait, make_live_home
+
+from live_helpers import LiveHome, make_live_home
+from qemu_helpers import kill_and_wait
 
 
 @pytest.fixture(scope="module")

@@ -5,20 +5,18 @@ guest)."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from qdisk import storage, vmconfig
-from qdisk.storage import StorageConfig
 from qdisk.drive import Drive, parse_drive
 from qdisk.live import initial_state, state_path
 from qdisk.qemu.command import Syntax, VmCommand, build_command, parse_version, run_dir
 from qdisk.qemu.qmp import QmpConnection
 from qdisk.settings import Settings, Tools
+from qdisk.storage import StorageConfig
 from qdisk.vmconfig import Section, VmConfig
 
 VMID = 100
@@ -132,16 +130,3 @@ def start_vm(live_home: LiveHome, drives: dict[str, str], syntax: Syntax,
     applied = {key: parse_drive(key, text).drive for key, text in drives.items()}
     return RunningVm(live_home, command, pid, applied)
 
-
-def kill_and_wait(pid: int) -> None:
-    """SIGKILL a daemonized QEMU (not our child: it double-forked) and wait until it is gone."""
-    try:
-        os.kill(pid, 9)
-    except ProcessLookupError:
-        return
-    for _ in range(400):
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.025)

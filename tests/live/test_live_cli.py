@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 
 from cli_helpers import RunQdisk
-from live_helpers import GIB, kill_and_wait
+from live_helpers import GIB
+from qemu_helpers import kill_and_wait
 
 pytestmark = pytest.mark.qemu
 

@@ -8,11 +8,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from live_helpers import GIB, VMID, LiveHome, RunningVm, make_live_home, start_vm
 
 from qdisk.drive import Drive, parse_drive
 from qdisk.live import LiveOutcome, LiveResult, apply_drive_change
 from qdisk.qemu.qmp import QmpCommandError
+
+from live_helpers import GIB, VMID, LiveHome, RunningVm, make_live_home, start_vm
 
 pytestmark = pytest.mark.qemu
 

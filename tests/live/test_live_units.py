@@ -4,13 +4,14 @@ only recorded never talks to QEMU)."""
 from __future__ import annotations
 
 import pytest
-from live_helpers import VMID, LiveHome
 
 from qdisk import storage
 from qdisk.drive import parse_drive
 from qdisk.live import LiveOutcome, apply_drive_change, classify, initial_state
 from qdisk.qemu.command import build_command, parse_version
 from qdisk.vmconfig import Section, VmConfig
+
+from live_helpers import VMID, LiveHome
 
 FILE = "local:100/vm-100-disk-0.qcow2"
 

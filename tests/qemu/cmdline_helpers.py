@@ -4,16 +4,12 @@ processes that check generated arguments (subprocess.run always reaps them)."""
 from __future__ import annotations
 
 import json
-import os
 import shlex
 import subprocess
-import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from qdisk.settings import Settings, Tools
 

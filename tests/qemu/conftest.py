@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import os
-import time
+import subprocess
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-import subprocess
 
 import pytest
+
 from cmdline_helpers import GOLDEN_DIR, QEMU_TIMEOUT, QemuHome
+from qemu_helpers import kill_and_wait
 
 
 @pytest.fixture
@@ -41,14 +41,4 @@ def daemonized_qemu() -> Iterator[Callable[[Sequence[str], Path], int]]:
 
     yield start
     for pid in pids:
-        try:
-            os.kill(pid, 9)
-        except ProcessLookupError:
-            continue
-        # The daemon is not our child (it double-forked): wait until it is gone.
-        for _ in range(200):
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                break
-            time.sleep(0.05)
+        kill_and_wait(pid)

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cmdline_helpers import VMID, QemuHome
 
 from qdisk import storage
 from qdisk.drive import parse_drive
@@ -16,6 +15,8 @@ from qdisk.qemu.command import CommandError, format_command, parse_version, shel
 from qdisk.qemu.nodes import format_node, reopen_options, resolve_disk, walk
 from qdisk.settings import Settings, Tools
 from qdisk.vmconfig import VmConfigError, load, parse_vm_config, print_vm_config
+
+from cmdline_helpers import VMID, QemuHome
 
 
 @pytest.mark.parametrize(("argument", "quoted"), [

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from qdisk.vm import process_alive
-
+from qemu_helpers import kill_and_wait
 
 
 def _kill_vms_of(home: Path) -> None:
@@ -25,14 +21,7 @@ def _kill_vms_of(home: Path) -> None:
             continue
         if str(home).encode() not in cmdline:
             continue
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            continue
-        for _ in range(100):
-            if not process_alive(pid):
-                break
-            time.sleep(0.05)
+        kill_and_wait(pid)
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ import multiprocessing
 import os
 from pathlib import Path
 
-
 from qdisk.fileio import LockTimeout, atomic_write, locked
 
 

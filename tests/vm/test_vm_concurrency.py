@@ -12,10 +12,10 @@ import subprocess
 import time
 from pathlib import Path
 
-from cli_helpers import QDISK, RunQdisk
-
 from qdisk.cli import main
 from qdisk.vmconfig import parse_vm_config
+
+from cli_helpers import QDISK, RunQdisk
 
 # Ten distinct keys and a valid value for each.
 PARALLEL_CHANGES = {

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from cli_helpers import RunQdisk
 from qemu_helpers import qemu_img
 

@@ -11,10 +11,11 @@ import time
 from pathlib import Path
 
 import pytest
-from cli_helpers import RunQdisk
 
 from qdisk.qemu.qmp import QmpConnection
 from qdisk.vm import process_alive
+
+from cli_helpers import RunQdisk
 
 pytestmark = pytest.mark.qemu
 

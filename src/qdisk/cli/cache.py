@@ -6,9 +6,19 @@ from typing import Any
 
 import click
 
-from qdisk.cache import (QEMU_OPTION_NAMES, EffectiveCache, NodePlan, QemuCacheError,
-                         advise, coverage_percent, effective_cache, format_bytes,
-                         host_allocation_limit, parse_cache_options, plan_chain)
+from qdisk.cache import (
+    QEMU_OPTION_NAMES,
+    EffectiveCache,
+    NodePlan,
+    QemuCacheError,
+    advise,
+    coverage_percent,
+    effective_cache,
+    format_bytes,
+    host_allocation_limit,
+    parse_cache_options,
+    plan_chain,
+)
 from qdisk.cli.common import echo_json, fail_json, pass_settings
 from qdisk.errors import InvalidInputError
 from qdisk.image import ImageError, read_chain, read_image

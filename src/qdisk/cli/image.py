@@ -12,6 +12,7 @@ from qdisk.errors import InvalidInputError
 from qdisk.image import ImageInfo, read_chain, read_image
 from qdisk.settings import Settings
 
+
 @click.group(name="image")
 def command() -> None:
     """Inspect disk images (native qcow2 header reader)."""

@@ -7,9 +7,8 @@ import re
 
 import click
 
-from qdisk.cache import format_bytes
-
 from qdisk import storage, vm
+from qdisk.cache import format_bytes
 from qdisk.cli.common import echo_json, pass_settings, warn
 from qdisk.qemu.command import vm_command
 from qdisk.settings import Settings

@@ -18,8 +18,15 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from qdisk.qemu.nodes import (QCOW2_OPTION_ORDER, DriveGraph, Node, aio_mode, cache_mode,
-                              detect_zeroes, throttle_limits)
+from qdisk.qemu.nodes import (
+    QCOW2_OPTION_ORDER,
+    DriveGraph,
+    Node,
+    aio_mode,
+    cache_mode,
+    detect_zeroes,
+    throttle_limits,
+)
 
 # Drive keys qemu-server copies as they are, in this order.
 _PLAIN_OPTIONS = ("media", "cache", "rerror", "werror", "discard")
