@@ -281,7 +281,7 @@ _MISSING_VALUE_RE = re.compile(r"([^=]+)=", re.DOTALL)
 def parse_property_string(schema: Schema, text: str) -> Checked:
     """Typed values and every problem of ``text`` (cross-field rules not yet applied)."""
     result = Checked({}, [], set())
-    seen: set[str] = set()
+    given_as: dict[str, str] = {}
     default_key = schema.default_key
     for part in text.split(","):
         if _BLANK_RE.fullmatch(part):
@@ -290,10 +290,9 @@ def parse_property_string(schema: Schema, text: str) -> Checked:
             if default_key is None:
                 result.add(None, "value without key, but schema does not define a default key")
                 continue
-            written, name, value = default_key, default_key, part
+            written, value = default_key, part
         elif match := _KEY_VALUE_RE.fullmatch(part):
             written, value = match.groups()
-            name = schema.aliases.get(written, written)
         else:
             missing = _MISSING_VALUE_RE.fullmatch(part)
             if missing:
@@ -302,26 +301,7 @@ def parse_property_string(schema: Schema, text: str) -> Checked:
             else:
                 result.add(None, f"missing key in comma-separated list property: '{part}'")
             continue
-        if name in seen:
-            alias_note = f" ({written} is an alias of {name})" if written != name else ""
-            result.add(name, f"duplicate key in comma-separated list property: {written}"
-                             f"{alias_note}")
-            continue
-        seen.add(name)
-        if name in schema.dropped:
-            continue
-        if name not in schema.properties:
-            result.add(name, "property is not defined in schema and the schema does not "
-                             "allow additional properties")
-            continue
-        prop = schema.properties[name]
-        try:
-            typed = _from_text(prop, value)
-            _check(name, prop, typed)
-        except _Invalid as error:
-            result.add(name, str(error))
-        else:
-            result.values[name] = typed
+        _take(schema, result, given_as, written, lambda prop: _from_text(prop, value))
     _check_required(schema, result)
     return result
 
@@ -330,28 +310,40 @@ def check_values(schema: Schema, values: Mapping[str, object]) -> Checked:
     """The same per-key checks as :func:`parse_property_string`, for typed values
     (aliases are resolved, dropped keys dropped)."""
     result = Checked({}, [], set())
+    given_as: dict[str, str] = {}
     for written, value in values.items():
-        name = schema.aliases.get(written, written)
-        if name in schema.dropped:
-            continue
-        if name in result.values or name in result.invalid:
-            result.add(name, f"duplicate key in comma-separated list property: {written} "
-                             f"({written} is an alias of {name})")
-            continue
-        prop = schema.properties.get(name)
-        if prop is None:
-            result.add(name, "property is not defined in schema and the schema does not "
-                             "allow additional properties")
-            continue
-        try:
-            typed = _typed(prop, value)
-            _check(name, prop, typed)
-        except _Invalid as error:
-            result.add(name, str(error))
-        else:
-            result.values[name] = typed
+        _take(schema, result, given_as, written, lambda prop: _typed(prop, value))
     _check_required(schema, result)
     return result
+
+
+def _take(schema: Schema, result: Checked, given_as: dict[str, str], written: str,
+          typed_value: Callable[[Property], Value]) -> None:
+    """The per-key checks of one ``key=value``, shared by parsing text and checking typed
+    values so both accept exactly the same drives. ``given_as`` maps each key seen so far
+    to how it was written: an alias and its target are the same key, so repeating it in
+    either spelling is a duplicate, and the message says which spellings met."""
+    name = schema.aliases.get(written, written)
+    if name in given_as:
+        alias = written if written != name else given_as[name]
+        alias_note = f" ({alias} is an alias of {name})" if alias != name else ""
+        result.add(name, f"duplicate key in comma-separated list property: {written}{alias_note}")
+        return
+    given_as[name] = written
+    if name in schema.dropped:
+        return
+    prop = schema.properties.get(name)
+    if prop is None:
+        result.add(name, "property is not defined in schema and the schema does not "
+                         "allow additional properties")
+        return
+    try:
+        typed = typed_value(prop)
+        _check(name, prop, typed)
+    except _Invalid as error:
+        result.add(name, str(error))
+    else:
+        result.values[name] = typed
 
 
 def _check_required(schema: Schema, result: Checked) -> None:

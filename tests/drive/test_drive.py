@@ -125,3 +125,15 @@ def test_unknown_key() -> None:
 def test_print_drive_of_a_hand_made_drive() -> None:
     drive = Drive("sata1", "sata", 1, {"ssd": False, "file": "/dev/sdb", "size": 1 << 30})
     assert print_drive(drive) == "/dev/sdb,size=1G,ssd=0"
+
+
+@pytest.mark.parametrize(("values", "message"), [
+    ({"volume": "local:1/a", "file": "local:1/b"},
+     "duplicate key in comma-separated list property: file (volume is an alias of file)"),
+    ({"file": "local:1/a", "volume": "local:1/b"},
+     "duplicate key in comma-separated list property: volume (volume is an alias of file)"),
+])
+def test_make_drive_alias_and_target_are_a_duplicate(values: dict[str, object], message: str) -> None:
+    with pytest.raises(DriveError) as caught:
+        make_drive("scsi0", values)
+    assert caught.value.problems == (Problem("file", message),)

@@ -88,7 +88,8 @@ def test_every_problem_is_collected() -> None:
         Problem("total", "value must have a maximum value of 100"),
         Problem("ratio", "type check ('number') failed - got 'x'"),
         Problem("name", "value may only be 5 characters long"),
-        Problem("limit", "duplicate key in comma-separated list property: limit"),
+        Problem("limit", "duplicate key in comma-separated list property: limit "
+                         "(max is an alias of limit)"),
         Problem("on", "type check ('boolean') failed - got '2'"),
     ]
 
