@@ -129,10 +129,14 @@ _BUS_KEYS: dict[str, dict[str, Property]] = {
 
 
 # --- cross-field rules ---------------------------------------------------------------
+# A cross-field message names every property involved: the problem's ``property`` names
+# only one of them (the one to change), and --json readers see the message alone.
 
 
 def _is_set(values: Mapping[str, Value], name: str) -> bool:
-    """qemu-server tests these rules with Perl truth: absent, 0 and 0.0 count as unset."""
+    """qemu-server tests these rules with Perl truth, so ``mbps=0`` is no limit. We test
+    the typed value: 0.0 is unset too, which keeps the rule true of the canonical string,
+    where it prints as ``0``."""
     return bool(values.get(name))
 
 
@@ -146,8 +150,8 @@ def _requires(option: str, required: str) -> Rule:
 def _excludes(total: str, direction: str) -> Rule:
     def check(values: Mapping[str, Value]) -> Iterator[Problem]:
         if _is_set(values, total) and _is_set(values, direction):
-            yield Problem(direction, f"cannot be combined with {total}: a total limit excludes "
-                                     f"per-direction limits")
+            yield Problem(direction, f"{direction} cannot be combined with {total}: a total "
+                                     f"limit excludes per-direction limits")
     return Rule((total, direction), check)
 
 
@@ -188,8 +192,9 @@ def _based_on_disk_excludes_sizes(values: Mapping[str, Value]) -> Iterator[Probl
     given = [name for name in _CACHE_SIZE_KEYS if name in values]
     if values.get("qcow2-cache-size-based-on-disk") is True and given:
         yield Problem("qcow2-cache-size-based-on-disk",
-                      f"is not compatible with {_enumerate(given)} being set: with it, "
-                      f"the cache size is computed from the disk's size")
+                      f"qcow2-cache-size-based-on-disk is not compatible with "
+                      f"{_enumerate(given)} being set: with it, the cache size is computed "
+                      f"from the disk's size")
 
 
 def _enumerate(names: list[str]) -> str:
@@ -200,7 +205,7 @@ def _part_smaller_than_total(part: str) -> Rule:
     def check(values: Mapping[str, Value]) -> Iterator[Problem]:
         total, size = values.get("qcow2-cache-size"), values.get(part)
         if isinstance(total, int) and isinstance(size, int) and size >= total:
-            yield Problem(part, f"must be smaller than qcow2-cache-size: "
+            yield Problem(part, f"{part} must be smaller than qcow2-cache-size: "
                                 f"{size} MiB >= {total} MiB")
     return Rule(("qcow2-cache-size", part), check)
 

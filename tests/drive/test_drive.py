@@ -103,7 +103,7 @@ def test_make_drive_reports_every_problem() -> None:
         "scsi0.file: illegal value with commas for file",
         "scsi0.ssd: type check ('boolean') failed - got 'yes'",
         "scsi0.size: value must have a minimum value of 0",
-        "scsi0.qcow2-l2-cache-size: must be smaller than qcow2-cache-size: 4 MiB >= 4 MiB",
+        "scsi0.qcow2-l2-cache-size: qcow2-l2-cache-size must be smaller than qcow2-cache-size: 4 MiB >= 4 MiB",
     ]
 
 
@@ -137,3 +137,25 @@ def test_make_drive_alias_and_target_are_a_duplicate(values: dict[str, object], 
     with pytest.raises(DriveError) as caught:
         make_drive("scsi0", values)
     assert caught.value.problems == (Problem("file", message),)
+
+
+# One minimal string per cross-field rule: every key but the file takes part in the conflict.
+CONFLICTS = [
+    ("scsi0", "mbps_max=2"), ("scsi0", "iops_rd_max=2"),
+    ("scsi0", "mbps_wr=1,bps_wr_max_length=2"), ("scsi0", "iops=1,iops_max_length=2"),
+    ("scsi0", "mbps=1,mbps_wr=1"), ("scsi0", "iops=1,iops_rd=1"),
+    ("scsi0", "bps=1,mbps=1"), ("ide2", "media=cdrom,snapshot=1"),
+    ("ide2", "media=cdrom,format=raw"), ("virtio0", "media=cdrom"),
+    ("scsi0", "qcow2-cache-size=9,qcow2-l2-cache-size=4,qcow2-refcount-cache-size=4"),
+    ("scsi0", "qcow2-cache-size-based-on-disk=1,qcow2-l2-cache-size=4"),
+    ("scsi0", "qcow2-cache-size=4,qcow2-refcount-cache-size=4"),
+]
+
+
+@pytest.mark.parametrize(("key", "options"), CONFLICTS)
+def test_a_cross_field_message_names_every_property_involved(key: str, options: str) -> None:
+    with pytest.raises(DriveError) as caught:
+        parse_drive(key, f"local:1/x.qcow2,{options}")
+    [problem] = caught.value.problems
+    for name in (option.partition("=")[0] for option in options.split(",")):
+        assert name in problem.message, (name, problem)

@@ -30,7 +30,8 @@ def test_invalid_prints_one_error_per_line(run_qdisk: RunQdisk) -> None:
     assert result.stderr.splitlines() == [
         "qdisk: scsi0.cache: value 'bad' does not have a value in the enumeration "
         "'none, writethrough, writeback, unsafe, directsync'",
-        "qdisk: scsi0.qcow2-l2-cache-size: must be smaller than qcow2-cache-size: 3 MiB >= 2 MiB",
+        "qdisk: scsi0.qcow2-l2-cache-size: qcow2-l2-cache-size must be smaller than "
+        "qcow2-cache-size: 3 MiB >= 2 MiB",
     ]
 
 
@@ -55,8 +56,8 @@ def test_json_invalid(run_qdisk: RunQdisk) -> None:
     assert json.loads(result.stdout) == {"key": "ide0", "errors": [
         {"property": "file", "message": "invalid format - unable to parse volume ID 'x'"},
         {"property": "qcow2-cache-size-based-on-disk",
-         "message": "is not compatible with qcow2-cache-size being set: with it, the cache "
-                    "size is computed from the disk's size"},
+         "message": "qcow2-cache-size-based-on-disk is not compatible with qcow2-cache-size "
+                    "being set: with it, the cache size is computed from the disk's size"},
     ]}
 
 
