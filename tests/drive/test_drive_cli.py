@@ -69,3 +69,32 @@ def test_json_unknown_key(run_qdisk: RunQdisk) -> None:
 
 def test_missing_string_is_a_usage_error(run_qdisk: RunQdisk) -> None:
     assert run_qdisk("drive", "parse").exit_code == 2
+
+
+def test_a_pasted_config_line_brings_its_key(run_qdisk: RunQdisk) -> None:
+    result = run_qdisk("drive", "parse", "--json",
+                       "efidisk0: local-lvm:vm-100-disk-1,size=4M,efitype=4m,pre-enrolled-keys=1\n")
+    assert result.exit_code == 0
+    output = json.loads(result.stdout)
+    assert (output["key"], output["normalized"]) == \
+        ("efidisk0", "local-lvm:vm-100-disk-1,efitype=4m,pre-enrolled-keys=1,size=4M")
+
+
+def test_a_pasted_line_is_not_read_as_a_volume_of_storage_scsi0(run_qdisk: RunQdisk) -> None:
+    result = run_qdisk("drive", "parse", "scsi1: local-lvm:vm-100-disk-0,cache=bogus")
+    assert result.exit_code == 2
+    assert result.stderr == ("qdisk: scsi1.cache: value 'bogus' does not have a value in the "
+                             "enumeration 'none, writethrough, writeback, unsafe, directsync'\n")
+
+
+def test_a_pasted_line_of_another_key_is_refused(run_qdisk: RunQdisk) -> None:
+    result = run_qdisk("drive", "parse", "--key", "scsi1", "--json", "scsi0: local:1/x.qcow2")
+    assert result.exit_code == 2
+    assert json.loads(result.stdout) == {"key": "scsi1", "errors": [
+        {"property": None, "message": "the string is a line of scsi0, not of scsi1"}]}
+
+
+def test_a_pasted_line_that_is_no_drive(run_qdisk: RunQdisk) -> None:
+    result = run_qdisk("drive", "parse", "net0: virtio=AA:BB:CC:DD:EE:FF,bridge=vmbr0")
+    assert result.exit_code == 2
+    assert result.stderr.startswith("qdisk: net0: not a drive key (drive keys are ide0-3, ")

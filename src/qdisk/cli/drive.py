@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import re
+
 import click
 
 from qdisk.cli.common import EXIT_INVALID, echo_json, warn
 from qdisk.drive import parse_drive, print_drive
-from qdisk.errors import DriveError
+from qdisk.errors import DriveError, Problem
 
-# Exit code of invalid input, as qdisk.cli.main decides it for InvalidInputError.
+DEFAULT_KEY = "scsi0"
+# A whole line of a VM config as qemu-server writes it: "scsi0: local-lvm:vm-100-disk-0,...".
+# The blank after the colon is required: without it "scsi0:x" is a valid volume id (storage
+# "scsi0"), while no real volume name starts with a blank.
+_CONFIG_LINE_RE = re.compile(r"([a-z][a-z_]*\d*):\s+(.*?)\s*", re.ASCII | re.DOTALL)
 
 
 @click.group(name="drive")
@@ -17,19 +23,26 @@ def command() -> None:
 
 
 @command.command(name="parse")
-@click.option("--key", default="scsi0", show_default=True,
-              help="The drive key the string belongs to (ide0, sata0, scsi0, virtio0, efidisk0, ...).")
+@click.option("--key", help=f"The drive key the string belongs to (ide0, sata0, scsi0, virtio0, "
+                            f"efidisk0, tpmstate0, unused0, ...)  [default: the line's key, "
+                            f"else {DEFAULT_KEY}]")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 @click.argument("text", metavar="STRING")
 @click.pass_context
-def parse(ctx: click.Context, key: str, as_json: bool, text: str) -> None:
+def parse(ctx: click.Context, key: str | None, as_json: bool, text: str) -> None:
     """Check a drive STRING and print it in canonical form.
 
+    STRING is a drive's value, or a whole line of a VM config (KEY: VALUE).
     Every problem is reported, one per line, naming the drive and the property.
-    Example: qdisk drive parse 'local:100/vm-100-disk-0.qcow2,qcow2-l2-cache-size=64'
+
+    \b
+    Examples:
+      qdisk drive parse 'local:100/vm-100-disk-0.qcow2,qcow2-l2-cache-size=64'
+      qdisk drive parse 'efidisk0: local-lvm:vm-100-disk-1,efitype=4m,size=4M'
     """
     try:
-        parsed = parse_drive(key, text)
+        key, value = _key_and_value(key, text)
+        parsed = parse_drive(key, value)
     except DriveError as error:
         if as_json:
             echo_json({"key": error.key,
@@ -48,3 +61,15 @@ def parse(ctx: click.Context, key: str, as_json: bool, text: str) -> None:
         for message in parsed.warnings:
             warn(message)
         click.echo(normalized)
+
+
+def _key_and_value(key: str | None, text: str) -> tuple[str, str]:
+    """The drive key and value of STRING: a pasted config line brings its own key."""
+    line = _CONFIG_LINE_RE.fullmatch(text)
+    if line is None:
+        return key or DEFAULT_KEY, text
+    line_key, value = line.groups()
+    if key is not None and key != line_key:
+        raise DriveError(key, [Problem(None, f"the string is a line of {line_key}, "
+                                             f"not of {key}")])
+    return line_key, value
