@@ -85,3 +85,10 @@ def test_every_canonical_golden_output_is_a_fixed_point() -> None:
                 if line.startswith("= "):
                     canonical = line.removeprefix("= ")
                     assert outcome(case.key, canonical)[0] == line, (path.name, canonical)
+
+
+def test_real_config_lines_read_back_unchanged() -> None:
+    cases = read_cases(GOLDEN / "real.txt")[1]
+    assert len(cases) >= 20
+    for case in cases:
+        assert case.expected == [f"= {case.text}"], case
