@@ -67,7 +67,7 @@ def _key_and_value(key: str | None, text: str) -> tuple[str, str]:
     """The drive key and value of STRING: a pasted config line brings its own key."""
     line = _CONFIG_LINE_RE.fullmatch(text)
     if line is None:
-        return key or DEFAULT_KEY, text
+        return DEFAULT_KEY if key is None else key, text
     line_key, value = line.groups()
     if key is not None and key != line_key:
         raise DriveError(key, [Problem(None, f"the string is a line of {line_key}, "
