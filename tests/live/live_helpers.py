@@ -4,7 +4,9 @@ guest)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,8 +22,14 @@ from qdisk.storage import StorageConfig
 from qdisk.vmconfig import Section, VmConfig
 
 VMID = 100
-QEMU_TIMEOUT = 60
+# How long QEMU may take to daemonize (TCG on a loaded 2-core machine included).
+QEMU_TIMEOUT = 120
 GIB = 2**30
+# The tests read the caches off QEMU's address space (VmSize). glibc gives each new thread
+# its own 64 MiB malloc arena, and QEMU's thread pool starts workers whenever it needs
+# them (the flush of a reopen), so VmSize would jump by 72 MiB at random: one arena keeps
+# the noise to the threads' stacks.
+QEMU_ENV = {"MALLOC_ARENA_MAX": "1"}
 
 
 @dataclass(frozen=True)
@@ -118,13 +126,16 @@ def start_vm(live_home: LiveHome, drives: dict[str, str], syntax: Syntax,
                             qemu_version=lambda: parse_version("7.2"), syntax=syntax, accel="tcg")
     run = run_dir(settings)
     run.mkdir(exist_ok=True)
-    result = subprocess.run([*command.argv, "-S"], capture_output=True, text=True,
-                            timeout=QEMU_TIMEOUT)
     pid_file = run / f"{VMID}.pid"
-    if pid_file.exists():
-        started.append(int(pid_file.read_text()))
+    try:
+        result = subprocess.run([*command.argv, "-S"], capture_output=True, text=True,
+                                timeout=QEMU_TIMEOUT, env={**os.environ, **QEMU_ENV})
+    finally:
+        # Also after a timeout: whatever QEMU wrote its pid for is killed at teardown.
+        with contextlib.suppress(OSError, ValueError):
+            started.append(int(pid_file.read_text()))
     assert result.returncode == 0, f"QEMU refused: {result.stderr.strip()}"
-    pid = started[-1]
+    pid = int(pid_file.read_text())
     state_path(settings, VMID).write_text(
         json.dumps(initial_state(command.syntax, command.graphs, pid)))
     applied = {key: parse_drive(key, text).drive for key, text in drives.items()}

@@ -10,8 +10,11 @@ from typing import Any
 
 import pytest
 
+from qdisk.settings import Settings
+from qdisk.vm import running_pid
+
 from cli_helpers import RunQdisk
-from live_helpers import GIB
+from live_helpers import GIB, QEMU_ENV
 from qemu_helpers import kill_and_wait
 
 pytestmark = pytest.mark.qemu
@@ -37,19 +40,25 @@ def json_of(run_qdisk: RunQdisk, *args: str) -> Any:
 @pytest.fixture
 def running_vm(home: Path, run_qdisk: RunQdisk,
                monkeypatch: pytest.MonkeyPatch) -> Iterator[int]:
-    """VM 100 created and started through the CLI; its QEMU is killed at teardown."""
+    """VM 100 created and started through the CLI; its QEMU is killed at teardown, also
+    when the start or this fixture fails."""
     monkeypatch.setenv("QDISK_ACCEL", "tcg")
+    for variable, value in QEMU_ENV.items():
+        monkeypatch.setenv(variable, value)
     created = run_qdisk("vm", "create", VMID, "--memory", "32", "--scsihw", "virtio-scsi-pci",
                         "--scsi0", "local:32768,format=qcow2,discard=on")
     assert created.exit_code == 0, created.stderr
-    started = run_qdisk("vm", "start", VMID)
-    pid = json_of(run_qdisk, "vm", "status", VMID, "--json")["pid"]
     try:
-        assert started.exit_code == 0 and pid is not None, started.stderr
+        started = run_qdisk("vm", "start", VMID)
+        assert started.exit_code == 0, started.stderr
+        pid = json_of(run_qdisk, "vm", "status", VMID, "--json")["pid"]
+        assert isinstance(pid, int)
         yield pid
     finally:
-        if pid is not None:
-            kill_and_wait(pid)
+        # Whatever the pid file names, if it is this VM's QEMU (not a reused pid).
+        leftover = running_pid(Settings.from_env(), int(VMID))
+        if leftover is not None:
+            kill_and_wait(leftover)
 
 
 def test_cache_change_through_the_cli_applies_live(running_vm: int, run_qdisk: RunQdisk) -> None:
