@@ -173,8 +173,12 @@ def discard_mode(drive: Drive) -> str:
 
 def is_read_only(drive: Drive, *, template: bool = False) -> bool:
     """ro, cdroms, and disks of templates (except on IDE/SATA, which cannot be read-only)."""
-    return (drive.get("ro") is True or drive.is_cdrom
-            or (template and drive.interface not in _NO_READ_ONLY_BUSES))
+    return drive.get("ro") is True or drive.is_cdrom or template_read_only(drive, template=template)
+
+
+def template_read_only(drive: Drive, *, template: bool) -> bool:
+    """qemu-server's drive_is_read_only: a template's disks, except on IDE/SATA."""
+    return template and drive.interface not in _NO_READ_ONLY_BUSES
 
 
 def throttle_limits(drive: Drive) -> dict[str, int]:
@@ -328,8 +332,8 @@ def _image_node(disk: Disk, path: str, driver: str, *, depth: int, options: Mapp
 
 
 def _file_driver(path: str) -> str:
-    """qemu-server's choice (after QEMU's hdev_probe_device): /dev/cd* is a CD-ROM."""
-    if path.startswith("/dev/cd"):
+    """qemu-server's choice (after QEMU's hdev_probe_device): /dev/cd* and /dev/sr* are CD-ROMs."""
+    if path.startswith(("/dev/cd", "/dev/sr")):
         return "host_cdrom"
     return "host_device" if path.startswith("/dev/") else "file"
 
@@ -349,7 +353,13 @@ def ignored_cache_options(disk: Disk) -> list[str]:
         return []
     what = f"format is {disk.format}" if disk.format else "drive is empty"
     return [f"{disk.key}: {key} requires disk format qcow2 (the {what}): not passed to QEMU"
-            for key in QCOW2_CACHE_KEYS if disk.drive.get(key) not in (None, False)]
+            for key in QCOW2_CACHE_KEYS if _asks_for_something(disk.drive.get(key))]
+
+
+def _asks_for_something(value: object) -> bool:
+    """Set, and not ``qcow2-cache-size-based-on-disk=0`` (``0`` of an integer key counts:
+    ``qcow2-cache-clean-interval=0`` is a request, as the seed's ``defined()`` says)."""
+    return value is not None and value is not False
 
 
 # --- walking and reopening ------------------------------------------------------------
