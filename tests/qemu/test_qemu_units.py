@@ -46,6 +46,22 @@ def test_pretty_puts_each_option_with_its_values_on_a_line() -> None:
         "qemu \\\n  -m 512 \\\n  -nodefaults \\\n  -drive 'file=/a -b,if=none'")
 
 
+def test_pretty_breaks_where_qm_does_on_the_quoted_text() -> None:
+    # qm breaks at " -" of the quoted line: a value quoted as '-x y' starts with a quote.
+    argv = ["qemu", "-name", "-x y", "-m", "512"]
+    assert format_command(argv, pretty=True) == "qemu \\\n  -name '-x y' \\\n  -m 512"
+
+
+@pytest.mark.parametrize(("path", "driver"), [("/dev/sr0", "host_cdrom"),
+                                              ("/dev/cdrom", "host_cdrom"),
+                                              ("/dev/sda", "host_device"),
+                                              ("/srv/x.iso", "file")])
+def test_file_driver_of_a_cdrom_path(path: str, driver: str) -> None:
+    drive = parse_drive("ide2", f"{path},media=cdrom").drive
+    node = format_node(resolve_disk(drive, storage.StorageConfig()))
+    assert node["file"]["driver"] == driver and node["driver"] == "raw"
+
+
 @pytest.mark.parametrize(("text", "version"), [("10.0", (10, 0)), ("7.2.22", (7, 2, 22))])
 def test_parse_version(text: str, version: tuple[int, ...]) -> None:
     assert parse_version(text) == version

@@ -26,7 +26,7 @@ from qdisk.drive import Drive, parse_drive
 from qdisk.errors import InvalidInputError
 from qdisk.qemu.blockdev import to_json
 from qdisk.qemu.drivestr import drive_string, escape
-from qdisk.qemu.nodes import DriveGraph, cache_mode, drive_graph, walk
+from qdisk.qemu.nodes import DriveGraph, cache_mode, drive_graph, template_read_only, walk
 from qdisk.settings import Settings
 from qdisk.storage import StorageConfig
 from qdisk.tools import qemu_version as installed_qemu_version
@@ -231,9 +231,8 @@ class _Builder:
             if graph.top is not None:
                 self.devices += ["-blockdev", to_json(graph.top)]
         else:
-            # qemu-server's drive_is_read_only: templates, except on IDE/SATA.
-            template_read_only = self.template and drive.interface not in ("ide", "sata")
-            self.devices += ["-drive", drive_string(graph, template_read_only=template_read_only)]
+            read_only = template_read_only(drive, template=self.template)
+            self.devices += ["-drive", drive_string(graph, template_read_only=read_only)]
         self.devices += ["-device", self._front_end(graph, bootindex)]
 
     def _add_controller(self, drive: Drive) -> None:
@@ -428,8 +427,9 @@ def format_command(argv: list[str], *, pretty: bool = False) -> str:
     if not pretty:
         return " ".join(quoted)
     lines: list[list[str]] = []
-    for argument, text in zip(argv, quoted):
-        if argument.startswith("-") or not lines:
+    for text in quoted:
+        # qm's `s/ -/ \\\n  -/g` at argument boundaries: a quoted '-x' value stays put.
+        if text.startswith("-") or not lines:
             lines.append([text])
         else:
             lines[-1].append(text)
