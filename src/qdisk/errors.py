@@ -49,5 +49,6 @@ class DriveError(InvalidInputError):
 
     def lines(self) -> list[str]:
         """One line per problem, each naming the drive and the property: ``scsi0.size: ...``."""
-        return [f"{self.key}.{p.property}: {p.message}" if p.property else f"{self.key}: {p.message}"
+        key = self.key or "''"  # an empty key must still show where the message starts
+        return [f"{key}.{p.property}: {p.message}" if p.property else f"{key}: {p.message}"
                 for p in self.problems]
