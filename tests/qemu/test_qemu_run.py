@@ -88,7 +88,7 @@ HOSTILE = ",=x,read-only=on,driver=raw ' \" $(true) `true`"
 
 @pytest.fixture
 def hostile_chain(qemu_home: QemuHome) -> tuple[QemuHome, list[Path]]:
-    """A storage whose path has , = ' " and spaces, an image named with ' and ", backed by an
+    """A storage whose path has , = ' " and spaces, an image named with ' " and =, backed by an
     image whose name has , = ' " spaces and a newline: paths QEMU must open as they are."""
     storage_root = qemu_home.storage / f"odd{HOSTILE}"
     (qemu_home.home / "storage.cfg").write_text(
@@ -97,7 +97,7 @@ def hostile_chain(qemu_home: QemuHome) -> tuple[QemuHome, list[Path]]:
     images.mkdir(parents=True)
     base_name = f"base{HOSTILE}\nfile.filename=/etc/passwd.qcow2"
     base = qemu_home.create_image(str((images / base_name).relative_to(qemu_home.storage)), "1G")
-    top = qemu_home.create_image(str((images / "it's\"x\".qcow2").relative_to(qemu_home.storage)),
+    top = qemu_home.create_image(str((images / "it's\"x\"=y.qcow2").relative_to(qemu_home.storage)),
                                  "2G", "-b", base_name, "-F", "qcow2")
     return qemu_home, [top, base]
 
@@ -106,7 +106,7 @@ def hostile_chain(qemu_home: QemuHome) -> tuple[QemuHome, list[Path]]:
 def test_hostile_names_cannot_inject_options(syntax: Syntax,
                                              hostile_chain: tuple[QemuHome, list[Path]]) -> None:
     home, paths = hostile_chain
-    drive = parse_drive("scsi0", "hostile:8006/it's\"x\".qcow2,"
+    drive = parse_drive("scsi0", "file=hostile:8006/it's\"x\"=y.qcow2,"
                                  "qcow2-cache-size-based-on-disk=1").drive
     graph = drive_graph(drive, storage.load(home.settings))
     if syntax == "blockdev":
@@ -126,7 +126,7 @@ def test_hostile_names_cannot_inject_options(syntax: Syntax,
 
 def test_hostile_names_survive_shell_quoting(hostile_chain: tuple[QemuHome, list[Path]]) -> None:
     home, _ = hostile_chain
-    config = parse_vm_config("scsi0: hostile:8006/it's\"x\".qcow2,"
+    config = parse_vm_config("scsi0: file=hostile:8006/it's\"x\"=y.qcow2,"
                              "qcow2-cache-size-based-on-disk=1\n", VMID)
     for syntax in ("blockdev", "drive"):
         command = build_command(config, storage.load(home.settings), home.settings,
