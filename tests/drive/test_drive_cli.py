@@ -103,4 +103,4 @@ def test_a_pasted_line_that_is_no_drive(run_qdisk: RunQdisk) -> None:
 def test_an_empty_key_is_no_drive_key(run_qdisk: RunQdisk) -> None:
     result = run_qdisk("drive", "parse", "--key", "", "local:1/x.qcow2")
     assert result.exit_code == 2
-    assert result.stderr.startswith("qdisk: : not a drive key")
+    assert result.stderr.startswith("qdisk: '': not a drive key")
