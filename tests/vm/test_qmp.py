@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -11,23 +12,38 @@ import pytest
 
 from qdisk.qemu.qmp import QmpCommandError, QmpConnection, QmpError
 
+# How long QEMU may take to open its monitor (a loaded 2-core machine included).
+START_TIMEOUT = 60.0
+
 
 @pytest.fixture
 def paused_qemu(tmp_path: Path) -> Iterator[Path]:
-    socket = tmp_path / "qmp.sock"
+    socket_path = tmp_path / "qmp.sock"
     process = subprocess.Popen(
         ["qemu-system-x86_64", "-machine", "none", "-nodefaults", "-display", "none", "-S",
-         "-qmp", f"unix:{socket},server=on,wait=off"],
+         "-qmp", f"unix:{socket_path},server=on,wait=off"],
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        for _ in range(200):
-            if socket.exists():
-                break
-            time.sleep(0.02)
-        yield socket
+        _wait_listening(socket_path, process)
+        yield socket_path
     finally:
         process.kill()
         process.wait()
+
+
+def _wait_listening(path: Path, process: subprocess.Popen[bytes]) -> None:
+    """Until QEMU accepts connections on ``path`` (the file exists before QEMU listens)."""
+    deadline = time.monotonic() + START_TIMEOUT
+    while True:
+        assert process.poll() is None, f"QEMU exited: {process.stderr and process.stderr.read()!r}"
+        with socket.socket(socket.AF_UNIX) as probe:
+            try:
+                probe.connect(str(path))
+                return
+            except OSError:
+                pass
+        assert time.monotonic() < deadline, f"QEMU's monitor {path} not up in {START_TIMEOUT:g} s"
+        time.sleep(0.02)
 
 
 def test_execute_returns_qemus_answer(paused_qemu: Path) -> None:

@@ -27,12 +27,11 @@ def _status(run_qdisk: RunQdisk) -> dict[str, object]:
     return status
 
 
-def _wait_dead(pid: int) -> None:
-    for _ in range(100):
-        if not process_alive(pid):
-            return
+def _wait_dead(pid: int, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while process_alive(pid):
+        assert time.monotonic() < deadline, f"pid {pid} still alive after {timeout:g} s"
         time.sleep(0.05)
-    raise AssertionError(f"pid {pid} still alive")
 
 
 @pytest.mark.parametrize("syntax", ["blockdev", "drive"])
