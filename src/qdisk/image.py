@@ -2,7 +2,9 @@
 
 The reader opens the file read-only and uses plain reads: no subprocess and no lock,
 so it works on an image a running QEMU holds. It reads the header, the header
-extensions, the backing file name and the L1 table, nothing else. Only a non-file
+extensions, the backing file name and the part of the L1 table that maps the virtual
+disk, nothing else, and checks every offset and count against QEMU's limits and the
+file's size before reading. Only a non-file
 protocol (``nbd:...``, ``json:{...}``) or a format it does not parse (vmdk, vdi, ...)
 goes through ``qemu-img info``. The checks follow QEMU's ``qcow2_do_open`` (QEMU 7.2),
 so an image QEMU refuses is refused here with the reason.
@@ -26,7 +28,13 @@ QCOW2_MAGIC = b"QFI\xfb"
 MIN_CLUSTER_BITS = 9
 MAX_CLUSTER_BITS = 21
 # QCOW_MAX_L1_SIZE (block/qcow2.h): 32 MiB of 8-byte L1 entries.
-MAX_L1_ENTRIES = 32 * 1024 * 1024 // 8
+L1_ENTRY_BYTES = 8
+MAX_L1_BYTES = 32 * 1024 * 1024
+MAX_L1_ENTRIES = MAX_L1_BYTES // L1_ENTRY_BYTES
+# QCOW_MAX_REFTABLE_SIZE, and QCOW_MAX_SNAPSHOTS of at least sizeof(QCowSnapshotHeader).
+MAX_REFCOUNT_TABLE_BYTES = 8 * 1024 * 1024
+MAX_SNAPSHOTS = 65536
+SNAPSHOT_HEADER_BYTES = 40
 # The backing file name field holds at most 1023 bytes (QEMU's "Backing file name too long").
 MAX_BACKING_NAME_BYTES = 1023
 MAX_REFCOUNT_ORDER = 6
@@ -54,16 +62,15 @@ INCOMPAT_EXTENDED_L2 = 1 << 4
 KNOWN_INCOMPAT = (INCOMPAT_DIRTY | INCOMPAT_CORRUPT | INCOMPAT_DATA_FILE | INCOMPAT_COMPRESSION
                   | INCOMPAT_EXTENDED_L2)
 COMPAT_LAZY_REFCOUNTS = 1 << 0
-AUTOCLEAR_BITMAPS = 1 << 0
 AUTOCLEAR_DATA_FILE_RAW = 1 << 1
 
 # Header extension types.
 EXT_END = 0x00000000
 EXT_BACKING_FORMAT = 0xE2792ACA
-EXT_FEATURE_TABLE = 0x6803F857
-EXT_CRYPTO_HEADER = 0x0537BE77
-EXT_BITMAPS = 0x23852875
 EXT_DATA_FILE = 0x44415441
+EXTENSION_NAMES = {EXT_BACKING_FORMAT: "backing-format", EXT_DATA_FILE: "data-file",
+                   0x6803F857: "feature-names", 0x0537BE77: "crypto-header",
+                   0x23852875: "bitmaps"}
 # QEMU keeps the backing format in a 16-byte buffer, NUL included.
 MAX_BACKING_FORMAT_BYTES = 15
 
@@ -94,13 +101,22 @@ class ImageError(InvalidInputError):
         self.problem = problem
 
 
+def l2_entry_bytes(extended_l2: bool) -> int:
+    """Bytes of one L2 entry: 16 with extended L2 (a subcluster bitmap follows), else 8."""
+    return 16 if extended_l2 else 8
+
+
 @dataclass(frozen=True)
 class HeaderExtension:
-    """One qcow2 header extension as found: its type and data length."""
+    """One qcow2 header extension as found: its type, and where its data lies in the file."""
 
     type: int
     offset: int
     length: int
+
+    @property
+    def name(self) -> str:
+        return EXTENSION_NAMES.get(self.type, f"{self.type:#010x}")
 
 
 @dataclass(frozen=True)
@@ -140,8 +156,13 @@ class Qcow2Header:
 
     @property
     def l2_entry_bytes(self) -> int:
-        """Bytes of one L2 entry: 16 with extended L2 (a subcluster bitmap follows), else 8."""
-        return 16 if self.extended_l2 else 8
+        return l2_entry_bytes(self.extended_l2)
+
+    @property
+    def l1_entries_needed(self) -> int:
+        """L1 entries that map the virtual size: one per L2 table's worth of clusters."""
+        bytes_per_l2_table = self.cluster_size * (self.cluster_size // self.l2_entry_bytes)
+        return -(-self.size // bytes_per_l2_table)
 
     @property
     def compat(self) -> str:
@@ -186,6 +207,10 @@ class ImageInfo:
         return self.header.compat if self.header else None
 
     @property
+    def l2_entry_bytes(self) -> int:
+        return l2_entry_bytes(self.extended_l2)
+
+    @property
     def allocated_l2_bytes(self) -> int | None:
         """Bytes of L2 tables the image has: the most an L2 cache can ever hold for it."""
         if self.allocated_l2_tables is None or self.cluster_size is None:
@@ -207,19 +232,28 @@ def resolve_backing(naming_image: str, backing_name: str) -> str:
 
 
 class _ImageFile:
-    """Positioned reads of an open image, served from its first block when they fall in it."""
+    """An open image: its size, and positioned reads served from its first block when they
+    fall in it (the header, its extensions and the backing name usually do)."""
 
     def __init__(self, filename: str, fd: int) -> None:
         self.filename = filename
         self.fd = fd
-        self.first = self._pread(0, _FIRST_READ_BYTES)
+        status = os.fstat(fd)
+        if stat.S_ISDIR(status.st_mode):
+            raise ImageError(filename, "is a directory, not an image")
+        if stat.S_ISREG(status.st_mode):
+            self.size = status.st_size
+        elif stat.S_ISBLK(status.st_mode):
+            self.size = os.lseek(fd, 0, os.SEEK_END)
+        else:
+            raise ImageError(filename, "is neither a regular file nor a block device")
+        # Bytes the file occupies on its storage, as qemu-img's "disk size".
+        self.actual_size = status.st_blocks * 512
+        self.first = self._pread(0, min(self.size, _FIRST_READ_BYTES))
 
     def _pread(self, offset: int, length: int) -> bytes:
         try:
             return os.pread(self.fd, length, offset)
-        except OverflowError:
-            # An offset beyond what the OS can address is past the end of any file.
-            return b""
         except OSError as error:
             raise ImageError(self.filename, f"cannot be read: {error.strerror}") from None
 
@@ -227,18 +261,18 @@ class _ImageFile:
         """Up to ``length`` bytes at ``offset``: fewer at the end of the file."""
         if offset + length <= len(self.first):
             return self.first[offset:offset + length]
-        return self._pread(offset, length)
+        return self._pread(offset, max(0, min(length, self.size - offset)))
 
     def read_exact(self, offset: int, length: int, what: str) -> bytes:
-        data = self.read(offset, length)
-        if len(data) < length:
-            raise ImageError(self.filename, f"{what} (offset {offset}, {length} bytes) extends "
-                                            "past the end of the file")
+        """``length`` bytes at ``offset``; refused without reading when the file is shorter."""
+        if offset + length > self.size or len(data := self.read(offset, length)) < length:
+            raise ImageError(self.filename, _past_the_end(what, offset, length, self.size))
         return data
 
-    def size(self) -> int:
-        """Bytes in the file or block device (seeking works for both)."""
-        return os.lseek(self.fd, 0, os.SEEK_END)
+
+def _past_the_end(what: str, offset: int, length: int, file_size: int) -> str:
+    return (f"{what} (offset {offset}, {length} bytes) extends past the end of the file "
+            f"({file_size} bytes): the file is truncated or the header is damaged")
 
 
 def read_image(path: str | os.PathLike[str], *, format: str | None = None,
@@ -254,9 +288,32 @@ def read_image(path: str | os.PathLike[str], *, format: str | None = None,
     if filename.startswith("file:"):
         filename = filename[len("file:"):]
     elif has_protocol(filename):
-        return _qemu_img_info(filename, tools)
+        return _qemu_img_info(filename, format, tools)
+    fd = _open(filename)
     try:
-        fd = os.open(filename, os.O_RDONLY | os.O_CLOEXEC)
+        image = _ImageFile(filename, fd)
+        if format == "raw":
+            return _raw_info(image)
+        if image.first[:4] == QCOW2_MAGIC:
+            return _qcow2_info(image)
+        if QCOW2_MAGIC.startswith(image.first):
+            # Too short for any image: QEMU would call it raw, but a disk of a few bytes
+            # is a qcow2 image cut short (or an empty file) far more often than a disk.
+            raise ImageError(filename, "is empty: not a disk image" if not image.size else
+                             f"is truncated: {image.size} bytes, shorter than a qcow2 header")
+        if format == "qcow2":
+            raise ImageError(filename, "is not a qcow2 image (no qcow2 magic 'QFI\\xfb')")
+        if format is not None or _other_format(image.first) is not None:
+            return _qemu_img_info(filename, format, tools)
+        return _raw_info(image)
+    finally:
+        os.close(fd)
+
+
+def _open(filename: str) -> int:
+    try:
+        # O_NONBLOCK: opening a FIFO must not wait for a writer (it is refused just after).
+        return os.open(filename, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
     except FileNotFoundError:
         raise ImageError(filename, "does not exist") from None
     except PermissionError:
@@ -265,21 +322,6 @@ def read_image(path: str | os.PathLike[str], *, format: str | None = None,
         raise ImageError(filename, f"cannot be opened: {error.strerror}") from None
     except ValueError:
         raise ImageError(repr(filename), "is not a file name (it contains a NUL byte)") from None
-    try:
-        if stat.S_ISDIR(os.fstat(fd).st_mode):
-            raise ImageError(filename, "is a directory, not an image")
-        image = _ImageFile(filename, fd)
-        if format == "raw":
-            return _raw_info(image)
-        if image.first[:4] == QCOW2_MAGIC:
-            return _qcow2_info(image)
-        if format == "qcow2":
-            raise ImageError(filename, "is not a qcow2 image (no qcow2 magic 'QFI\\xfb')")
-        if format is not None or _other_format(image.first) is not None:
-            return _qemu_img_info(filename, tools)
-        return _raw_info(image)
-    finally:
-        os.close(fd)
 
 
 def _other_format(first_block: bytes) -> str | None:
@@ -289,18 +331,14 @@ def _other_format(first_block: bytes) -> str | None:
     return None
 
 
-def _actual_size(fd: int) -> int:
-    return os.fstat(fd).st_blocks * 512
-
-
 def _raw_info(image: _ImageFile) -> ImageInfo:
-    return ImageInfo(filename=image.filename, format="raw", virtual_size=image.size(),
-                     actual_size=_actual_size(image.fd))
+    return ImageInfo(filename=image.filename, format="raw", virtual_size=image.size,
+                     actual_size=image.actual_size)
 
 
 def _parse_header(image: _ImageFile) -> Qcow2Header:
     name = image.filename
-    file_size = image.size()
+    file_size = image.size
     if file_size < V2_HEADER_LENGTH:
         raise ImageError(name, f"is truncated: {file_size} bytes, shorter than a qcow2 header")
     _magic, *v2_fields = _HEADER_V2.unpack(image.read(0, V2_HEADER_LENGTH))
@@ -327,18 +365,20 @@ def _parse_header(image: _ImageFile) -> Qcow2Header:
         if header_length > V3_HEADER_LENGTH:
             compression_type = image.read(V3_HEADER_LENGTH, 1)[0]
     header = Qcow2Header(*(*v2_fields, *v3_fields, compression_type))
-    _check_header(name, header)
+    _check_header(name, header, file_size)
     return header
 
 
-def _check_header(name: str, header: Qcow2Header) -> None:
-    """QEMU's own checks at open (qcow2_do_open), in user terms."""
+def _check_header(name: str, header: Qcow2Header, file_size: int) -> None:
+    """QEMU's own checks at open (qcow2_do_open), in user terms, and that the tables the
+    header points to lie within the file (a truncated copy)."""
     if not MIN_CLUSTER_BITS <= header.cluster_bits <= MAX_CLUSTER_BITS:
         raise ImageError(name, f"cluster_bits {header.cluster_bits} is out of range "
                                f"({MIN_CLUSTER_BITS} to {MAX_CLUSTER_BITS})")
-    if header.header_length > header.cluster_size:
+    cluster_size = header.cluster_size
+    if header.header_length > cluster_size:
         raise ImageError(name, f"header_length {header.header_length} exceeds the cluster size "
-                               f"({header.cluster_size})")
+                               f"({cluster_size})")
     unknown = header.incompatible_features & ~KNOWN_INCOMPAT
     if unknown:
         raise ImageError(name, f"uses unknown incompatible features (bits {unknown:#x}): "
@@ -359,25 +399,43 @@ def _check_header(name: str, header: Qcow2Header) -> None:
     if header.compression_type and not header.incompatible_features & INCOMPAT_COMPRESSION:
         raise ImageError(name, "uses a compression type other than zlib without the "
                                "compression type feature bit")
+    if header.refcount_table_clusters == 0:
+        raise ImageError(name, "has no refcount table (refcount_table_clusters is 0)")
+    _check_table(name, "refcount table", header.refcount_table_offset,
+                 (header.refcount_table_clusters, "clusters"), cluster_size,
+                 MAX_REFCOUNT_TABLE_BYTES, cluster_size, file_size)
+    _check_table(name, "snapshot table", header.snapshots_offset,
+                 (header.nb_snapshots, "snapshots"), SNAPSHOT_HEADER_BYTES,
+                 MAX_SNAPSHOTS * SNAPSHOT_HEADER_BYTES, cluster_size, file_size)
+    # Checked before the L1 table is read: an absurd l1_size never costs a read.
+    _check_table(name, "L1 table", header.l1_table_offset, (header.l1_size, "entries"),
+                 L1_ENTRY_BYTES, MAX_L1_BYTES, cluster_size, file_size)
+    if header.l1_size < header.l1_entries_needed:
+        raise ImageError(name, f"L1 table of {header.l1_size} entries is too small for the "
+                               f"virtual size {header.size} (needs {header.l1_entries_needed})")
     if header.backing_file_offset:
-        if header.backing_file_offset > header.cluster_size:
+        if header.backing_file_offset > cluster_size:
             raise ImageError(name, f"backing file name offset {header.backing_file_offset} lies "
                                    "outside the first cluster")
         if header.backing_file_size > MAX_BACKING_NAME_BYTES:
             raise ImageError(name, f"backing file name is too long ({header.backing_file_size} "
                                    f"bytes, at most {MAX_BACKING_NAME_BYTES})")
-    if header.l1_size > MAX_L1_ENTRIES:
-        raise ImageError(name, f"L1 table of {header.l1_size} entries is too large "
-                               f"(at most {MAX_L1_ENTRIES})")
-    l2_entries_per_table = header.cluster_size // header.l2_entry_bytes
-    bytes_per_l1_entry = header.cluster_size * l2_entries_per_table
-    needed_l1_entries = -(-header.size // bytes_per_l1_entry)
-    if header.l1_size < needed_l1_entries:
-        raise ImageError(name, f"L1 table of {header.l1_size} entries is too small for the "
-                               f"virtual size {header.size} (needs {needed_l1_entries})")
-    if header.l1_size and header.l1_table_offset % header.cluster_size:
-        raise ImageError(name, f"L1 table offset {header.l1_table_offset} is not aligned to "
-                               "a cluster")
+
+
+def _check_table(name: str, what: str, offset: int, count: tuple[int, str], entry_bytes: int,
+                 max_bytes: int, cluster_size: int, file_size: int) -> None:
+    """QEMU's qcow2_validate_table (a count limit, cluster alignment), and the file's end.
+
+    ``count`` is the number of entries and what they are called (``(2, "entries")``).
+    """
+    entries, unit = count
+    if entries > max_bytes // entry_bytes:
+        raise ImageError(name, f"{what} of {entries} {unit} is too large "
+                               f"(at most {max_bytes // entry_bytes})")
+    if offset % cluster_size:
+        raise ImageError(name, f"{what} offset {offset} is not aligned to a cluster")
+    if entries and offset + entries * entry_bytes > file_size:
+        raise ImageError(name, _past_the_end(what, offset, entries * entry_bytes, file_size))
 
 
 def _read_extensions(image: _ImageFile, header: Qcow2Header) -> tuple[HeaderExtension, ...]:
@@ -406,15 +464,18 @@ def _extension_text(image: _ImageFile, extension: HeaderExtension, what: str) ->
 
 
 def _count_allocated_l2_tables(image: _ImageFile, header: Qcow2Header) -> int:
-    if not header.l1_size:
+    """L1 entries that point to an L2 table, among those that map the virtual disk (the
+    rest, left by a shrink, is nothing the guest or the cache can reach)."""
+    entries = min(header.l1_size, header.l1_entries_needed)
+    if not entries:
         return 0
-    table = image.read_exact(header.l1_table_offset, header.l1_size * 8, "L1 table")
-    if not table.strip(b"\0"):
-        # A new image's L1 table is all zeros: nothing to decode.
+    table = image.read_exact(header.l1_table_offset, entries * L1_ENTRY_BYTES, "L1 table")
+    if table == bytes(len(table)):
+        # A new image's L1 table is all zeros: a memcmp instead of decoding every entry.
         return 0
-    entries = struct.unpack(f">{header.l1_size}Q", table)
     # filter() skips the (usually many) empty entries at C speed.
-    return sum(1 for entry in filter(None, entries) if entry & L1E_OFFSET_MASK)
+    return sum(1 for entry in filter(None, struct.unpack(f">{entries}Q", table))
+               if entry & L1E_OFFSET_MASK)
 
 
 def _qcow2_info(image: _ImageFile) -> ImageInfo:
@@ -441,7 +502,7 @@ def _qcow2_info(image: _ImageFile) -> ImageInfo:
         filename=name,
         format="qcow2",
         virtual_size=header.size,
-        actual_size=_actual_size(image.fd),
+        actual_size=image.actual_size,
         cluster_size=header.cluster_size,
         refcount_bits=header.refcount_bits,
         extended_l2=header.extended_l2,
@@ -460,11 +521,12 @@ def _qcow2_info(image: _ImageFile) -> ImageInfo:
     )
 
 
-def _qemu_img_info(filename: str, tools: Tools | None) -> ImageInfo:
+def _qemu_img_info(filename: str, format: str | None, tools: Tools | None) -> ImageInfo:
     """The facts from ``qemu-img info`` (-U: shared, so a running QEMU's image works too)."""
     program = (tools or Tools.from_env()).qemu_img
+    format_args = ["-f", format] if format else []
     try:
-        output = run([program, "info", "--output=json", "-U", filename]).stdout
+        output = run([program, "info", "--output=json", "-U", *format_args, filename]).stdout
     except ToolError as error:
         if error.returncode is None:
             raise
@@ -490,15 +552,22 @@ def _qemu_img_info(filename: str, tools: Tools | None) -> ImageInfo:
                       or (resolve_backing(filename, backing_filename) if backing_filename
                           else None)),
         backing_format=info.get("backing-filename-format"),
+        data_file=_optional_str(data.get("data-file")),
+        data_file_raw=bool(data.get("data-file-raw", False)),
         dirty=bool(info.get("dirty-flag", False)),
         corrupt=bool(data.get("corrupt", False)),
         lazy_refcounts=bool(data.get("lazy-refcounts", False)),
+        compression_type=_optional_str(data.get("compression-type")),
         from_qemu_img=True,
     )
 
 
 def _optional_int(value: object) -> int | None:
     return value if isinstance(value, int) else None
+
+
+def _optional_str(value: object) -> str | None:
+    return value if isinstance(value, str) else None
 
 
 def read_chain(path: str | os.PathLike[str], *, format: str | None = None,
@@ -510,14 +579,16 @@ def read_chain(path: str | os.PathLike[str], *, format: str | None = None,
         backing = top.backing_path
         identity = _identity(backing)
         if identity in seen:
-            raise ImageError(top.filename, f"backing file {top.backing_filename!r} loops back into "
-                                           f"the chain ({backing})")
+            loop = " -> ".join([*(image.filename for image in chain), backing])
+            raise ImageError(chain[0].filename, f"the backing chain loops: {loop}")
         seen.add(identity)
         try:
             chain.append(read_image(backing, format=top.backing_format, tools=tools))
         except ImageError as error:
-            raise ImageError(top.filename, f"backing file {top.backing_filename!r}: "
-                                           f"{error.problem} ({backing})") from None
+            # The resolved path only when it says more than the name.
+            where = "" if backing == top.backing_filename else f" ({backing})"
+            raise ImageError(top.filename, f"backing file {top.backing_filename!r}{where}: "
+                                           f"{error.problem}") from None
     return chain
 
 

@@ -12,6 +12,7 @@ from qdisk.cli.image import image_json
 from qdisk.image import ImageError, create_image, read_chain, read_image
 from qdisk.settings import Tools
 
+from cli_helpers import QDISK
 from image_kinds import IMAGE_KINDS, qemu_img, qemu_img_info
 
 pytestmark = pytest.mark.qemu
@@ -87,20 +88,49 @@ def test_chain_ends_on_a_raw_backing_file(image_dir: Path) -> None:
     assert [image.format for image in read_chain(image_dir / "on-raw.qcow2")] == ["qcow2", "raw"]
 
 
-def test_missing_backing_file_is_reported(tmp_path: Path) -> None:
+def chain_error(path: Path | str) -> str:
+    with pytest.raises(ImageError) as caught:
+        read_chain(path)
+    assert "\n" not in str(caught.value)
+    return str(caught.value)
+
+
+def test_missing_backing_file_is_reported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     qemu_img("create", "-q", "-f", "qcow2", "-u", "-b", "gone.qcow2", "-F", "qcow2",
              str(tmp_path / "top.qcow2"), "1M")
-    with pytest.raises(ImageError, match=r"top\.qcow2: backing file 'gone\.qcow2': does not exist"):
-        read_chain(tmp_path / "top.qcow2")
+    assert chain_error(tmp_path / "top.qcow2") == (
+        f"{tmp_path}/top.qcow2: backing file 'gone.qcow2' ({tmp_path}/gone.qcow2): does not exist")
+    monkeypatch.chdir(tmp_path)
+    assert chain_error("top.qcow2") == "top.qcow2: backing file 'gone.qcow2': does not exist"
 
 
-def test_backing_loop_is_reported(tmp_path: Path) -> None:
-    a, b = tmp_path / "a.qcow2", tmp_path / "b.qcow2"
-    qemu_img("create", "-q", "-f", "qcow2", str(b), "1M")
-    qemu_img("create", "-q", "-f", "qcow2", "-b", "b.qcow2", "-F", "qcow2", str(a))
-    qemu_img("rebase", "-u", "-b", "a.qcow2", "-F", "qcow2", str(b))
-    with pytest.raises(ImageError, match="loops back into the chain"):
-        read_chain(a)
+def test_backing_name_too_long_for_the_system(tmp_path: Path) -> None:
+    name = "x" * 300  # fits the header's 1023 bytes, not a file name's 255
+    qemu_img("create", "-q", "-f", "qcow2", "-u", "-b", name, "-F", "qcow2",
+             str(tmp_path / "top.qcow2"), "1M")
+    assert chain_error(tmp_path / "top.qcow2").endswith(": cannot be opened: File name too long")
+
+
+def test_backing_loop_is_reported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    qemu_img("create", "-q", "-f", "qcow2", "b.qcow2", "1M")
+    qemu_img("create", "-q", "-f", "qcow2", "-b", "b.qcow2", "-F", "qcow2", "a.qcow2")
+    qemu_img("rebase", "-u", "-b", "a.qcow2", "-F", "qcow2", "b.qcow2")
+    assert chain_error("a.qcow2") == \
+        "a.qcow2: the backing chain loops: a.qcow2 -> b.qcow2 -> a.qcow2"
+    # The same file under another name is the same image.
+    os.symlink("a.qcow2", "link.qcow2")
+    assert chain_error("link.qcow2") == \
+        "link.qcow2: the backing chain loops: link.qcow2 -> b.qcow2 -> a.qcow2"
+
+
+def test_image_backed_by_itself(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    qemu_img("create", "-q", "-f", "qcow2", "self.qcow2", "1M")
+    qemu_img("rebase", "-u", "-b", "self.qcow2", "-F", "qcow2", "self.qcow2")
+    assert read_image("self.qcow2").backing_filename == "self.qcow2"
+    assert chain_error("self.qcow2") == \
+        "self.qcow2: the backing chain loops: self.qcow2 -> self.qcow2"
 
 
 def test_backing_format_qcow2_on_a_raw_file_is_refused(tmp_path: Path) -> None:
@@ -130,17 +160,17 @@ def test_reads_an_image_a_running_qemu_holds(image_dir: Path) -> None:
         holder.communicate(b"quit\n", timeout=10)
 
 
-def test_unreadable_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_unreadable_file(image_dir: Path, tmp_path: Path) -> None:
+    """Root reads any file, so the reader runs in a user namespace where it is not root."""
+    if subprocess.run(["unshare", "-U", "true"], capture_output=True).returncode != 0:
+        pytest.skip("no unprivileged user namespace to be non-root in")
     path = tmp_path / "secret.qcow2"
-    path.write_bytes(b"QFI\xfb")
-
-    def refuse(*_args: object) -> int:
-        raise PermissionError(13, "Permission denied")
-
-    # Permissions do not apply to root, so the refusal is simulated.
-    monkeypatch.setattr(os, "open", refuse)
-    with pytest.raises(ImageError, match="secret.qcow2: is not readable"):
-        read_image(path)
+    path.write_bytes((image_dir / "c64k.qcow2").read_bytes())
+    path.chmod(0)
+    result = subprocess.run(["unshare", "-U", QDISK, "image", "info", str(path)],
+                            capture_output=True, text=True, timeout=60)
+    assert (result.returncode, result.stdout, result.stderr) == (
+        2, "", f"qdisk: {path}: is not readable (permission denied)\n")
 
 
 def test_directory(tmp_path: Path) -> None:

@@ -21,15 +21,17 @@ def command() -> None:
 @command.command(name="info")
 @click.option("--backing-chain", is_flag=True, help="Every image of the backing chain, top first.")
 @click.option("--json", "as_json", is_flag=True, help="JSON with qemu-img's key names.")
+@click.option("-f", "--format", "image_format", metavar="FORMAT",
+              help="The format PATH must have (qcow2, raw, ...), as qemu-img's -f; default: probe.")
 @click.argument("path")
 @pass_settings
 @click.pass_context
 def info(ctx: click.Context, settings: Settings, backing_chain: bool, as_json: bool,
-         path: str) -> None:
+         image_format: str | None, path: str) -> None:
     """Show the facts of the image at PATH."""
     try:
-        images = (read_chain(path, tools=settings.tools) if backing_chain
-                  else [read_image(path, tools=settings.tools)])
+        images = (read_chain(path, format=image_format, tools=settings.tools) if backing_chain
+                  else [read_image(path, format=image_format, tools=settings.tools)])
     except InvalidInputError as error:
         if as_json:
             fail_json(ctx, error)
@@ -101,7 +103,8 @@ def _extras(image: ImageInfo) -> dict[str, Any]:
         "incompatible-features": header.incompatible_features,
         "compatible-features": header.compatible_features,
         "autoclear-features": header.autoclear_features,
-        "header-extensions": [{"type": f"{extension.type:#010x}", "length": extension.length}
+        "header-extensions": [{"type": f"{extension.type:#010x}", "name": extension.name,
+                               "length": extension.length}
                               for extension in image.header_extensions],
     })
     return extras
@@ -117,7 +120,10 @@ def image_text(image: ImageInfo) -> str:
     if image.cluster_size is not None:
         lines.append(f"cluster_size: {image.cluster_size}")
     if image.backing_filename is not None:
-        lines.append(f"backing file: {image.backing_filename} (actual path: {image.backing_path})")
+        # As qemu-img: the resolved path only when it differs from the name.
+        actual = ("" if image.backing_path == image.backing_filename
+                  else f" (actual path: {image.backing_path})")
+        lines.append(f"backing file: {image.backing_filename}{actual}")
     if image.backing_format is not None:
         lines.append(f"backing file format: {image.backing_format}")
     if image.is_qcow2:
