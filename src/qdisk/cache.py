@@ -8,14 +8,13 @@ QEMU's exact message.
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Protocol
 
 from qdisk.errors import InvalidInputError, Problem
-from qdisk.image import SECTOR_SIZE, ImageError, ImageInfo
+from qdisk.image import SECTOR_SIZE, ImageError, ImageInfo, l2_entry_bytes
 
 KIB = 1024
 MIB = 1024 * KIB
@@ -129,17 +128,13 @@ def _round_up(value: int, multiple: int) -> int:
     return -(-value // multiple) * multiple
 
 
-def _l2_entry_bytes(image: ImageInfo) -> int:
-    return 16 if image.extended_l2 else 8
-
-
 def needed_l2_cache_size(image: ImageInfo) -> int:
     """Bytes of L2 cache that map the whole image, as QEMU computes it."""
     cluster_size = _require_qcow2(image)
     # QEMU sees the virtual size in whole sectors (bs->total_sectors).
     virtual_size = image.virtual_size // SECTOR_SIZE * SECTOR_SIZE
     clusters = -(-virtual_size // cluster_size)
-    return _round_up(clusters * _l2_entry_bytes(image), cluster_size)
+    return _round_up(clusters * image.l2_entry_bytes, cluster_size)
 
 
 def auto_size(image: ImageInfo) -> AutoSize:
@@ -153,9 +148,9 @@ def auto_size(image: ImageInfo) -> AutoSize:
 def auto_size_for(virtual_size: int, cluster_size: int = 65536, refcount_bits: int = 16,
                   extended_l2: bool = False) -> AutoSize:
     """The seed's ``qcow2_cache_size_by_disk_size`` on given facts (exact integer arithmetic)."""
-    l2_multiplier = 16 if extended_l2 else 8
     cluster_squared = cluster_size * cluster_size
-    l2_clusters = max(MIN_L2_CACHE_ENTRIES, -(-virtual_size * l2_multiplier // cluster_squared))
+    l2_clusters = max(MIN_L2_CACHE_ENTRIES,
+                      -(-virtual_size * l2_entry_bytes(extended_l2) // cluster_squared))
     refcount_clusters = max(MIN_REFCOUNT_CACHE_CLUSTERS,
                             -(-virtual_size * refcount_bits // (8 * cluster_squared)))
     l2_cache_size = l2_clusters * cluster_size
@@ -246,7 +241,7 @@ def effective_cache(image: ImageInfo, options: CacheOptions, *,
         virtual_size=image.virtual_size // SECTOR_SIZE * SECTOR_SIZE,
         cluster_size=cluster_size,
         needed_l2_cache_size=needed_l2,
-        l2_entry_bytes=_l2_entry_bytes(image),
+        l2_entry_bytes=image.l2_entry_bytes,
         l2_cache_entry_size=entry_bytes,
         l2_cache_entries=l2_entries,
         refcount_cache_entries=refcount_entries,
@@ -376,15 +371,6 @@ def coverage_percent(cache: EffectiveCache) -> float:
     return 100.0 * cache.l2_coverage / cache.virtual_size
 
 
-def refcount_need(image: ImageInfo) -> int:
-    """Bytes of refcount blocks for as many host clusters as the virtual disk has (at least
-    QEMU's minimum): beyond that a refcount cache holds nothing."""
-    cluster_size = _require_qcow2(image)
-    refcount_bits = image.refcount_bits or 16
-    blocks = math.ceil(image.virtual_size * refcount_bits / 8 / cluster_size / cluster_size)
-    return max(MIN_REFCOUNT_CACHE_CLUSTERS, blocks) * cluster_size
-
-
 def advise(image: ImageInfo, options: CacheOptions, cache: EffectiveCache) -> list[str]:
     """Notes beside the numbers of ``cache`` (the result of ``options`` on ``image``)."""
     advice: list[str] = []
@@ -426,7 +412,8 @@ def _combined_size_advice(image: ImageInfo, options: CacheOptions,
                 f"({format_bytes(needed)}): {format_bytes(cache.l2_cache_size - needed)} of "
                 "memory wasted"]
     if options.l2_cache_size is None and options.refcount_cache_size is None:
-        useful_refcount = refcount_need(image)
+        # The refcount blocks of as many host clusters as the disk has: the auto size's part.
+        useful_refcount = auto_size(image).refcount_cache_size
         if cache.refcount_cache_size > useful_refcount:
             return [f"cache-size {format_bytes(options.cache_size)} is above the need: L2 takes "
                     f"{format_bytes(cache.l2_cache_size)} and QEMU gives the rest "
@@ -502,11 +489,7 @@ def resolved_cache_options(drive: CacheDrive, image: ImageInfo | None,
     if not uses_auto_size(drive):
         return options, []
     auto, warnings = auto_size_or_fallback(image, configured_size, drive.key)
-    return CacheOptions(**{**_fields_of(options), "cache_size": auto.cache_size}), warnings
-
-
-def _fields_of(options: CacheOptions) -> dict[str, int | None]:
-    return {field.name: getattr(options, field.name) for field in fields(options)}
+    return replace(options, cache_size=auto.cache_size), warnings
 
 
 # QEMU's message -> the drive key it concerns.
@@ -528,9 +511,7 @@ def check_drive_cache(drive: CacheDrive, image: ImageInfo) -> list[Problem]:
     """
     if not image.is_qcow2:
         return []
-    options = drive_cache_options(drive)
-    if uses_auto_size(drive):
-        options = CacheOptions(**{**_fields_of(options), "cache_size": auto_size(image).cache_size})
+    options, _warnings = resolved_cache_options(drive, image)
     try:
         effective_cache(image, options)
     except QemuCacheError as error:

@@ -41,13 +41,24 @@ def test_plan_one_node_per_qcow2_image(run_qdisk: RunQdisk, images: dict[str, Pa
     assert result.exit_code == 0
     nodes = json.loads(result.stdout)["nodes"]
     assert [node["cluster-size"] for node in nodes] == [2 * MIB, 65536]
+    # Exactly the keys of the issue, nothing more.
+    assert [list(node) for node in nodes] == [[
+        "filename", "virtual-size", "cluster-size", "refcount-bits", "extended-l2", "auto",
+        "default", "advice"]] * 2
     base = nodes[1]
+    assert (base["filename"], base["virtual-size"], base["refcount-bits"], base["extended-l2"]) \
+        == (str(images["c64k-1t"]), 2**40, 16, False)
     assert base["auto"] == {"cache-size": 160 * MIB, "l2-cache-size": 128 * MIB,
                             "refcount-cache-size": 32 * MIB}
     assert base["default"] == {"l2-cache-size": 32 * MIB, "refcount-cache-size": 262144,
                                "l2-cache-entry-size": 4096, "l2-coverage": 256 * 2**30}
     assert "(25%)" in base["advice"][0]
-    assert run_qdisk("cache", "plan", str(top)).exit_code == 0
+    text = run_qdisk("cache", "plan", str(top))
+    assert text.exit_code == 0
+    assert text.stdout.split("\n\n")[1].splitlines()[:3] == [
+        f"{images['c64k-1t']}: qcow2, 1 TiB, clusters of 64 KiB, 16-bit refcounts",
+        "  auto:    cache-size 160 MiB (L2 128 MiB + refcount 32 MiB)",
+        "  default: L2 32 MiB in entries of 4 KiB, refcount 256 KiB, covers 256 GiB (25%)"]
 
 
 def test_explain(run_qdisk: RunQdisk, images: dict[str, Path]) -> None:
@@ -55,9 +66,18 @@ def test_explain(run_qdisk: RunQdisk, images: dict[str, Path]) -> None:
                        "--set", "l2-cache-size=64M", "--set", "l2-cache-entry-size=8k")
     assert result.exit_code == 0
     explained = json.loads(result.stdout)
-    assert (explained["l2-cache-size"], explained["l2-cache-entry-size"],
-            explained["l2-coverage"]) == (64 * MIB, 8192, 512 * 2**30)
-    assert run_qdisk("cache", "explain", str(images["c64k-1t"])).exit_code == 0
+    assert (explained["l2-cache-size"], explained["refcount-cache-size"],
+            explained["l2-cache-entry-size"], explained["l2-coverage"]) == \
+        (64 * MIB, 4 * 65536, 8192, 512 * 2**30)
+    text = run_qdisk("cache", "explain", str(images["c64k-1t"]))
+    assert text.exit_code == 0
+    assert text.stdout.splitlines()[:6] == [
+        f"{images['c64k-1t']}: defaults",
+        "  l2-cache-size:        33554432 (8192 entries of 4096 bytes)",
+        "  refcount-cache-size:  262144 (4 clusters)",
+        "  l2-cache-entry-size:  4096",
+        "  l2-coverage:          274877906944 (256 GiB, 25% of the disk)",
+        "  cache-clean-interval: 600"]
 
 
 def test_explain_gives_qemus_error(run_qdisk: RunQdisk, images: dict[str, Path]) -> None:
@@ -71,4 +91,17 @@ def test_explain_gives_qemus_error(run_qdisk: RunQdisk, images: dict[str, Path])
                        "--set", "l2-cache-size=2M")
     assert (result.exit_code, result.stderr) == (
         2, f"qdisk: {images['c64k-2g']}: l2-cache-size may not exceed cache-size\n")
-    assert run_qdisk("cache", "explain", str(images["c64k-2g"]), "--set", "foo=1").exit_code == 2
+    result = run_qdisk("cache", "explain", "--json", str(images["c64k-2g"]), "--set", "foo=1")
+    assert (result.exit_code, json.loads(result.stdout)) == (2, {"errors": [
+        {"message": "Block format 'qcow2' does not support the option 'foo'"}]})
+    result = run_qdisk("cache", "explain", str(images["c64k-2g"]), "--set", "cache-size")
+    assert result.exit_code == 2 and "'cache-size' is not OPTION=VALUE" in result.stderr
+
+
+def test_explain_and_plan_need_a_qcow2_top(run_qdisk: RunQdisk, tmp_path: Path) -> None:
+    raw = tmp_path / "disk.raw"
+    raw.write_bytes(bytes(4096))
+    for command in ("plan", "explain"):
+        result = run_qdisk("cache", command, str(raw))
+        assert (result.exit_code, result.stderr) == (
+            2, f"qdisk: {raw}: is not a qcow2 image (no qcow2 magic 'QFI\\xfb')\n")

@@ -104,6 +104,8 @@ QEMU_CASES = [
     ("c64k-2g", {"l2-cache-size": "1.5"}),
     ("c64k-2g", {"l2-cache-size": "x", "cache-size": "y", "cache-clean-interval": "z"}),
     ("c64k-2g", {"cache-size": "15E"}),
+    ("c64k-2g", {"foo": "1"}),
+    ("c64k-2g", {"l2-cache-size": ""}),
     ("c64k-2g", {"cache-size": "1T", "l2-cache-size": "1M"}),
     ("c64k-1t", {"cache-size": "15E", "refcount-cache-size": "0"}),
     ("c64k-1t", {"l2-cache-size": "128M", "l2-cache-entry-size": "512"}),

@@ -21,7 +21,7 @@ from qdisk.cache import (
 )
 from qdisk.cli.common import echo_json, fail_json, pass_settings
 from qdisk.errors import InvalidInputError
-from qdisk.image import ImageError, read_chain, read_image
+from qdisk.image import read_chain, read_image
 from qdisk.settings import Settings
 
 
@@ -38,9 +38,8 @@ def command() -> None:
 def plan(ctx: click.Context, settings: Settings, as_json: bool, path: str) -> None:
     """The auto size, QEMU's default and advice for every qcow2 image of PATH's chain."""
     try:
-        plans = plan_chain(read_chain(path, tools=settings.tools))
-        if not plans:
-            raise ImageError(path, "has no qcow2 image in its chain: there is no cache to plan")
+        # The top must be qcow2 (a raw image has no cache), the images below it need not.
+        plans = plan_chain(read_chain(path, format="qcow2", tools=settings.tools))
     except InvalidInputError as error:
         if as_json:
             fail_json(ctx, error)
@@ -65,8 +64,6 @@ def _plan_json(node: NodePlan) -> dict[str, Any]:
                     "refcount-cache-size": default.refcount_cache_size,
                     "l2-cache-entry-size": default.l2_cache_entry_size,
                     "l2-coverage": default.l2_coverage},
-        "needed-l2-cache-size": default.needed_l2_cache_size,
-        "allocated-l2-tables": image.allocated_l2_tables,
         "advice": list(node.advice),
     }
 
@@ -97,10 +94,9 @@ def _parse_settings(_ctx: click.Context, _param: click.Parameter,
     for item in values:
         option, separator, value = item.partition("=")
         if not separator:
-            raise click.BadParameter(f"{item!r} is not OPTION=VALUE")
-        if option not in QEMU_OPTION_NAMES:
-            raise click.BadParameter(f"unknown option {option!r} (one of "
+            raise click.BadParameter(f"{item!r} is not OPTION=VALUE (OPTION one of "
                                      f"{', '.join(QEMU_OPTION_NAMES)})")
+        # An unknown OPTION is left to parse_cache_options: QEMU's own message.
         if option in settings:
             raise click.BadParameter(f"{option} is given twice")
         settings[option] = value
@@ -119,7 +115,7 @@ def explain(ctx: click.Context, settings: Settings, as_json: bool,
             settings_text: dict[str, str], path: str) -> None:
     """What QEMU would use for the top image of PATH with these options, or QEMU's error."""
     try:
-        image = read_image(path, tools=settings.tools)
+        image = read_image(path, format="qcow2", tools=settings.tools)
         options = parse_cache_options(settings_text)
         cache = effective_cache(image, options, allocation_limit=host_allocation_limit())
     except QemuCacheError as error:
