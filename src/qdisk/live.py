@@ -111,6 +111,22 @@ def qmp_socket_path(settings: Settings, vmid: int) -> Path:
     return run_dir(settings) / f"{vmid}.qmp"
 
 
+def read_state(settings: Settings, vmid: int) -> dict[str, Any] | None:
+    """VM ``vmid``'s state file; None when it is missing, unreadable or not qdisk's."""
+    try:
+        state = json.loads(state_path(settings, vmid).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(state, dict) or not isinstance(state.get("disks"), dict) \
+            or state.get("syntax") not in ("blockdev", "drive"):
+        return None
+    return state
+
+
+def write_state(settings: Settings, vmid: int, state: Mapping[str, Any]) -> None:
+    fileio.atomic_write(state_path(settings, vmid), json.dumps(state, indent=2) + "\n")
+
+
 def initial_state(syntax: str, graphs: Mapping[str, DriveGraph], pid: int) -> dict[str, Any]:
     """The state file of a VM just started with ``graphs`` (``VmCommand.graphs``)."""
     disks = {key: {"nodes": _applied_nodes(_backing_chain(graph.format_node))}
@@ -163,8 +179,10 @@ def _apply(settings: Settings, vmid: int, old: Drive, new: Drive, disk: Disk, *,
            cache_changed: bool, throttle_changed: bool) -> list[str]:
     """Plan the reopen (queries only), set the throttle limits (one QMP command, all or
     nothing), then reopen; if QEMU refuses the reopen, the old limits are restored."""
-    path = state_path(settings, vmid)
-    state = _read_state(path, new.key)
+    state = read_state(settings, vmid)
+    if state is None:
+        raise _NotLive(f"{new.key}: no readable record of how the VM was started "
+                       f"({state_path(settings, vmid)}): the change takes effect at the next start")
     syntax: Syntax = state["syntax"]
     with QmpConnection(qmp_socket_path(settings, vmid)) as qmp:
         plan = None
@@ -186,21 +204,8 @@ def _apply(settings: Settings, vmid: int, old: Drive, new: Drive, disk: Disk, *,
                 raise
             messages += plan.messages
             state["disks"][new.key] = {"nodes": plan.applied_nodes}
-            fileio.atomic_write(path, json.dumps(state, indent=2) + "\n")
+            write_state(settings, vmid, state)
     return messages
-
-
-def _read_state(path: Path, key: str) -> dict[str, Any]:
-    try:
-        state = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
-        raise _NotLive(f"{key}: no readable record of how the VM was started ({path}: {error}): "
-                       "the change takes effect at the next start") from None
-    if not isinstance(state, dict) or not isinstance(state.get("disks"), dict) \
-            or state.get("syntax") not in ("blockdev", "drive"):
-        raise _NotLive(f"{key}: {path} is not a qdisk state file: the change takes effect "
-                       "at the next start")
-    return state
 
 
 # --- throttle limits ------------------------------------------------------------------

@@ -20,7 +20,6 @@ Nothing here prints: results carry warnings, errors are :mod:`qdisk.errors` subc
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 import re
@@ -36,7 +35,6 @@ from qdisk import live, propstring, storage, vmconfig
 from qdisk.cache import check_drive_cache
 from qdisk.drive import Drive, is_drive_key, make_drive, parse_drive, print_drive
 from qdisk.errors import DriveError, InvalidInputError, Problem, QdiskError
-from qdisk.fileio import atomic_write
 from qdisk.image import create_image, read_image
 from qdisk.propstring import Property, Schema
 from qdisk.qemu.command import Syntax, build_command, run_dir
@@ -173,13 +171,21 @@ class _Problems(Exception):
 # --- validating and preparing changes ----------------------------------------------------
 
 
+def _drive_files(sections: Iterable[Section]) -> Iterator[tuple[str, str]]:
+    """``(key, file)`` of every drive line in ``sections`` that parses."""
+    for section in sections:
+        for key, text in vmconfig.drive_items(section.values):
+            file = _drive_file(key, text)
+            if file is not None:
+                yield key, file
+
+
 def _volnames_on(config: VmConfig, storage_id: str) -> Iterator[str]:
     """Volume names on ``storage_id`` the config already names (so no new disk takes them)."""
-    for section in (config.current, config.pending, *config.snapshots.values()):
-        for key, text in vmconfig.drive_items(section.values):
-            parsed = storage.parse_volume_id(_drive_file(key, text) or "")
-            if parsed is not None and parsed[0] == storage_id:
-                yield parsed[1].rsplit("/", 1)[-1]
+    for _, file in _drive_files((config.current, config.pending, *config.snapshots.values())):
+        parsed = storage.parse_volume_id(file)
+        if parsed is not None and parsed[0] == storage_id:
+            yield parsed[1].rsplit("/", 1)[-1]
 
 
 def _allocated(settings: Settings, config: VmConfig, drive: Drive,
@@ -194,6 +200,9 @@ def _allocated(settings: Settings, config: VmConfig, drive: Drive,
         raise DriveError(drive.key, [Problem(
             "format", f"cannot allocate a {fmt} image (possible: "
                       f"{', '.join(storage.ALLOCATABLE_FORMATS)})")])
+    if allocation.size <= 0:
+        raise DriveError(drive.key, [Problem(
+            "file", f"'{drive.file}': the size of a new disk must be more than 0 GiB")])
     target = storage.allocatable_storage(storage_config, allocation.storage_id)
     volname = storage.free_disk_volname(target, config.vmid, fmt,
                                         taken=_volnames_on(config, target.id))
@@ -301,12 +310,13 @@ def _remove_images(paths: Iterable[Path]) -> None:
 @dataclass(frozen=True)
 class ChangeResult:
     """What a ``create``/``set`` did: keys now in the applied config, keys left pending (a
-    running VM gets them at the next start), changes QEMU refused (``key: QEMU's message``;
-    they stay pending), and messages for the user."""
+    running VM gets them at the next start), changes QEMU refused (``key: QEMU's message``)
+    or that could not reach it (``key: why``; both stay pending), and messages for the user."""
 
     applied: tuple[str, ...] = ()
     pending: tuple[str, ...] = ()
     refused: tuple[str, ...] = ()
+    failed: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
 
@@ -361,15 +371,17 @@ def set_options(settings: Settings, vmid: int, changes: Mapping[str, str],
             _remove_images(created)
             raise
         refused: list[str] = []
+        failed: list[str] = []
         notes: list[str] = []
         if running:
-            _hotplug_pending(settings, config, storage_config, refused, notes)
+            _hotplug_pending(settings, config, storage_config, refused, failed, notes)
             vmconfig.save(settings, config)
     changed = [*prepared.values, *prepared.deletes]
     pending_now = set(section_values(config.pending)) | set(pending_delete_flags(config))
     return ChangeResult(applied=tuple(key for key in changed if key not in pending_now),
                         pending=tuple(key for key in changed if key in pending_now),
-                        refused=tuple(refused), warnings=tuple(warnings), notes=tuple(notes))
+                        refused=tuple(refused), failed=tuple(failed), warnings=tuple(warnings),
+                        notes=tuple(notes))
 
 
 def _drive_file(key: str, text: str) -> str | None:
@@ -381,9 +393,7 @@ def _drive_file(key: str, text: str) -> str | None:
 
 
 def _volume_users(config: VmConfig, volid: str) -> list[str]:
-    return [key for section in (config.current, config.pending)
-            for key, text in vmconfig.drive_items(section.values)
-            if _drive_file(key, text) == volid]
+    return [key for key, file in _drive_files((config.current, config.pending)) if file == volid]
 
 
 def _left_volume(config: VmConfig, key: str, text: str) -> str | None:
@@ -455,10 +465,11 @@ def _apply_one(config: VmConfig, key: str, value: str) -> None:
 
 
 def _hotplug_pending(settings: Settings, config: VmConfig, storage_config: StorageConfig,
-                     refused: list[str], notes: list[str]) -> None:
+                     refused: list[str], failed: list[str], notes: list[str]) -> None:
     """What a running VM can take now (qemu-server's vmconfig_hotplug_pending): fast-plug
     keys, and drive changes that keep the volume, through :mod:`qdisk.live`. Everything
-    else stays pending. QEMU's refusals go to ``refused``, the key stays pending."""
+    else stays pending. QEMU's refusals go to ``refused``, other failures to ``failed``;
+    the key stays pending."""
     for key in list(pending_delete_flags(config)):
         if key in FAST_PLUG_KEYS:
             delete_value(config.current, key)
@@ -478,6 +489,11 @@ def _hotplug_pending(settings: Settings, config: VmConfig, storage_config: Stora
                 outcome = live.apply_drive_change(settings, config.vmid, old, new, storage_config)
             except QmpCommandError as error:
                 refused.append(f"{key}: {error.desc}")
+                continue
+            except QdiskError as error:
+                # QEMU's monitor failed (QEMU died?), or the volume no longer resolves: the
+                # change waits for the next start, and the other keys still get their turn.
+                failed.append(f"{key}: {error}")
                 continue
             notes.extend(outcome.messages)
             if outcome.outcome is not live.LiveOutcome.PENDING:
@@ -564,14 +580,6 @@ def running_pid(settings: Settings, vmid: int) -> int | None:
     return pid if any(socket in argument for argument in argv) else None
 
 
-def _read_state(settings: Settings, vmid: int) -> dict[str, Any]:
-    try:
-        state = json.loads(live.state_path(settings, vmid).read_text())
-    except (OSError, ValueError):
-        return {}
-    return state if isinstance(state, dict) else {}
-
-
 @dataclass(frozen=True)
 class VmStatus:
     vmid: int
@@ -609,7 +617,7 @@ def status(settings: Settings, vmid: int, *, clean_up: bool = True) -> VmStatus:
                     _remove_run_files(settings, vmid)
         return VmStatus(vmid, False, None, live.qmp_socket_path(settings, vmid))
     return VmStatus(vmid, True, pid, live.qmp_socket_path(settings, vmid),
-                    _read_state(settings, vmid))
+                    live.read_state(settings, vmid) or {})
 
 
 @dataclass(frozen=True)
@@ -682,8 +690,12 @@ def start(settings: Settings, vmid: int, *, syntax: Syntax | None = None,
                                 syntax=syntax, accel=chosen_accel)
         warnings += command.warnings
         pid = _run_daemon(settings, vmid, command.argv)
-        state = live.initial_state(command.syntax, command.graphs, pid)
-        atomic_write(live.state_path(settings, vmid), json.dumps(state, indent=2) + "\n")
+        try:
+            live.write_state(settings, vmid, live.initial_state(command.syntax, command.graphs, pid))
+        except BaseException:
+            # Without its state a running VM could not take live changes: no half start.
+            _kill_leftover(settings, vmid)
+            raise
     return StartResult(pid, command.syntax, chosen_accel, tuple(warnings))
 
 
@@ -798,10 +810,5 @@ def destroy(settings: Settings, vmid: int) -> list[Path]:
 
 
 def _owned_volumes(config: VmConfig) -> set[str]:
-    volumes = set()
-    for section in (config.current, config.pending):
-        for key, text in vmconfig.drive_items(section.values):
-            file = _drive_file(key, text)
-            if file is not None and storage.owned_image(file, config.vmid):
-                volumes.add(file)
-    return volumes
+    return {file for _, file in _drive_files((config.current, config.pending))
+            if storage.owned_image(file, config.vmid)}

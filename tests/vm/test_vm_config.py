@@ -8,6 +8,13 @@ from pathlib import Path
 
 import pytest
 
+from qdisk import live, vm
+from qdisk.drive import Drive
+from qdisk.errors import QdiskError
+from qdisk.qemu.qmp import QmpCommandError, QmpError
+from qdisk.settings import Settings
+from qdisk.storage import StorageConfig
+
 from cli_helpers import RunQdisk
 from qemu_helpers import qemu_img
 
@@ -74,6 +81,8 @@ def test_create_refuses_an_existing_vm(vm_home: Path, run_qdisk: RunQdisk,
       "the cluster size"]),
     (["--memory", "128", "--delete", "memory"], ["memory: cannot set and delete"]),
     (["--delete", "bar"], ["unknown option 'bar'"]),
+    (["--scsi1", "local:0,format=qcow2"],
+     ["scsi1.file: 'local:0': the size of a new disk must be more than 0 GiB"]),
 ])
 def test_invalid_values_are_refused_and_nothing_is_written(
         vm_home: Path, run_qdisk: RunQdisk, config_file: Path, arguments: list[str],
@@ -184,3 +193,55 @@ def test_replaced_and_deleted_disks_become_unused_and_destroy_removes_them(
     assert foreign.exists()  # not the VM's own disk
     assert not config_file.exists()
     assert run_qdisk("vm", "list").stdout.splitlines()[1:] == []
+
+
+def test_live_changes_that_do_not_reach_qemu_stay_pending(
+        vm_home: Path, run_qdisk: RunQdisk, config_file: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    assert run_qdisk("vm", "create", "100", "--name", "one", "--scsi0", "local:0.01,format=qcow2",
+                     "--scsi1", "local:0.01,format=qcow2").exit_code == 0
+    applied = config_file.read_text()
+    errors: dict[str, QdiskError] = {
+        "scsi0": QmpCommandError("blockdev-reopen", "Could not reopen qcow2 layer: boom"),
+        "scsi1": QmpError("QEMU's monitor at /x.qmp failed during blockdev-reopen: EOFError")}
+
+    def apply_drive_change(settings: Settings, vmid: int, old: Drive, new: Drive,
+                           storage_config: StorageConfig) -> live.LiveResult:
+        if new.key in errors:
+            raise errors[new.key]
+        return live.LiveResult(live.LiveOutcome.LIVE, (f"{new.key}: applied live",))
+
+    # A running VM whose QEMU refuses one disk's change and loses its monitor on the other.
+    monkeypatch.setattr(vm, "running_pid", lambda settings, vmid: 4242)
+    monkeypatch.setattr(live, "apply_drive_change", apply_drive_change)
+    disks = {key: f"local:100/vm-100-disk-{key[-1]}.qcow2,qcow2-l2-cache-size=2,size=10486K"
+             for key in errors}
+
+    result = run_qdisk("vm", "set", "100", "--name", "two", "--scsi0", disks["scsi0"],
+                       "--scsi1", disks["scsi1"])
+
+    assert result.exit_code == 1
+    assert "warning: QEMU refused: scsi0: Could not reopen qcow2 layer: boom" in result.stderr
+    assert "VM 100: not applied to the running VM, the change stays pending:\n  scsi1: QEMU's " \
+        "monitor at /x.qmp failed" in result.stderr
+    # The fast-plug key went through; both disks wait for the next start, as the file says.
+    current = json.loads(run_qdisk("vm", "config", "100", "--current", "--json").stdout)
+    assert current["name"] == "two"
+    assert {key: current[key] for key in disks} == {
+        key: line.split(": ", 1)[1] for line in applied.splitlines()
+        for key in disks if line.startswith(f"{key}:")}
+    pending = json.loads(run_qdisk("vm", "pending", "100", "--json").stdout)
+    assert {item["key"]: item.get("pending") for item in pending if "pending" in item} == disks
+
+    # The monitor is back: the next set retries what is pending. Only a refusal is left:
+    # the user's request is what QEMU did not take (exit 2).
+    del errors["scsi1"]
+    refused = run_qdisk("vm", "set", "100", "--scsi0", disks["scsi0"].replace("=2", "=3"))
+    assert refused.exit_code == 2
+    assert "scsi1: applied live" in refused.stdout
+    assert "VM 100: QEMU refused, the change stays pending:\n  scsi0: Could not reopen" \
+        in refused.stderr
+    current = json.loads(run_qdisk("vm", "config", "100", "--current", "--json").stdout)
+    assert current["scsi1"] == disks["scsi1"]
+    assert "scsi0: local:100/vm-100-disk-0.qcow2,qcow2-l2-cache-size=3," in \
+        config_file.read_text().split("[PENDING]")[1]

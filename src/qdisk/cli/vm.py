@@ -70,15 +70,20 @@ def parse_key_values(args: list[str]) -> dict[str, str]:
     return values
 
 
-def _report(result: vm.ChangeResult) -> None:
+def _report(vmid: int, result: vm.ChangeResult) -> None:
     for message in result.warnings:
         warn(message)
     for message in result.notes:
         click.echo(message)
     if result.pending:
         click.echo(f"pending until the next start: {', '.join(result.pending)}")
+    if result.failed:
+        for line in result.refused:
+            warn(f"QEMU refused: {line}")
+        raise vm.VmError(f"VM {vmid}: not applied to the running VM, the change stays pending:\n"
+                         + "\n".join(f"  {line}" for line in result.failed))
     if result.refused:
-        raise vm.VmRefusedError("QEMU refused, the change stays pending:\n"
+        raise vm.VmRefusedError(f"VM {vmid}: QEMU refused, the change stays pending:\n"
                                 + "\n".join(f"  {line}" for line in result.refused))
 
 
@@ -88,7 +93,7 @@ def _report(result: vm.ChangeResult) -> None:
 def create(ctx: click.Context, vmid: int) -> None:
     """Create VM VMID from --KEY VALUE options (drives: --scsi0 local:32,format=qcow2)."""
     settings = ctx.ensure_object(Settings)
-    _report(vm.create(settings, vmid, parse_key_values(ctx.args)))
+    _report(vmid, vm.create(settings, vmid, parse_key_values(ctx.args)))
 
 
 @command.command(name="set", context_settings=_KEY_VALUE_COMMAND)
@@ -101,7 +106,7 @@ def set_(ctx: click.Context, vmid: int, deletes: tuple[str, ...]) -> None:
     now, the rest at the next start)."""
     settings = ctx.ensure_object(Settings)
     keys = [key for text in deletes for key in re.split(r"[,;\s]+", text) if key]
-    _report(vm.set_options(settings, vmid, parse_key_values(ctx.args), keys))
+    _report(vmid, vm.set_options(settings, vmid, parse_key_values(ctx.args), keys))
 
 
 @command.command(name="config")
