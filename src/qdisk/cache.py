@@ -396,9 +396,9 @@ def advise(image: ImageInfo, options: CacheOptions, cache: EffectiveCache) -> li
     allocated = image.allocated_l2_bytes
     if allocated is not None and cache.l2_cache_size > allocated:
         advice.append(f"the L2 cache reserves {format_bytes(cache.l2_cache_size)} of address "
-                      f"space; the image has {image.allocated_l2_tables} L2 tables allocated "
-                      f"({format_bytes(allocated)}), the most it can fill until the guest "
-                      "writes more")
+                      f"space, but the image has {image.allocated_l2_tables} L2 tables allocated "
+                      f"({format_bytes(allocated)}): all the memory the cache can really fill "
+                      "until more of the image is written")
     return advice
 
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 
 import pytest
+
+from qdisk.image import INCOMPAT_CORRUPT, INCOMPAT_DIRTY
 
 from image_kinds import IMAGE_KINDS, qemu_img, qemu_io_write
 
@@ -17,6 +20,10 @@ def image_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         options = tuple(option.format(directory=directory) for option in options)
         qemu_img("create", "-q", "-f", "qcow2", *options, str(directory / f"{name}.qcow2"), size)
     qemu_io_write(directory / "c64k.qcow2", 0, 600 * 2**20, 1536 * 2**20)
+    # No qemu-img option makes these: the dirty and corrupt bits set as a crash would.
+    flagged = bytearray((directory / "c64k-rc4-lazy.qcow2").read_bytes())
+    struct.pack_into(">Q", flagged, 72, INCOMPAT_DIRTY | INCOMPAT_CORRUPT)
+    (directory / "dirty-corrupt.qcow2").write_bytes(flagged)
     qemu_img("create", "-q", "-f", "raw", str(directory / "disk.raw"), "3M")
     (directory / "sub").mkdir()
     qemu_img("create", "-q", "-f", "qcow2", "-b", "../c64k.qcow2", "-F", "qcow2",

@@ -18,7 +18,7 @@ from image_kinds import IMAGE_KINDS, qemu_img, qemu_img_info
 pytestmark = pytest.mark.qemu
 
 NATIVE = [f"{name}.qcow2" for name in IMAGE_KINDS] + [
-    "disk.raw", "sub/relative.qcow2", "absolute.qcow2", "on-raw.qcow2"]
+    "disk.raw", "sub/relative.qcow2", "absolute.qcow2", "on-raw.qcow2", "dirty-corrupt.qcow2"]
 
 
 def ours(path: Path | str) -> dict[str, object]:
