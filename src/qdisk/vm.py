@@ -768,6 +768,8 @@ def stop(settings: Settings, vmid: int, *, timeout: float = DEFAULT_STOP_TIMEOUT
             _remove_run_files(settings, vmid)
             raise VmRefusedError(f"VM {vmid} is not running")
         warnings: list[str] = []
+        # One deadline: a monitor that hangs does not double the time to the kill.
+        deadline = time.monotonic() + timeout
         try:
             socket = live.qmp_socket_path(settings, vmid)
             with QmpConnection(socket, timeout=max(timeout, 1.0)) as qmp:
@@ -775,7 +777,7 @@ def stop(settings: Settings, vmid: int, *, timeout: float = DEFAULT_STOP_TIMEOUT
         except QmpError as error:
             # QEMU may close the monitor before it answers "quit": the process decides.
             log.info("VM %d: quit over QMP: %r", vmid, error)
-        killed = not _wait_gone(pid, timeout)
+        killed = not _wait_gone(pid, max(0.0, deadline - time.monotonic()))
         if killed:
             warnings.append(f"VM {vmid}: QEMU did not quit within {timeout:g} s: killed")
             if not _kill(pid):
