@@ -599,7 +599,7 @@ class VmStatus:
     def as_json(self) -> dict[str, Any]:
         memory = self.memory()
         return {"vmid": self.vmid, "status": self.status, "pid": self.pid,
-                "qmp": str(self.qmp) if self.running else None,
+                "qmp": str(self.qmp),
                 "syntax": self.state.get("syntax"), "disks": self.state.get("disks", {}),
                 "memory": {"vm-size": memory.get("VmSize"), "vm-rss": memory.get("VmRSS")}}
 

@@ -91,6 +91,8 @@ def test_status_tells_the_truth_when_qemu_dies(vm_home: Path, run_qdisk: RunQdis
 
     status = _status(run_qdisk)
     assert (status["status"], status["pid"]) == ("stopped", None)
+    # The socket path stays known (where the VM will listen), though nothing listens now.
+    assert status["qmp"] == str(vm_home / "run" / "100.qmp")
     # Its stale run files are gone, and it starts again.
     assert not (vm_home / "run" / "100.pid").exists()
     assert not (vm_home / "run" / "100.state.json").exists()
