@@ -40,7 +40,7 @@ from typing import Any
 from qdisk import cache, fileio
 from qdisk.drive import QCOW2_CACHE_KEYS, Drive
 from qdisk.errors import QdiskError
-from qdisk.qemu.command import Syntax, run_dir
+from qdisk.qemu.command import RunFiles, Syntax
 from qdisk.qemu.nodes import (
     THROTTLE_LIMITS,
     Disk,
@@ -104,11 +104,11 @@ def classify(old: Drive, new: Drive) -> DriveChange:
 
 
 def state_path(settings: Settings, vmid: int) -> Path:
-    return run_dir(settings) / f"{vmid}.state.json"
+    return RunFiles.of(settings, vmid).state
 
 
 def qmp_socket_path(settings: Settings, vmid: int) -> Path:
-    return run_dir(settings) / f"{vmid}.qmp"
+    return RunFiles.of(settings, vmid).qmp
 
 
 def read_state(settings: Settings, vmid: int) -> dict[str, Any] | None:

@@ -37,7 +37,7 @@ from qdisk.drive import Drive, is_drive_key, make_drive, parse_drive, print_driv
 from qdisk.errors import DriveError, InvalidInputError, Problem, QdiskError
 from qdisk.image import create_image, read_image
 from qdisk.propstring import Property, Schema
-from qdisk.qemu.command import Syntax, build_command, run_dir
+from qdisk.qemu.command import RunFiles, Syntax, build_command
 from qdisk.qemu.drivestr import escape
 from qdisk.qemu.nodes import resolve_disk
 from qdisk.qemu.qmp import QmpCommandError, QmpConnection, QmpError
@@ -533,18 +533,17 @@ def pending_items(settings: Settings, vmid: int) -> list[dict[str, Any]]:
 
 
 def pid_path(settings: Settings, vmid: int) -> Path:
-    return run_dir(settings) / f"{vmid}.pid"
+    return RunFiles.of(settings, vmid).pid
 
 
 def log_path(settings: Settings, vmid: int) -> Path:
-    return run_dir(settings) / f"{vmid}.log"
+    return RunFiles.of(settings, vmid).log
 
 
 def _run_files(settings: Settings, vmid: int) -> list[Path]:
     """The files of a running VM (the log stays until destroy: it explains a failure)."""
-    run = run_dir(settings)
-    return [pid_path(settings, vmid), live.qmp_socket_path(settings, vmid), run / f"{vmid}.vnc",
-            live.state_path(settings, vmid)]
+    files = RunFiles.of(settings, vmid)
+    return [files.pid, files.qmp, files.vnc, files.state]
 
 
 def _remove_run_files(settings: Settings, vmid: int) -> None:

@@ -83,6 +83,23 @@ def run_dir(settings: Settings) -> Path:
     return settings.home / "run"
 
 
+@dataclass(frozen=True)
+class RunFiles:
+    """The files of one VM under :func:`run_dir`: QEMU's QMP socket, pid file and VNC
+    socket (named in its command line), its log, and qdisk's record of what it applied."""
+
+    qmp: Path
+    pid: Path
+    vnc: Path
+    log: Path
+    state: Path
+
+    @classmethod
+    def of(cls, settings: Settings, vmid: int) -> RunFiles:
+        run = run_dir(settings)
+        return cls(*(run / f"{vmid}.{suffix}" for suffix in ("qmp", "pid", "vnc", "log", "state.json")))
+
+
 def parse_version(text: str) -> Version:
     match = _VERSION_RE.fullmatch(text.strip())
     if match is None:
@@ -173,7 +190,7 @@ class _Builder:
 
     def argv(self, accel: str | None) -> list[str]:
         vmid = self.config.vmid
-        run = run_dir(self.settings)
+        files = RunFiles.of(self.settings, vmid)
         drives = self._drives()
         boot = _boot_order(self.values, drives)
         for drive in drives:
@@ -191,14 +208,14 @@ class _Builder:
             self.settings.tools.qemu_system,
             "-name", f"{escape(name)},debug-threads=on",
             "-no-shutdown",
-            "-chardev", f"socket,id=qmp,path={escape(str(run / f'{vmid}.qmp'))},server=on,wait=off",
+            "-chardev", f"socket,id=qmp,path={escape(str(files.qmp))},server=on,wait=off",
             "-mon", "chardev=qmp,mode=control",
-            "-pidfile", str(run / f"{vmid}.pid"),
+            "-pidfile", str(files.pid),
             "-daemonize",
             "-smp", f"{vcpus},sockets={sockets},cores={cores},maxcpus={vcpus}",
             "-nodefaults",
             "-boot", "menu=on,strict=on,reboot-timeout=1000",
-            "-vnc", f"unix:{escape(str(run / f'{vmid}.vnc'))},password=on",
+            "-vnc", f"unix:{escape(str(files.vnc))},password=on",
             "-m", str(_integer(self.values, "memory", DEFAULT_MEMORY_MIB)),
             *self.objects,
             *self._bridges(),
