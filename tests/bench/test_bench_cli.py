@@ -1,4 +1,4 @@
-"""The CLI's own parts: sizes, and progress off a terminal."""
+"""The CLI's own parts: sizes, and progress on and off a terminal."""
 
 from __future__ import annotations
 
@@ -34,3 +34,33 @@ def test_off_a_terminal_each_phase_and_each_finished_step_is_one_line() -> None:
     assert stream.getvalue().splitlines() == [
         "[0/1] creating scratch images", "[0/2] round 1/1: raw", "[1/2] round 1/1: raw: 10 IOPS",
         "[2/2] round 1/1: qcow2-auto: 9 IOPS"]
+
+
+class FakeTerminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+    def fileno(self) -> int:
+        raise io.UnsupportedOperation("no descriptor")  # no size known: 80 columns
+
+
+def test_on_a_terminal_one_line_shows_what_runs_now_and_ends_with_a_newline() -> None:
+    stream = FakeTerminal()
+    display = ProgressDisplay(stream)
+    display(Progress(0, 4, "round 1/2: raw"))
+    assert stream.getvalue() == "\r\x1b[K[--------------------] 0/4 round 1/2: raw"
+    display(Progress(1, 4, "round 1/2: raw: 10 IOPS"))
+    display(Progress(1, 4, "round 1/2: qcow2-auto " + "x" * 100))
+    display.close()
+    display.close()
+    text = stream.getvalue()
+    assert text.count("\n") == 1 and text.endswith("\n")
+    last = text.rstrip("\n").split("\r\x1b[K")[-1]
+    assert last.startswith("[#####---------------] 1/4 round 1/2: qcow2-auto x")
+    assert len(last) == 79  # cut to the terminal: a wrapped line could not be rewritten
+
+
+def test_nothing_is_written_to_a_terminal_without_progress() -> None:
+    stream = FakeTerminal()
+    ProgressDisplay(stream).close()
+    assert stream.getvalue() == ""

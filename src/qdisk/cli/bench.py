@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Any, TextIO
@@ -16,32 +17,47 @@ MIB = 1 << 20
 
 
 class ProgressDisplay:
-    """A progress bar on a terminal; otherwise one plain line per finished step."""
+    """On a terminal, one line rewritten in place: a bar, the count and what runs now.
+    Otherwise one plain line per phase and per finished step, which logs keep readable."""
+
+    BAR_WIDTH = 20
 
     def __init__(self, stream: TextIO) -> None:
         self._stream = stream
         self._tty = stream.isatty()
-        self._bar: Any = None  # click's ProgressBar is not public API
-        self._shown = (-1, -1)
+        self._shown = (-1, -1)  # (done, total) of the last plain line
+        self._line_open = False  # a terminal line that still needs its newline
 
     def __call__(self, progress: bench.Progress) -> None:
-        if not self._tty:
-            # A new phase (new total) or a finished step; starts of steps would double the lines.
-            if progress.total != self._shown[1] or progress.done > self._shown[0]:
-                click.echo(f"[{progress.done}/{progress.total}] {progress.message}", file=self._stream)
-            self._shown = (progress.done, progress.total)
+        if self._tty:
+            self._rewrite_line(progress)
             return
-        if self._bar is None or self._bar.length != progress.total:
-            self.close()
-            self._bar = click.progressbar(length=progress.total, file=self._stream,
-                                          show_pos=True, show_eta=False)
-        self._bar.label = progress.message.ljust(48)
-        self._bar.update(progress.done - self._bar.pos)
+        # A new phase (new total) or a finished step; starts of steps would double the lines.
+        if progress.total != self._shown[1] or progress.done > self._shown[0]:
+            click.echo(f"[{progress.done}/{progress.total}] {progress.message}", file=self._stream)
+        self._shown = (progress.done, progress.total)
+
+    def _rewrite_line(self, progress: bench.Progress) -> None:
+        filled = self.BAR_WIDTH * progress.done // max(progress.total, 1)
+        line = (f"[{'#' * filled}{'-' * (self.BAR_WIDTH - filled)}] "
+                f"{progress.done}/{progress.total} {progress.message}")
+        # A line that wraps cannot be rewritten in place: cut it to the terminal's width.
+        self._stream.write("\r\x1b[K" + line[:self._columns() - 1])
+        self._stream.flush()
+        self._line_open = True
+
+    def _columns(self) -> int:
+        try:
+            columns = os.get_terminal_size(self._stream.fileno()).columns
+        except (OSError, ValueError):
+            columns = 0
+        return columns if columns > 0 else 80  # a pseudo-terminal may report 0
 
     def close(self) -> None:
-        if self._bar is not None:
-            self._bar.render_finish()
-            self._bar = None
+        if self._line_open:
+            self._stream.write("\n")
+            self._stream.flush()
+            self._line_open = False
 
 
 def parse_size(text: str) -> int:
