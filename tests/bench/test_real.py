@@ -13,6 +13,7 @@ import pytest
 
 from qdisk.bench import VARIANT_NAMES, run_bench, runner
 from qdisk.bench.daemon import StorageDaemon
+from qdisk.bench.variants import l2_geometry
 from qdisk.errors import ToolError
 from qdisk.settings import Settings, Tools
 
@@ -161,7 +162,51 @@ def test_the_sweep_measures_each_entry_size_beside_raw_and_plots_svg(
     assert_nothing_left()
 
 
-def test_a_plot_file_of_another_type_is_refused_before_measuring(run_qdisk: RunQdisk, tmp_path: Path) -> None:
-    result = run_qdisk("bench", "--size", "64M", "--plot", str(tmp_path / "sweep.pdf"))
+@pytest.mark.parametrize(("name", "message"), [
+    ("sweep.pdf", "sweep.pdf: the plot is written as .png or .svg"),
+    ("missing/sweep.png", "sweep.png: cannot write the plot: no directory "),
+])
+def test_a_plot_file_that_cannot_be_written_is_refused_before_measuring(
+        run_qdisk: RunQdisk, tmp_path: Path, assert_nothing_left: CheckNothingLeft,
+        name: str, message: str) -> None:
+    result = run_qdisk("bench", "--size", "64M", "--plot", str(tmp_path / name))
     assert result.exit_code == 2
-    assert "sweep.pdf: the plot is written as .png or .svg" in result.stderr
+    assert result.stderr.count("\n") == 1 and message in result.stderr
+    assert "round" not in result.stderr  # nothing was measured
+    assert_nothing_left()
+
+
+def test_a_file_too_small_to_be_a_disk_is_refused_without_measuring(
+        run_qdisk: RunQdisk, tmp_path: Path, assert_nothing_left: CheckNothingLeft) -> None:
+    text = tmp_path / "notes.txt"
+    text.write_text("hello\n")
+    result = run_qdisk("bench", str(text), "--runtime", "1")
+    assert result.exit_code == 2
+    assert result.stderr == f"qdisk: {text}: 6 bytes as raw: not a disk image that 4 KiB reads can measure\n"
+    assert_nothing_left()
+
+
+def test_a_path_with_a_comma_is_refused_and_one_with_an_equals_sign_is_measured(
+        run_qdisk: RunQdisk, tmp_path: Path, assert_nothing_left: CheckNothingLeft) -> None:
+    comma = tmp_path / "a,b.img"
+    equals = tmp_path / "a=b.img"
+    for path in (comma, equals):
+        path.write_bytes(b"")
+        os.truncate(path, 16 * MIB)
+    result = run_qdisk("bench", str(comma), "--runtime", "1")
+    assert result.exit_code == 2
+    assert "a,b.img: a path with a comma cannot be named in a drive string" in result.stderr
+    result = run_qdisk("bench", str(equals), "--runtime", "1", "--rounds", "1", "--json")
+    assert result.exit_code == 0, result.stderr
+    assert list(json.loads(result.stdout)["variants"]) == ["raw"]
+    assert_nothing_left()
+
+
+def test_the_sweep_marks_qdisks_auto_l2_size_from_qemus_split_of_the_cache(
+        tmp_path: Path, make_qcow2: Callable[..., Path]) -> None:
+    image = make_qcow2("big.qcow2", "1T")
+    geometry = l2_geometry(image, Settings(home=tmp_path))
+    # 1 TiB, 64 KiB clusters: 128 MiB of L2; QEMU's default is 32 MiB of 4 KiB entries; the
+    # auto cache-size (160 MiB) gives L2 what covers the image and the rest to refcounts.
+    assert (geometry.cluster_size, geometry.l2_needed, geometry.default_l2, geometry.default_entry,
+            geometry.auto_l2) == (65536, 128 * MIB, 32 * MIB, 4096, 128 * MIB)

@@ -12,9 +12,12 @@ FORMATS = (".png", ".svg")
 
 
 def check_plot_path(path: Path) -> None:
-    """Refuse a file type the plot cannot be written as (before minutes of measuring)."""
+    """Refuse a plot file that cannot be written (before minutes of measuring): another file
+    type, or a directory that does not exist."""
     if path.suffix.lower() not in FORMATS:
         raise InvalidInputError(f"{path}: the plot is written as .png or .svg")
+    if not path.absolute().parent.is_dir():
+        raise InvalidInputError(f"{path}: cannot write the plot: no directory {path.absolute().parent}")
 
 
 def plot_sweep(report: SweepReport, path: Path) -> None:

@@ -133,34 +133,29 @@ class BenchReport:
 
 
 @contextmanager
-def _bench_images(image: Path | None, size: int, settings: Settings, workdir: Path,
-                  progress: ProgressCallback) -> Iterator[v.BenchImages]:
-    if image is not None:
-        yield v.classify_image(image, settings)
-        return
-    progress(Progress(0, 1, f"creating scratch images of {size:,} bytes"))
-    yield v.make_scratch_images(workdir, size, settings)
+def _session(settings: Settings, image: Path | None, size: int, runtime: int, rounds: int,
+             tmp_parent: Path | None, progress: ProgressCallback) -> Iterator[tuple[Path, v.BenchImages]]:
+    """A work directory and the images to measure (``image``'s role, or scratch images in it).
 
-
-@contextmanager
-def _workdir(parent: Path | None) -> Iterator[Path]:
-    # Everything the run creates (images, sockets, reports) lives here and goes with it.
-    with tempfile.TemporaryDirectory(prefix="qdisk-bench-", dir=parent) as name:
-        yield Path(name)
-
-
-def _check_counts(runtime: int, rounds: int) -> None:
+    Everything a run creates (images, sockets, reports) lives in the work directory and
+    goes with it when the block ends, also on errors and Ctrl-C.
+    """
     if runtime < 1 or rounds < 1:
         raise InvalidInputError("runtime and rounds must be at least 1")
+    with tempfile.TemporaryDirectory(prefix="qdisk-bench-", dir=tmp_parent) as name:
+        workdir = Path(name)
+        if image is not None:
+            yield workdir, v.classify_image(image, settings)
+            return
+        progress(Progress(0, 1, f"creating scratch images of {size:,} bytes"))
+        yield workdir, v.make_scratch_images(workdir, size, settings)
 
 
 def run_bench(settings: Settings, *, image: Path | None = None, size: int = DEFAULT_SIZE,
               runtime: int = DEFAULT_RUNTIME, rounds: int = DEFAULT_ROUNDS, aio: str = "native",
               progress: ProgressCallback = _ignore_progress, tmp_parent: Path | None = None) -> BenchReport:
     """Measure the variants that apply to ``image`` (None: scratch images of ``size`` bytes)."""
-    _check_counts(runtime, rounds)
-    with _workdir(tmp_parent) as workdir, \
-            _bench_images(image, size, settings, workdir, progress) as images:
+    with _session(settings, image, size, runtime, rounds, tmp_parent, progress) as (workdir, images):
         summaries = run_rounds(v.variants(images, settings, aio), settings, runtime=runtime,
                                rounds=rounds, workdir=workdir, progress=progress)
     return BenchReport(
@@ -219,9 +214,7 @@ def run_sweep(settings: Settings, *, image: Path | None = None, size: int = DEFA
               runtime: int = DEFAULT_RUNTIME, rounds: int = DEFAULT_ROUNDS, aio: str = "native",
               progress: ProgressCallback = _ignore_progress, tmp_parent: Path | None = None) -> SweepReport:
     """IOPS of the qcow2 image against L2 cache size and entry size (raw beside, when there is one)."""
-    _check_counts(runtime, rounds)
-    with _workdir(tmp_parent) as workdir, \
-            _bench_images(image, size, settings, workdir, progress) as images:
+    with _session(settings, image, size, runtime, rounds, tmp_parent, progress) as (workdir, images):
         if images.qcow2 is None:
             raise InvalidInputError(f"{image}: the sweep needs a qcow2 image without backing file")
         geometry = v.l2_geometry(images.qcow2, settings)
@@ -241,7 +234,7 @@ def run_sweep(settings: Settings, *, image: Path | None = None, size: int = DEFA
         l2_needed_bytes=geometry.l2_needed,
         default_l2_bytes=geometry.default_l2,
         default_entry_bytes=geometry.default_entry,
-        auto_l2_bytes=geometry.l2_needed,
+        auto_l2_bytes=geometry.auto_l2,
         raw=summaries.get(v.RAW),
         machine=machine_info(settings),
         qemu=qemu_version_text(settings),

@@ -19,6 +19,8 @@ from qdisk.qemu.blockdev import BlockdevArguments, drive_blockdev
 from qdisk.settings import Settings
 
 MIB = 1 << 20
+# fio reads blocks of 4 KiB: a smaller image (a stray text file probes as raw) cannot be read.
+MIN_IMAGE_BYTES = 4096
 # Every variant is configured as this drive of a VM (absolute paths: no storage needed).
 BENCH_DRIVE_KEY = "scsi0"
 
@@ -69,6 +71,9 @@ def classify_image(path: Path, settings: Settings) -> BenchImages:
     """A user's image in the one role it can play (absolute: drive strings need it)."""
     path = path.resolve()
     info = read_image(path, tools=settings.tools)
+    if info.virtual_size < MIN_IMAGE_BYTES:
+        raise InvalidInputError(f"{path}: {info.virtual_size} bytes as {info.format}: not a disk image "
+                                f"that 4 KiB reads can measure")
     if info.format == "raw":
         return BenchImages(raw=path)
     if not info.is_qcow2:
@@ -79,9 +84,13 @@ def classify_image(path: Path, settings: Settings) -> BenchImages:
 
 
 def drive_string(image: Path, fmt: str, aio: str, *cache_keys: str) -> str:
-    """``<image>,format=...,cache=none,aio=...[,qcow2-...]``: direct I/O, so the host's page
-    cache hides no miss."""
-    return ",".join([str(image), f"format={fmt}", "cache=none", f"aio={aio}", *cache_keys])
+    """``file=<image>,format=...,cache=none,aio=...[,qcow2-...]``: direct I/O, so the host's
+    page cache hides no miss."""
+    # A property string has no escaping: a comma would split the path. The explicit
+    # file= key keeps a path with "=" from being read as a key.
+    if "," in str(image):
+        raise InvalidInputError(f"{image}: a path with a comma cannot be named in a drive string")
+    return ",".join([f"file={image}", f"format={fmt}", "cache=none", f"aio={aio}", *cache_keys])
 
 
 def variants(images: BenchImages, settings: Settings, aio: str) -> list[Variant]:
@@ -105,19 +114,23 @@ def variants(images: BenchImages, settings: Settings, aio: str) -> list[Variant]
 
 @dataclass(frozen=True)
 class L2Geometry:
-    """The L2 facts the sweep needs: what covers the whole image, and what QEMU uses by default."""
+    """The L2 facts the sweep needs: what covers the whole image, what QEMU uses by default,
+    and the L2 part of qdisk's automatic size."""
 
     cluster_size: int
     l2_needed: int
     default_l2: int
     default_entry: int
+    auto_l2: int
 
 
 def l2_geometry(path: Path, settings: Settings) -> L2Geometry:
     info = read_image(path, format="qcow2", tools=settings.tools)
     default = cache.default_cache(info)
+    # The auto size is one cache-size: QEMU's split of it is what the plot marks.
+    auto = cache.effective_cache(info, cache.CacheOptions(cache_size=cache.auto_size(info).cache_size))
     return L2Geometry(default.cluster_size, cache.needed_l2_cache_size(info),
-                      default.l2_cache_size, default.l2_cache_entry_size)
+                      default.l2_cache_size, default.l2_cache_entry_size, auto.l2_cache_size)
 
 
 def auto_cache_size(path: Path, settings: Settings) -> int:
