@@ -15,7 +15,7 @@ import click
 
 from qdisk import __version__
 from qdisk.cli import bench, cache, demo, drive, image, storage, vm
-from qdisk.cli.common import EXIT_FAILURE, EXIT_INVALID, EXIT_OK
+from qdisk.cli.common import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_INVALID, EXIT_OK
 from qdisk.errors import InvalidInputError, QdiskError
 from qdisk.settings import Settings
 
@@ -44,7 +44,11 @@ def main(argv: list[str] | None = None) -> int:
     except click.ClickException as error:
         error.show()
         return EXIT_INVALID if isinstance(error, click.UsageError) else error.exit_code
-    except click.Abort:
+    except click.Abort as abort:
+        # click turns Ctrl-C into Abort; the library has cleaned up on the way out.
+        if isinstance(abort.__context__, KeyboardInterrupt):
+            click.echo("qdisk: interrupted", err=True)
+            return EXIT_INTERRUPTED
         click.echo("qdisk: aborted", err=True)
         return EXIT_FAILURE
     except InvalidInputError as error:
@@ -55,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_FAILURE
     except KeyboardInterrupt:
         click.echo("qdisk: interrupted", err=True)
-        return 130
+        return EXIT_INTERRUPTED
     except Exception as error:  # noqa: BLE001  (the last line of defence: no traceback)
         if os.environ.get("QDISK_DEBUG"):
             raise

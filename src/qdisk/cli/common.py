@@ -14,6 +14,7 @@ from qdisk.settings import Settings
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_INVALID = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
 
 pass_settings = click.make_pass_decorator(Settings, ensure=True)
 
