@@ -365,6 +365,12 @@ def format_bytes(size: int) -> str:
     return f"{size} B"
 
 
+def describe_options(options: Mapping[str, int]) -> str:
+    """QEMU cache options for people: ``l2-cache-size 4 GiB, cache-clean-interval 30 s``."""
+    return ", ".join(f"{name} {format_bytes(value) if name in _SIZE_OPTIONS else f'{value} s'}"
+                     for name, value in options.items()) or "QEMU's defaults"
+
+
 def coverage_percent(cache: EffectiveCache) -> float:
     if not cache.virtual_size:
         return 100.0

@@ -335,6 +335,5 @@ def _applied_nodes(chain: list[Node]) -> list[dict[str, Any]]:
 
 
 def _applied_message(key: str, node: Node) -> str:
-    options = _cache_of(node)
-    what = ", ".join(f"{name}={value}" for name, value in options.items()) or "QEMU's defaults"
-    return f"{key}: {node['file']['filename']}: qcow2 cache {what} applied live"
+    return (f"{key}: {node['file']['filename']}: qcow2 cache "
+            f"{cache.describe_options(_cache_of(node))} applied live")

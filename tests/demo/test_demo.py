@@ -26,7 +26,7 @@ def test_demo_runs_the_whole_flow_and_cleans_up(run_qdisk: RunQdisk, home: Path,
         assert step in out
     # The auto size reached QEMU, then the live change replaced it.
     assert "cache-size=167772160" in out
-    assert "l2-cache-size=67108864 applied live" in out
+    assert "qcow2 cache l2-cache-size 64 MiB applied live" in out
     assert "qcow2-auto/qcow2-default:" in out
     assert "VM 9100 stopped" in out
     assert not _qemu_processes_using(home)

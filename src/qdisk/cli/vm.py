@@ -8,7 +8,7 @@ import re
 import click
 
 from qdisk import storage, vm
-from qdisk.cache import format_bytes
+from qdisk.cache import describe_options, format_bytes
 from qdisk.cli.common import echo_json, pass_settings, warn
 from qdisk.qemu.command import vm_command
 from qdisk.settings import Settings
@@ -194,9 +194,7 @@ def status(settings: Settings, vmid: int, as_json: bool) -> None:
                f"{format_bytes(memory.get('VmSize', 0))}, resident {format_bytes(memory.get('VmRSS', 0))}")
     for key, disk in result.state.get("disks", {}).items():
         for node in disk.get("nodes", []):
-            cache = ", ".join(f"{name} {format_bytes(value) if name.endswith('size') else f'{value} s'}"
-                              for name, value in node.get("cache", {}).items()) or "QEMU's defaults"
-            click.echo(f"{key}: {node.get('filename')}: {cache}")
+            click.echo(f"{key}: {node.get('filename')}: {describe_options(node.get('cache', {}))}")
 
 
 @command.command(name="destroy")
