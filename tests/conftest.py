@@ -5,15 +5,23 @@ Each area (tests/<area>/) keeps its own fixtures in its own conftest.py.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from qdisk.cli import main
 
 from cli_helpers import CliResult, RunQdisk
 from qemu_helpers import qemu_img
+
+# CI runs once, on a fresh clone: the same examples every time, no example database in
+# the tree, no per-example deadline on a loaded machine. Developers keep exploring.
+settings.register_profile("ci", derandomize=True, database=None, deadline=None)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
