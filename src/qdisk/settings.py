@@ -14,7 +14,6 @@ from typing import Mapping
 # Environment variable -> default program name.
 _TOOL_ENV = {
     "qemu_img": ("QDISK_QEMU_IMG", "qemu-img"),
-    "qemu_io": ("QDISK_QEMU_IO", "qemu-io"),
     "qemu_storage_daemon": ("QDISK_QEMU_STORAGE_DAEMON", "qemu-storage-daemon"),
     "qemu_system": ("QDISK_QEMU_SYSTEM", "qemu-system-x86_64"),
     "fio": ("QDISK_FIO", "fio"),
@@ -26,7 +25,6 @@ class Tools:
     """Paths (or names looked up on PATH) of the external programs qdisk runs."""
 
     qemu_img: str = "qemu-img"
-    qemu_io: str = "qemu-io"
     qemu_storage_daemon: str = "qemu-storage-daemon"
     qemu_system: str = "qemu-system-x86_64"
     fio: str = "fio"

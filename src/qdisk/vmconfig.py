@@ -61,7 +61,7 @@ class Section:
 
 @dataclass
 class VmConfig:
-    """A whole VM config. ``pending.values`` may hold ``delete`` (see :meth:`pending_deletions`)."""
+    """A whole VM config. ``pending.values`` may hold ``delete`` (see :func:`pending_delete_flags`)."""
 
     vmid: int
     current: Section = field(default_factory=Section)
@@ -70,10 +70,6 @@ class VmConfig:
     snapshots: dict[str, Section] = field(default_factory=dict)
     # Lines dropped while parsing, as qemu-server warns about them (never printed back).
     warnings: list[str] = field(default_factory=list)
-
-    def pending_deletions(self) -> list[str]:
-        """Keys ``[PENDING]`` deletes; a leading ``!`` (forced deletion) is stripped."""
-        return list(pending_delete_flags(self))
 
     def merged(self) -> dict[str, str]:
         """The values with pending changes applied (what ``qm config`` shows), the

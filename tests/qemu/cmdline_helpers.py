@@ -6,11 +6,13 @@ from __future__ import annotations
 import json
 import shlex
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from qdisk.qemu.command import VmCommand
+from qdisk.qemu.nodes import walk
 from qdisk.settings import Settings, Tools
 
 HERE = Path(__file__).parent
@@ -90,3 +92,11 @@ def drive_set_nodes(drives: Sequence[str]) -> list[dict[str, Any]]:
     return list(qmp_stdio(argv, [NODES_QUERY])[0])
 
 
+def iter_node_names(command: VmCommand) -> Iterator[tuple[str, str]]:
+    """(drive key, node name) of every node the command creates, for checks over QMP."""
+    for key, graph in command.graphs.items():
+        if graph.top is None:
+            continue
+        nodes = walk(graph.top) if command.syntax == "blockdev" else walk(graph.top["file"])
+        for node in nodes:
+            yield key, node["node-name"]

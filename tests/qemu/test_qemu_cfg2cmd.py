@@ -24,10 +24,10 @@ import pytest
 
 from qdisk import storage
 from qdisk.drive import Drive, parse_drive
-from qdisk.qemu.command import build_command, iter_node_names, parse_version
+from qdisk.qemu.command import build_command, parse_version
 from qdisk.vmconfig import drive_items, parse_vm_config
 
-from cmdline_helpers import GOLDEN_DIR, VMID, QemuHome, drive_set_nodes, storage_daemon_nodes
+from cmdline_helpers import GOLDEN_DIR, VMID, QemuHome, drive_set_nodes, iter_node_names, storage_daemon_nodes
 
 CASES = sorted(GOLDEN_DIR.glob("*.conf"))
 

@@ -14,7 +14,7 @@ from qdisk.qemu.blockdev import drive_blockdev
 from qdisk.qemu.command import CommandError, format_command, parse_version, shell_quote
 from qdisk.qemu.nodes import format_node, reopen_options, resolve_disk, walk
 from qdisk.settings import Settings, Tools
-from qdisk.vmconfig import VmConfigError, load, parse_vm_config, print_vm_config
+from qdisk.vmconfig import VmConfigError, load, parse_vm_config, pending_delete_flags, print_vm_config
 
 from cmdline_helpers import VMID, QemuHome
 
@@ -166,7 +166,7 @@ def test_vm_config_round_trips_as_pve_writes_it() -> None:
     assert config.current.description == "My VM: the description\nsecond line"
     assert config.current.values["scsi0"] == "local:100/vm-100-disk-0.qcow2,cache=none, size=32G"
     assert config.current.values["unknownkey"] == "kept as written"
-    assert config.pending_deletions() == ["serial0", "cpu"]
+    assert pending_delete_flags(config) == {"serial0": True, "cpu": False}
     assert config.merged()["cores"] == "4"
     assert config.snapshots["snap1"].description == "snapshot description"
     assert config.special["cloudinit"].values == {"ipconfig0": "ip=dhcp"}

@@ -15,7 +15,7 @@ in ``QDISK_HOME/run``.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -26,7 +26,7 @@ from qdisk.drive import Drive, parse_drive
 from qdisk.errors import InvalidInputError
 from qdisk.qemu.blockdev import to_json
 from qdisk.qemu.drivestr import drive_string, escape
-from qdisk.qemu.nodes import DriveGraph, cache_mode, drive_graph, template_read_only, walk
+from qdisk.qemu.nodes import DriveGraph, cache_mode, drive_graph, template_read_only
 from qdisk.settings import Settings
 from qdisk.storage import StorageConfig
 from qdisk.tools import qemu_version as installed_qemu_version
@@ -451,13 +451,3 @@ def format_command(argv: list[str], *, pretty: bool = False) -> str:
         else:
             lines[-1].append(text)
     return " \\\n  ".join(" ".join(line) for line in lines)
-
-
-def iter_node_names(command: VmCommand) -> Iterator[tuple[str, str]]:
-    """(drive key, node name) of every node the command creates, for checks over QMP."""
-    for key, graph in command.graphs.items():
-        if graph.top is None:
-            continue
-        nodes = walk(graph.top) if command.syntax == "blockdev" else walk(graph.top["file"])
-        for node in nodes:
-            yield key, node["node-name"]
