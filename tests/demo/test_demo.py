@@ -22,13 +22,20 @@ def test_demo_runs_the_whole_flow_and_cleans_up(run_qdisk: RunQdisk, home: Path,
     assert result.exit_code == 0, result.stderr
     out = result.stdout
     for step in ("1. The drive language", "3. The cache plan", "5. Start the VM",
-                 "6. Change the cache while it runs", "7. Measure the gain", "8. Stop and remove"):
+                 "6. Change the cache while it runs", "7. Stop the VM", "8. Measure the gain",
+                 "9. Remove the demo VM"):
         assert step in out
     # The auto size reached QEMU, then the live change replaced it.
     assert "cache-size=167772160" in out
     assert "qcow2 cache l2-cache-size 64 MiB applied live" in out
     assert "qcow2-auto/qcow2-default:" in out
     assert "VM 9100 stopped" in out
+    # Only the deliberately wrong drive line of step 1 complains.
+    assert [line for line in result.stderr.splitlines() if line.startswith("qdisk: ")] == [
+        "qdisk: scsi0.qcow2-l2-cache-entry-size: must be a power of two",
+        "qdisk: scsi0.qcow2-cache-size-based-on-disk: qcow2-cache-size-based-on-disk is not "
+        "compatible with qcow2-l2-cache-size being set: with it, the cache size is computed "
+        "from the disk's size"]
     assert not _qemu_processes_using(home)
     assert not list((home / "qemu-server").glob("*.conf"))
     assert not list(home.glob("storage/local/images/9100/*"))
