@@ -5,12 +5,16 @@ BIN := $(VENV)/bin
 APT_PACKAGES := qemu-utils qemu-system-x86 qemu-system-common fio
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install test demo lint typecheck bench clean
+.PHONY: install system-packages test demo lint typecheck bench clean
 
-install: $(VENV)/.installed
+install: system-packages $(VENV)/.installed
+
+# QEMU and fio from Debian, and venv support for a bare Debian python3 (python3-venv).
+system-packages:
 	@missing=""; for p in $(APT_PACKAGES); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \
 	done; \
+	$(PYTHON) -c 'import ensurepip' 2>/dev/null || missing="$$missing python3-venv"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  $(SUDO) apt-get update -qq && \
