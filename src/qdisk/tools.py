@@ -1,4 +1,4 @@
-"""Running the external programs (qemu-img, qemu-io, QEMU, fio).
+"""Running the external programs (qemu-img, QEMU, fio).
 
 One small wrapper: every failure becomes a :class:`~qdisk.errors.ToolError`
 that names the program and carries QEMU's own message, never a traceback.
