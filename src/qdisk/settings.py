@@ -11,12 +11,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
-# Environment variable -> default program name.
+# Tools field -> the environment variable that overrides its default.
 _TOOL_ENV = {
-    "qemu_img": ("QDISK_QEMU_IMG", "qemu-img"),
-    "qemu_storage_daemon": ("QDISK_QEMU_STORAGE_DAEMON", "qemu-storage-daemon"),
-    "qemu_system": ("QDISK_QEMU_SYSTEM", "qemu-system-x86_64"),
-    "fio": ("QDISK_FIO", "fio"),
+    "qemu_img": "QDISK_QEMU_IMG",
+    "qemu_storage_daemon": "QDISK_QEMU_STORAGE_DAEMON",
+    "qemu_system": "QDISK_QEMU_SYSTEM",
+    "fio": "QDISK_FIO",
 }
 
 
@@ -32,7 +32,8 @@ class Tools:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Tools:
         env = os.environ if environ is None else environ
-        return cls(**{name: env.get(var, default) for name, (var, default) in _TOOL_ENV.items()})
+        # A variable that is not set leaves the field's default.
+        return cls(**{name: env[var] for name, var in _TOOL_ENV.items() if var in env})
 
 
 def default_home(environ: Mapping[str, str] | None = None) -> Path:
