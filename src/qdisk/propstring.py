@@ -156,8 +156,10 @@ def format_size(size: int) -> str:
 # --- string formats -----------------------------------------------------------------
 
 _URL_ENCODED_RE = re.compile(r"[-%a-zA-Z0-9_.!~*'()]*")
-# pve-common's $CONFIGID_RE: a storage id has at least two characters.
-_VOLUME_ID_RE = re.compile(r"[a-z][a-z0-9\-_.]*[a-z0-9]:.+", re.IGNORECASE | re.ASCII | re.DOTALL)
+# pve-common's $CONFIGID_RE (case-insensitive, ASCII): a storage id has at least two
+# characters. Also what qdisk.storage parses storage ids, volume ids and allocations with.
+STORAGE_ID_PATTERN = r"[a-z][a-z0-9\-_.]*[a-z0-9]"
+_VOLUME_ID_RE = re.compile(rf"{STORAGE_ID_PATTERN}:.+", re.IGNORECASE | re.ASCII | re.DOTALL)
 
 
 def _check_url_encoded(text: str) -> str | None:

@@ -24,11 +24,12 @@ from types import MappingProxyType
 
 from qdisk.errors import InvalidInputError
 from qdisk.fileio import atomic_write
+from qdisk.propstring import STORAGE_ID_PATTERN
 from qdisk.settings import Settings
 
 # PVE's storage id (pve-storage-id) and volume id (parse_volume_id).
-_STORAGE_ID_RE = re.compile(r"[a-z][a-z0-9\-_.]*[a-z0-9]", re.IGNORECASE | re.ASCII)
-_VOLUME_ID_RE = re.compile(r"([a-z][a-z0-9\-_.]*[a-z0-9]):(.+)", re.IGNORECASE | re.ASCII | re.DOTALL)
+_STORAGE_ID_RE = re.compile(STORAGE_ID_PATTERN, re.IGNORECASE | re.ASCII)
+_VOLUME_ID_RE = re.compile(rf"({STORAGE_ID_PATTERN}):(.+)", re.IGNORECASE | re.ASCII | re.DOTALL)
 _SECTION_RE = re.compile(r"([a-z][a-z0-9]*):\s*(\S+)\s*", re.ASCII)
 _OPTION_RE = re.compile(r"\s+(\S+)(?:\s+(.*?))?\s*", re.ASCII)
 # PVE::Storage::Plugin::parse_volname / parse_name_dir (whitespace is never part of a name).
@@ -215,8 +216,7 @@ def resolve(config: StorageConfig, volid: str) -> Volume:
 DEFAULT_STORAGE_ID = "local"
 DEFAULT_STORAGE_CONTENT = "images,iso"
 # qemu-server's allocation syntax of a drive's file: STORAGE:SIZE_IN_GiB (parse_drive's caller).
-_ALLOCATION_RE = re.compile(r"([a-z][a-z0-9\-_.]*[a-z0-9]):(\d+(?:\.\d+)?)",
-                            re.IGNORECASE | re.ASCII)
+_ALLOCATION_RE = re.compile(rf"({STORAGE_ID_PATTERN}):(\d+(?:\.\d+)?)", re.IGNORECASE | re.ASCII)
 # The formats the directory plugin can allocate (its default is raw).
 ALLOCATABLE_FORMATS = ("raw", "qcow2", "vmdk")
 DEFAULT_ALLOCATION_FORMAT = "raw"
