@@ -24,7 +24,7 @@ from types import MappingProxyType
 
 from qdisk.errors import InvalidInputError
 from qdisk.fileio import atomic_write
-from qdisk.propstring import STORAGE_ID_PATTERN
+from qdisk.propstring import STORAGE_ID_PATTERN, parse_boolean
 from qdisk.settings import Settings
 
 # PVE's storage id (pve-storage-id) and volume id (parse_volume_id).
@@ -68,7 +68,7 @@ class Storage:
 
     @property
     def disabled(self) -> bool:
-        return self.options.get("disable", "0").lower() in ("1", "on", "yes", "true")
+        return parse_boolean(self.options.get("disable", "0")) is True
 
     def allows(self, content: str) -> bool:
         return content in self.content
