@@ -157,7 +157,7 @@ def _section_header(config: VmConfig, line: str) -> tuple[str, Section] | None:
 
 def print_vm_config(config: VmConfig) -> str:
     text = _print_section(config.current)
-    if config.pending.values or config.pending.description is not None:
+    if has_pending(config):
         text += "\n[PENDING]\n" + _print_section(config.pending)
     for name in sorted(config.special):
         text += f"\n[special:{name}]\n" + _print_section(config.special[name])
@@ -204,7 +204,8 @@ def config_lock(settings: Settings, vmid: int) -> Iterator[None]:
 
 
 def save(settings: Settings, config: VmConfig) -> None:
-    """Write the config atomically (old or new file, never a torn one); hold its lock."""
+    """Write the config atomically (old or new file, never a torn one). The caller holds
+    :func:`config_lock` across its read, change and this write."""
     atomic_write(config_path(settings, config.vmid), print_vm_config(config))
 
 
