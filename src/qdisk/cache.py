@@ -128,12 +128,15 @@ def _round_up(value: int, multiple: int) -> int:
     return -(-value // multiple) * multiple
 
 
+def _qemu_virtual_size(image: ImageInfo) -> int:
+    """The virtual size as QEMU sees it: in whole sectors (bs->total_sectors)."""
+    return image.virtual_size // SECTOR_SIZE * SECTOR_SIZE
+
+
 def needed_l2_cache_size(image: ImageInfo) -> int:
     """Bytes of L2 cache that map the whole image, as QEMU computes it."""
     cluster_size = _require_qcow2(image)
-    # QEMU sees the virtual size in whole sectors (bs->total_sectors).
-    virtual_size = image.virtual_size // SECTOR_SIZE * SECTOR_SIZE
-    clusters = -(-virtual_size // cluster_size)
+    clusters = -(-_qemu_virtual_size(image) // cluster_size)
     return _round_up(clusters * image.l2_entry_bytes, cluster_size)
 
 
@@ -238,7 +241,7 @@ def effective_cache(image: ImageInfo, options: CacheOptions, *,
     if not 0 <= interval <= UINT_MAX:
         raise refuse("Cache clean interval too big")
     return EffectiveCache(
-        virtual_size=image.virtual_size // SECTOR_SIZE * SECTOR_SIZE,
+        virtual_size=_qemu_virtual_size(image),
         cluster_size=cluster_size,
         needed_l2_cache_size=needed_l2,
         l2_entry_bytes=image.l2_entry_bytes,
