@@ -27,6 +27,7 @@ class ToolError(QdiskError):
                  stderr: str = "") -> None:
         super().__init__(f"{tool}: {message}")
         self.tool = tool
+        self.message = message
         self.returncode = returncode
         self.stderr = stderr
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from qdisk.errors import InvalidInputError, ToolError
 from qdisk.settings import Tools
-from qdisk.tools import last_message, run
+from qdisk.tools import run
 
 QCOW2_MAGIC = b"QFI\xfb"
 # QEMU's MIN_CLUSTER_BITS / MAX_CLUSTER_BITS (block/qcow2.h).
@@ -530,9 +530,8 @@ def _qemu_img_info(filename: str, format: str | None, tools: Tools | None) -> Im
     except ToolError as error:
         if error.returncode is None:
             raise
-        # QEMU's message is its first line; hints may follow it.
-        lines = error.stderr.strip().splitlines() or [str(error)]
-        raise ImageError(filename, f"qemu-img info failed: {last_message(lines[0])}") from None
+        # qemu-img ran and refused the image: a problem of the input, in QEMU's words.
+        raise ImageError(filename, f"qemu-img info failed: {error.message}") from None
     try:
         info = json.loads(output)
     except ValueError:
