@@ -10,7 +10,8 @@ import click
 from qdisk.errors import InvalidInputError
 from qdisk.settings import Settings
 
-# The exit codes; only qdisk.cli.main and ctx.exit() calls for --json errors use them.
+# The exit codes. qdisk.cli.main maps exceptions to them; a command calls ctx.exit() with
+# one only after printing the error itself (--json errors, drive parse's problem lines).
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_INVALID = 2
