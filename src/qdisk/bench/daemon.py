@@ -13,7 +13,7 @@ from typing import Any
 
 from qdisk.errors import ToolError
 from qdisk.qemu.blockdev import to_json
-from qdisk.tools import last_message
+from qdisk.tools import last_message, process_memory
 
 log = logging.getLogger(__name__)
 
@@ -100,11 +100,10 @@ class StorageDaemon:
 
     def rss_bytes(self) -> int:
         """The daemon's resident memory (VmRSS)."""
-        status = Path(f"/proc/{self.pid}/status").read_text()
-        for line in status.splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-        raise ToolError(self.program, "no VmRSS in /proc status")
+        rss = process_memory(self.pid).get("VmRSS")
+        if rss is None:
+            raise ToolError(self.program, "no VmRSS in /proc status")
+        return rss
 
     def stop(self) -> None:
         """Terminate the daemon (kill it if it lingers) and reap it; idempotent."""
