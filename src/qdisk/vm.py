@@ -581,11 +581,16 @@ def running_pid(settings: Settings, vmid: int) -> int | None:
 
 @dataclass(frozen=True)
 class VmStatus:
+    """A VM's QEMU pid (None: stopped), its QMP socket and the state applied to it."""
+
     vmid: int
-    running: bool
     pid: int | None
     qmp: Path
     state: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def running(self) -> bool:
+        return self.pid is not None
 
     @property
     def status(self) -> str:
@@ -614,8 +619,8 @@ def status(settings: Settings, vmid: int, *, clean_up: bool = True) -> VmStatus:
                 # A start may have run meanwhile: look again under the lock.
                 if running_pid(settings, vmid) is None:
                     _remove_run_files(settings, vmid)
-        return VmStatus(vmid, False, None, live.qmp_socket_path(settings, vmid))
-    return VmStatus(vmid, True, pid, live.qmp_socket_path(settings, vmid),
+        return VmStatus(vmid, None, live.qmp_socket_path(settings, vmid))
+    return VmStatus(vmid, pid, live.qmp_socket_path(settings, vmid),
                     live.read_state(settings, vmid) or {})
 
 
