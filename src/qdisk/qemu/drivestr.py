@@ -19,7 +19,6 @@ from collections.abc import Iterator
 from typing import Any
 
 from qdisk.qemu.nodes import (
-    QCOW2_OPTION_ORDER,
     DriveGraph,
     Node,
     aio_mode,
@@ -30,6 +29,9 @@ from qdisk.qemu.nodes import (
 
 # Drive keys qemu-server copies as they are, in this order.
 _PLAIN_OPTIONS = ("media", "cache", "rerror", "werror", "discard")
+# The order the seed appends the qcow2 options to a -drive string.
+_QCOW2_OPTION_ORDER = ("cache-size", "l2-cache-size", "l2-cache-entry-size", "refcount-cache-size",
+                       "cache-clean-interval")
 
 
 def escape(value: str) -> str:
@@ -67,7 +69,7 @@ def _drive_options(graph: DriveGraph, template_read_only: bool) -> Iterator[str]
         yield f"detect-zeroes={detect_zeroes(drive)}"
     node = graph.format_node
     if node is not None:
-        yield from (f"{name}={node[name]}" for name in QCOW2_OPTION_ORDER if name in node)
+        yield from (f"{name}={node[name]}" for name in _QCOW2_OPTION_ORDER if name in node)
         yield f"node-name={node['node-name']}"
         yield f"file.node-name={node['file']['node-name']}"
         if "backing" in node:

@@ -48,9 +48,6 @@ Node = dict[str, Any]
 
 # qemu-server's get_cdrom_path (the first of its candidates).
 HOST_CDROM = "/dev/cdrom"
-# The order the seed appends the qcow2 options to a -drive string.
-QCOW2_OPTION_ORDER = ("cache-size", "l2-cache-size", "l2-cache-entry-size", "refcount-cache-size",
-                      "cache-clean-interval")
 MIB = 1024 * 1024
 # Buses whose devices have no read-only property (qemu-server's drive_is_read_only).
 _NO_READ_ONLY_BUSES = ("ide", "sata")
