@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from qdisk.bench.runner import SweepReport
+from qdisk.cache import MIB
 from qdisk.errors import InvalidInputError
 
-MIB = 1 << 20
 FORMATS = (".png", ".svg")
 
 

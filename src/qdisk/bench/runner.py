@@ -17,6 +17,7 @@ from qdisk.bench import variants as v
 from qdisk.bench.daemon import EXPORT_NAME, StorageDaemon
 from qdisk.bench.fio import FioResult, fio_version, run_fio
 from qdisk.bench.stats import Summary, ratios, summarize
+from qdisk.cache import MIB
 from qdisk.errors import InvalidInputError
 from qdisk.settings import Settings
 
@@ -206,8 +207,8 @@ class SweepReport:
 
 def sweep_sizes(l2_needed: int) -> list[int]:
     """L2 cache sizes in MiB (the drive option's unit) for each sweep fraction, distinct, ascending."""
-    full_mib = math.ceil(l2_needed / v.MIB)
-    return sorted({min(full_mib, max(1, math.ceil(l2_needed * f / v.MIB))) for f in SWEEP_FRACTIONS})
+    full_mib = math.ceil(l2_needed / MIB)
+    return sorted({min(full_mib, max(1, math.ceil(l2_needed * f / MIB))) for f in SWEEP_FRACTIONS})
 
 
 def run_sweep(settings: Settings, *, image: Path | None = None, size: int = DEFAULT_SIZE,
@@ -229,7 +230,7 @@ def run_sweep(settings: Settings, *, image: Path | None = None, size: int = DEFA
         summaries = run_rounds(raw_variants + sweep_variants, settings, runtime=runtime, rounds=rounds,
                                workdir=workdir, progress=progress)
     return SweepReport(
-        points=[SweepPoint(mib * v.MIB, entry, min(1.0, mib * v.MIB / geometry.l2_needed), summaries[variant.name])
+        points=[SweepPoint(mib * MIB, entry, min(1.0, mib * MIB / geometry.l2_needed), summaries[variant.name])
                 for (mib, entry), variant in zip(points, sweep_variants)],
         l2_needed_bytes=geometry.l2_needed,
         default_l2_bytes=geometry.default_l2,

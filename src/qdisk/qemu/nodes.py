@@ -48,7 +48,6 @@ Node = dict[str, Any]
 
 # qemu-server's get_cdrom_path (the first of its candidates).
 HOST_CDROM = "/dev/cdrom"
-MIB = 1024 * 1024
 # Buses whose devices have no read-only property (qemu-server's drive_is_read_only).
 _NO_READ_ONLY_BUSES = ("ide", "sata")
 
@@ -113,7 +112,7 @@ def _throttle_table() -> tuple[ThrottleLimit, ...]:
     bandwidth, its burst, burst length, then the same for operations."""
     limits = []
     for suffix, name in (("", "-total"), ("_rd", "-read"), ("_wr", "-write")):
-        for unit, drive_unit, factor in (("bps", "mbps", MIB), ("iops", "iops", 1)):
+        for unit, drive_unit, factor in (("bps", "mbps", cache.MIB), ("iops", "iops", 1)):
             limits += [
                 ThrottleLimit(f"{drive_unit}{suffix}", f"{unit}{name}", f"{unit}{suffix}", factor),
                 ThrottleLimit(f"{drive_unit}{suffix}_max", f"{unit}{name}-max",
