@@ -107,10 +107,6 @@ def state_path(settings: Settings, vmid: int) -> Path:
     return RunFiles.of(settings, vmid).state
 
 
-def qmp_socket_path(settings: Settings, vmid: int) -> Path:
-    return RunFiles.of(settings, vmid).qmp
-
-
 def read_state(settings: Settings, vmid: int) -> dict[str, Any] | None:
     """VM ``vmid``'s state file; None when it is missing, unreadable or not qdisk's."""
     try:
@@ -184,7 +180,7 @@ def _apply(settings: Settings, vmid: int, old: Drive, new: Drive, disk: Disk, *,
         raise _NotLive(f"{new.key}: no readable record of how the VM was started "
                        f"({state_path(settings, vmid)}): the change takes effect at the next start")
     syntax: Syntax = state["syntax"]
-    with QmpConnection(qmp_socket_path(settings, vmid)) as qmp:
+    with QmpConnection(RunFiles.of(settings, vmid).qmp) as qmp:
         plan = None
         if cache_changed:
             applied = state["disks"].get(new.key, {}).get("nodes", [])

@@ -532,14 +532,6 @@ def pending_items(settings: Settings, vmid: int) -> list[dict[str, Any]]:
 # --- run files and process state -----------------------------------------------------------
 
 
-def pid_path(settings: Settings, vmid: int) -> Path:
-    return RunFiles.of(settings, vmid).pid
-
-
-def log_path(settings: Settings, vmid: int) -> Path:
-    return RunFiles.of(settings, vmid).log
-
-
 def _run_files(settings: Settings, vmid: int) -> list[Path]:
     """The files of a running VM (the log stays until destroy: it explains a failure)."""
     files = RunFiles.of(settings, vmid)
@@ -566,7 +558,7 @@ def running_pid(settings: Settings, vmid: int) -> int | None:
     """The pid of VM ``vmid``'s QEMU, if its pid file names a live QEMU with this VM's QMP
     socket (a stale pid file, or a pid reused by another process, is not running)."""
     try:
-        pid = int(pid_path(settings, vmid).read_text().strip())
+        pid = int(RunFiles.of(settings, vmid).pid.read_text().strip())
     except (OSError, ValueError):
         return None
     if not process_alive(pid):
@@ -575,7 +567,7 @@ def running_pid(settings: Settings, vmid: int) -> int | None:
         argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
     except OSError:
         return None
-    socket = f"path={escape(str(live.qmp_socket_path(settings, vmid)))},"
+    socket = f"path={escape(str(RunFiles.of(settings, vmid).qmp))},"
     return pid if any(socket in argument for argument in argv) else None
 
 
@@ -619,8 +611,8 @@ def status(settings: Settings, vmid: int, *, clean_up: bool = True) -> VmStatus:
                 # A start may have run meanwhile: look again under the lock.
                 if running_pid(settings, vmid) is None:
                     _remove_run_files(settings, vmid)
-        return VmStatus(vmid, None, live.qmp_socket_path(settings, vmid))
-    return VmStatus(vmid, pid, live.qmp_socket_path(settings, vmid),
+        return VmStatus(vmid, None, RunFiles.of(settings, vmid).qmp)
+    return VmStatus(vmid, pid, RunFiles.of(settings, vmid).qmp,
                     live.read_state(settings, vmid) or {})
 
 
@@ -705,7 +697,7 @@ def start(settings: Settings, vmid: int, *, syntax: Syntax | None = None,
 
 def _run_daemon(settings: Settings, vmid: int, argv: list[str]) -> int:
     """Run QEMU with ``-daemonize``: its parent exits once the VM is set up. Returns the pid."""
-    log_file_path = log_path(settings, vmid)
+    log_file_path = RunFiles.of(settings, vmid).log
     log_file_path.parent.mkdir(parents=True, exist_ok=True)
     log.debug("starting VM %d: %s", vmid, " ".join(argv))
     # stderr to a file, not a pipe: the daemon inherits it, and a pipe would stay open.
@@ -775,7 +767,7 @@ def stop(settings: Settings, vmid: int, *, timeout: float = DEFAULT_STOP_TIMEOUT
         # One deadline: a monitor that hangs does not double the time to the kill.
         deadline = time.monotonic() + timeout
         try:
-            socket = live.qmp_socket_path(settings, vmid)
+            socket = RunFiles.of(settings, vmid).qmp
             with QmpConnection(socket, timeout=max(timeout, 1.0)) as qmp:
                 qmp.execute("quit")
         except QmpError as error:
@@ -809,7 +801,7 @@ def destroy(settings: Settings, vmid: int) -> list[Path]:
         images = [path for path in images if path.exists()]
         _remove_images(images)
         _remove_run_files(settings, vmid)
-        log_path(settings, vmid).unlink(missing_ok=True)
+        RunFiles.of(settings, vmid).log.unlink(missing_ok=True)
         vmconfig.config_path(settings, vmid).unlink()
         lock.unlink(missing_ok=True)
     return images
