@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import unquote
 
-from qdisk import storage, vmconfig
+from qdisk import propstring, storage, vmconfig
 from qdisk.drive import Drive, parse_drive
 from qdisk.errors import InvalidInputError
 from qdisk.qemu.blockdev import to_json
@@ -370,7 +370,8 @@ def _optional(drive: Drive, name: str, *, url_encoded: bool = False) -> str:
 
 
 def _truthy(text: str) -> bool:
-    return text.strip().lower() in ("1", "on", "yes", "true")
+    """A boolean config value; anything but a true one (``1``, ``on``, ...) is false."""
+    return propstring.parse_boolean(text.strip()) is True
 
 
 def _integer(values: dict[str, str], key: str, default: int) -> int:
