@@ -64,13 +64,11 @@ class CommandError(InvalidInputError):
 
 @dataclass(frozen=True)
 class VmCommand:
-    """A VM's QEMU command (``argv``), the syntax and machine version it was built for,
-    the graph of every drive (for live changes) and the warnings for the user.
-    ``machine_version`` is None when a forced syntax made asking QEMU unnecessary."""
+    """A VM's QEMU command (``argv``), the syntax it was built for, the graph of every
+    drive (for live changes) and the warnings for the user."""
 
     argv: list[str]
     syntax: Syntax
-    machine_version: Version | None
     graphs: dict[str, DriveGraph] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()
 
@@ -142,7 +140,7 @@ def build_command(config: VmConfig, storage_config: StorageConfig, settings: Set
                                 and version[:2] >= BLOCKDEV_MIN_VERSION else "drive")
     builder = _Builder(config, storage_config, settings, machine, chosen)
     argv = builder.argv(accel)
-    return VmCommand(argv, chosen, version, builder.graphs, tuple(builder.warnings))
+    return VmCommand(argv, chosen, builder.graphs, tuple(builder.warnings))
 
 
 def _machine_type(text: str | None) -> str:
