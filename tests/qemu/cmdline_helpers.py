@@ -12,13 +12,21 @@ from pathlib import Path
 from typing import Any
 
 from qdisk.qemu.command import VmCommand
-from qdisk.qemu.nodes import walk
+from qdisk.qemu.nodes import Node
 from qdisk.settings import Settings, Tools
 
 HERE = Path(__file__).parent
 GOLDEN_DIR = HERE / "cfg2cmd"
 VMID = 8006
 QEMU_TIMEOUT = 60
+
+
+def walk(node: Node) -> Iterator[Node]:
+    """The node and every node below it (file, then backing), depth first."""
+    yield node
+    for child in ("file", "backing"):
+        if isinstance(node.get(child), dict):
+            yield from walk(node[child])
 
 
 @dataclass(frozen=True)

@@ -17,10 +17,10 @@ from qdisk.drive import parse_drive
 from qdisk.qemu.blockdev import to_json
 from qdisk.qemu.command import Syntax, build_command, format_command, parse_version, run_dir
 from qdisk.qemu.drivestr import drive_string
-from qdisk.qemu.nodes import drive_graph, walk
+from qdisk.qemu.nodes import drive_graph
 from qdisk.vmconfig import parse_vm_config
 
-from cmdline_helpers import VMID, QemuHome, drive_set_nodes, iter_node_names, storage_daemon_nodes
+from cmdline_helpers import VMID, QemuHome, drive_set_nodes, iter_node_names, storage_daemon_nodes, walk
 
 pytestmark = pytest.mark.qemu
 

@@ -33,7 +33,7 @@ sizes apply to the top image only).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -260,7 +260,7 @@ def format_node(disk: Disk, *, tools: Tools | None = None,
                 explicit_backing: bool = False) -> Node:
     """The format node's complete options, children nested (file node, explicit backing
     nodes): the node ``-blockdev`` opens. For ``blockdev-reopen`` send
-    :func:`reopen_options` of it (and of each backing node in :func:`walk`).
+    :func:`reopen_options` of it (and of each explicit backing node below it).
 
     ``explicit_backing`` builds the backing nodes also when the drive does not size its
     cache from the image, with QEMU's default cache (what opening the chain from the
@@ -358,15 +358,7 @@ def _asks_for_something(value: object) -> bool:
     return value is not None and value is not False
 
 
-# --- walking and reopening ------------------------------------------------------------
-
-
-def walk(node: Node) -> Iterator[Node]:
-    """The node and every node below it (file, then backing), depth first."""
-    yield node
-    for child in ("file", "backing"):
-        if isinstance(node.get(child), dict):
-            yield from walk(node[child])
+# --- reopening ------------------------------------------------------------------------
 
 
 def reopen_options(node: Node) -> Node:
