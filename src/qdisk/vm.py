@@ -27,18 +27,19 @@ import signal
 import subprocess
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from qdisk import live, propstring, storage, vmconfig
+from qdisk import live, processes, propstring, storage, vmconfig
 from qdisk.cache import check_drive_cache
 from qdisk.drive import Drive, is_drive_key, make_drive, parse_drive, print_drive
-from qdisk.errors import DriveError, InvalidInputError, Problem, QdiskError
+from qdisk.errors import DriveError, InvalidInputError, Problem, QdiskError, ToolError
+from qdisk.fileio import atomic_write
 from qdisk.image import create_image, read_image
 from qdisk.propstring import Property, Schema
 from qdisk.qemu.command import RunFiles, Syntax, build_command
-from qdisk.qemu.drivestr import escape
 from qdisk.qemu.nodes import resolve_disk
 from qdisk.qemu.qmp import QmpCommandError, QmpConnection, QmpError
 from qdisk.settings import Settings
@@ -182,7 +183,7 @@ def _drive_files(sections: Iterable[Section]) -> Iterator[tuple[str, str]]:
 
 def _volnames_on(config: VmConfig, storage_id: str) -> Iterator[str]:
     """Volume names on ``storage_id`` the config already names (so no new disk takes them)."""
-    for _, file in _drive_files((config.current, config.pending, *config.snapshots.values())):
+    for _, file in _drive_files(_all_sections(config)):
         parsed = storage.parse_volume_id(file)
         if parsed is not None and parsed[0] == storage_id:
             yield parsed[1].rsplit("/", 1)[-1]
@@ -208,26 +209,51 @@ def _allocated(settings: Settings, config: VmConfig, drive: Drive,
                                         taken=_volnames_on(config, target.id))
     path = target.path / "images" / volname
     path.parent.mkdir(parents=True, exist_ok=True)
-    image = create_image(settings.tools, path, fmt, allocation.size)
+    # Journaled before qemu-img runs: a command killed from here on leaves a record the
+    # next command on this VM cleans up (:func:`_recover`), and a failed qemu-img leaves
+    # nothing behind that would shift the next disk number.
     created.append(path)
+    _journal(settings, config.vmid, created)
+    try:
+        image = create_image(settings.tools, path, fmt, allocation.size)
+    except ToolError as error:
+        raise VmError(f"VM {config.vmid}: {drive.key}: no new image on storage '{target.id}': "
+                      f"{error}") from error
     log.info("%s: created %s (%d bytes)", drive.key, path, image.virtual_size)
     values = {name: value for name, value in drive.values.items() if name != "format"}
     values.update(file=f"{target.id}:{volname}", size=image.virtual_size)
     return make_drive(drive.key, values).drive
 
 
-def _check_image(drive: Drive, storage_config: StorageConfig) -> None:
+def _check_image(drive: Drive, storage_config: StorageConfig) -> list[str]:
     """The drive's rules that need its volume: the storage resolves it, and the cache keys
-    fit the qcow2 image (entry size within the cluster size, ...) when it exists."""
+    fit the qcow2 image (entry size within the cluster size, ...) when it exists. Returns
+    warnings (a qcow2 image the drive will pass as raw)."""
     if drive.interface == "unused":
         storage.resolve(storage_config, drive.file)
-        return
+        return []
     disk = resolve_disk(drive, storage_config)
-    if disk.format != "qcow2" or disk.path is None or not Path(disk.path).is_file():
-        return
-    problems = check_drive_cache(drive, read_image(disk.path, format="qcow2"))
-    if problems:
-        raise DriveError(drive.key, problems)
+    if disk.path is None or not Path(disk.path).exists() or Path(disk.path).is_dir():
+        return []
+    if disk.format == "qcow2":
+        problems = check_drive_cache(drive, read_image(disk.path, format="qcow2"))
+        if problems:
+            raise DriveError(drive.key, problems)
+        return []
+    if drive.get("format") is None and disk.volume is not None and disk.volume.format is None \
+            and _probed_qcow2(disk.path):
+        # qemu-server's rule for a path without format=: QEMU opens it raw, never probing.
+        return [f"{drive.key}: '{drive.file}' is a qcow2 image, but without format=qcow2 it is "
+                f"passed to QEMU as raw: the guest sees the qcow2 file's bytes and the qcow2-* "
+                f"options have no effect (add format=qcow2 if the guest should see the disk)"]
+    return []
+
+
+def _probed_qcow2(path: str) -> bool:
+    try:
+        return read_image(path).is_qcow2
+    except InvalidInputError:
+        return False  # not a readable image: the guest gets the bytes, as it asked
 
 
 def _problem_lines(key: str, error: InvalidInputError) -> list[str]:
@@ -285,7 +311,7 @@ def _prepare(settings: Settings, config: VmConfig, changes: Mapping[str, str],
     for drive in drives:
         try:
             drive = _allocated(settings, config, drive, storage_config, created)
-            _check_image(drive, storage_config)
+            prepared.warnings += _check_image(drive, storage_config)
         except InvalidInputError as error:
             problems.extend(_problem_lines(drive.key, error))
             continue
@@ -302,6 +328,70 @@ def _remove_images(paths: Iterable[Path]) -> None:
         log.info("removed %s", path)
         if path.parent.is_dir() and not any(path.parent.iterdir()):
             path.parent.rmdir()
+
+
+# --- crash safety: what a killed command leaves, the next one removes ----------------------
+
+
+def _journal_path(settings: Settings, vmid: int) -> Path:
+    """Images a command of VM ``vmid`` is creating, until its config names them."""
+    return vmconfig.lock_path(settings, vmid).with_suffix(".alloc")
+
+
+def _journal(settings: Settings, vmid: int, paths: Sequence[Path]) -> None:
+    atomic_write(_journal_path(settings, vmid), "".join(f"{path}\n" for path in paths))
+
+
+def _end_journal(settings: Settings, vmid: int) -> None:
+    _journal_path(settings, vmid).unlink(missing_ok=True)
+
+
+def _recover(settings: Settings, vmid: int) -> None:
+    """Undo what a command on VM ``vmid`` killed half-way left (the caller holds the VM's
+    lock, so no command is still at work): images it created that the config does not
+    name, and the temporary files of interrupted atomic writes."""
+    journal = _journal_path(settings, vmid)
+    if journal.exists():
+        listed = [Path(line) for line in journal.read_text(encoding="utf-8").splitlines() if line]
+        named = _named_image_paths(settings, vmid)
+        orphans = [path for path in listed
+                   if not any(processes.same_path(path, other) for other in named)]
+        if orphans:
+            log.warning("VM %d: removing images of an interrupted command: %s", vmid,
+                        ", ".join(map(str, orphans)))
+        _remove_images(orphans)
+        journal.unlink()
+    for path in (vmconfig.config_path(settings, vmid), RunFiles.of(settings, vmid).state, journal):
+        for leftover in path.parent.glob(f".{path.name}.*.tmp"):
+            leftover.unlink(missing_ok=True)
+
+
+def _named_image_paths(settings: Settings, vmid: int) -> list[Path]:
+    """The host paths of every volume VM ``vmid``'s config names (none without a config)."""
+    try:
+        config = vmconfig.load(settings, vmid)
+    except QdiskError:
+        return []
+    storage_config = storage.load(settings)
+    paths = []
+    for _, file in _drive_files(_all_sections(config)):
+        try:
+            paths.append(Path(storage.resolve(storage_config, file).path))
+        except InvalidInputError:
+            continue
+    return paths
+
+
+def _all_sections(config: VmConfig) -> tuple[Section, ...]:
+    return (config.current, config.pending, *config.snapshots.values())
+
+
+@contextmanager
+def _locked(settings: Settings, vmid: int) -> Iterator[None]:
+    """VM ``vmid``'s lock, with what an interrupted command left cleaned up first."""
+    with config_lock(settings, vmid):
+        _recover(settings, vmid)
+        yield
 
 
 # --- results -------------------------------------------------------------------------------
@@ -327,61 +417,67 @@ class ChangeResult:
 def create(settings: Settings, vmid: int, options: Mapping[str, str]) -> ChangeResult:
     """Create VM ``vmid``'s config from ``options`` (``qm create``); refuses an existing VM."""
     path = vmconfig.config_path(settings, vmid)
-    created: list[Path] = []
-    with config_lock(settings, vmid):
+    with _locked(settings, vmid):
         if path.exists():
             raise VmRefusedError(f"VM {vmid}: configuration file '{path}' already exists")
         config = VmConfig(vmid)
-        try:
+        with _allocating(settings, vmid) as created:
             prepared = _prepare(settings, config, options, (), storage.load(settings), created)
             for key, value in prepared.values.items():
                 set_value(config.current, key, value)
             vmconfig.save(settings, config)
-        except BaseException:
-            _remove_images(created)
-            raise
     return ChangeResult(applied=tuple(prepared.values), warnings=tuple(prepared.warnings))
+
+
+@contextmanager
+def _allocating(settings: Settings, vmid: int) -> Iterator[list[Path]]:
+    """The list a change appends the images it creates to: removed again if the change
+    fails, kept once the block ends (the config names them by then)."""
+    created: list[Path] = []
+    try:
+        yield created
+    except BaseException:
+        _remove_images(created)
+        raise
+    finally:
+        _end_journal(settings, vmid)
 
 
 def set_options(settings: Settings, vmid: int, changes: Mapping[str, str],
                 deletes: Sequence[str] = ()) -> ChangeResult:
     """Change VM ``vmid``'s config (``qm set``): everything is checked first; then each
     change becomes pending and is applied as far as the VM's state allows."""
-    created: list[Path] = []
-    with config_lock(settings, vmid):
+    with _locked(settings, vmid):
         config = vmconfig.load(settings, vmid)
+        check_pending(settings, config, replaced=(*changes, *deletes))
         storage_config = storage.load(settings)
-        try:
+        with _allocating(settings, vmid) as created:
             prepared = _prepare(settings, config, changes, deletes, storage_config, created)
-            warnings = list(prepared.warnings)
+            messages = _Messages(warnings=list(prepared.warnings))
             for key, value in prepared.values.items():
                 set_pending(config, key, value)
             for key in prepared.deletes:
                 if key.startswith("unused"):
-                    warnings += _drop_unused_now(config, key, storage_config)
+                    messages.add(_drop_unused_now(config, key, storage_config))
                 else:
                     add_pending_delete(config, key)
             running = running_pid(settings, vmid) is not None
             if not running:
-                warnings += _apply_pending(config, storage_config)
+                messages.add(_apply_pending(config, storage_config))
             # A running VM's changes are saved pending first, as qemu-server does: a crash
             # during a live change loses nothing. A stopped VM's config is written once.
             vmconfig.save(settings, config)
-        except BaseException:
-            _remove_images(created)
-            raise
         refused: list[str] = []
         failed: list[str] = []
-        notes: list[str] = []
         if running:
-            _hotplug_pending(settings, config, storage_config, refused, failed, notes)
+            _hotplug_pending(settings, config, storage_config, refused, failed, messages.notes)
             vmconfig.save(settings, config)
     changed = [*prepared.values, *prepared.deletes]
     pending_now = set(section_values(config.pending)) | set(pending_delete_flags(config))
     return ChangeResult(applied=tuple(key for key in changed if key not in pending_now),
                         pending=tuple(key for key in changed if key in pending_now),
-                        refused=tuple(refused), failed=tuple(failed), warnings=tuple(warnings),
-                        notes=tuple(notes))
+                        refused=tuple(refused), failed=tuple(failed),
+                        warnings=tuple(messages.warnings), notes=tuple(messages.notes))
 
 
 def _drive_file(key: str, text: str) -> str | None:
@@ -409,20 +505,32 @@ def _left_volume(config: VmConfig, key: str, text: str) -> str | None:
     return drive.file
 
 
-def _free_volume(volid: str, storage_config: StorageConfig) -> list[str]:
+@dataclass
+class _Messages:
+    """What a change tells the user: ``notes`` on stdout, ``warnings`` on stderr."""
+
+    notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def add(self, other: _Messages) -> None:
+        self.notes += other.notes
+        self.warnings += other.warnings
+
+
+def _free_volume(key: str, volid: str, storage_config: StorageConfig) -> _Messages:
     try:
         path = Path(storage.resolve(storage_config, volid).path)
     except InvalidInputError as error:
-        return [f"{volid}: volume not removed: {error}"]
+        return _Messages(warnings=[f"{volid}: volume not removed: {error}"])
     _remove_images([path])
-    return []
+    return _Messages(notes=[f"{key}: removed volume {volid} ({path})"])
 
 
-def _drop_unused_now(config: VmConfig, key: str, storage_config: StorageConfig) -> list[str]:
+def _drop_unused_now(config: VmConfig, key: str, storage_config: StorageConfig) -> _Messages:
     """Deleting ``unusedN`` frees its volume at once, as qemu-server does."""
     text = config.current.values.pop(key, None) or config.pending.values.pop(key, None)
     volid = None if text is None else _left_volume(config, key, text)
-    return [] if volid is None else _free_volume(volid, storage_config)
+    return _Messages() if volid is None else _free_volume(key, volid, storage_config)
 
 
 def _register_unused(config: VmConfig, key: str, volid: str) -> str:
@@ -433,18 +541,22 @@ def _register_unused(config: VmConfig, key: str, volid: str) -> str:
     return f"{key}: {volid} is now unused{number}"
 
 
-def _apply_pending(config: VmConfig, storage_config: StorageConfig) -> list[str]:
+def _apply_pending(config: VmConfig, storage_config: StorageConfig) -> _Messages:
     """Every pending change into the applied config (a stopped VM; qemu-server's
     vmconfig_apply_pending): a disk that leaves becomes ``unusedN``, or is freed when its
-    deletion is forced (``!key``). Returns notes for the user."""
-    notes: list[str] = []
+    deletion is forced (``!key``). The caller has checked the values
+    (:func:`check_pending`)."""
+    messages = _Messages()
     for key, force in pending_delete_flags(config).items():
         old = config.current.values.get(key)
         delete_value(config.current, key)
         volid = _left_volume(config, key, old) if old is not None and is_drive_key(key) else None
-        if volid is not None:
-            notes += _free_volume(volid, storage_config) if force \
-                else [_register_unused(config, key, volid)]
+        if volid is None:
+            continue
+        if force:
+            messages.add(_free_volume(key, volid, storage_config))
+        else:
+            messages.warnings.append(_register_unused(config, key, volid))
     for key, value in section_values(config.pending).items():
         if key == "delete":
             continue
@@ -454,9 +566,45 @@ def _apply_pending(config: VmConfig, storage_config: StorageConfig) -> list[str]
                 and _drive_file(key, old) != _drive_file(key, value):
             volid = _left_volume(config, key, old)
             if volid is not None:
-                notes.append(_register_unused(config, key, volid))
+                messages.warnings.append(_register_unused(config, key, volid))
     config.pending = Section()
-    return notes
+    return messages
+
+
+class InvalidPendingError(InvalidInputError):
+    """A hand-edited ``[PENDING]`` value is invalid; nothing was applied or written."""
+
+
+def check_pending(settings: Settings, config: VmConfig, *, replaced: Iterable[str] = ()) -> None:
+    """Refuse to go on while a ``[PENDING]`` value (other than those ``replaced`` by the
+    change at hand) would not be accepted by ``vm set``: applying it would put an invalid
+    value, or a broken drive line, into the config the VM runs with."""
+    skip = set(replaced)
+    problems = []
+    for key, text in section_values(config.pending).items():
+        if key in skip:
+            continue
+        if key == "delete":
+            problems += [f"delete: unknown option '{name}'" for name in pending_delete_flags(config)
+                         if not known_key(name) and name not in skip]
+        elif is_drive_key(key):
+            try:
+                parse_drive(key, text)
+            except DriveError as error:
+                problems += error.lines()
+        elif key in OPTION_SCHEMAS or key == DESCRIPTION_KEY:
+            try:
+                canonical_option(key, text)
+            except _Problems as bad:
+                problems += bad.lines
+        else:
+            problems.append(f"unknown option '{key}'")
+    if problems:
+        path = vmconfig.config_path(settings, config.vmid)
+        raise InvalidPendingError(
+            f"VM {config.vmid}: invalid pending values in '{path}', nothing changed (correct "
+            f"or delete them: --delete KEY, or edit the [PENDING] section):\n"
+            + "\n".join(f"  {line}" for line in problems))
 
 
 def _apply_one(config: VmConfig, key: str, value: str) -> None:
@@ -539,36 +687,43 @@ def _run_files(settings: Settings, vmid: int) -> list[Path]:
 
 
 def _remove_run_files(settings: Settings, vmid: int) -> None:
+    """Remove a stopped VM's run files (the caller has made sure no QEMU of the VM lives);
+    refuses to touch a directory where one of them belongs."""
     for path in _run_files(settings, vmid):
+        if path.is_dir() and not path.is_symlink():
+            raise VmRefusedError(f"VM {vmid}: '{path}' is a directory, where qdisk keeps one "
+                                 f"of the VM's run files: remove it")
         path.unlink(missing_ok=True)
 
 
 def process_alive(pid: int) -> bool:
-    """Whether ``pid`` is a live process; a zombie (QEMU is daemonized: not our child, its
-    parent reaps it) counts as gone."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    # The command name in parentheses may contain blanks; the state follows the last ')'.
-    return stat.rpartition(")")[2].split()[0] not in ("Z", "X")
+    return processes.alive(pid)
+
+
+def _is_vm_qemu(pid: int, files: RunFiles) -> bool:
+    """Whether ``pid`` is the QEMU of these run files: its command line names their QMP
+    socket or pid file (compared resolved, so any spelling of the home matches)."""
+    return (processes.mentions_path(pid, files.qmp, prefix="path=", suffix=",")
+            or processes.mentions_path(pid, files.pid))
 
 
 def running_pid(settings: Settings, vmid: int) -> int | None:
-    """The pid of VM ``vmid``'s QEMU, if its pid file names a live QEMU with this VM's QMP
-    socket (a stale pid file, or a pid reused by another process, is not running)."""
+    """The pid of VM ``vmid``'s QEMU: the process its pid file names, if that is alive and
+    is this VM's QEMU (a stale pid file, or a pid reused by another process, is not
+    running); without a usable pid file, any live QEMU told this VM's QMP socket, so a
+    lost pid file never makes a running VM look stopped."""
+    files = RunFiles.of(settings, vmid)
     try:
-        pid = int(RunFiles.of(settings, vmid).pid.read_text().strip())
+        pid = int(files.pid.read_text().strip())
     except (OSError, ValueError):
-        return None
-    if not process_alive(pid):
-        return None
-    try:
-        argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
-    except OSError:
-        return None
-    socket = f"path={escape(str(RunFiles.of(settings, vmid).qmp))},"
-    return pid if any(socket in argument for argument in argv) else None
+        pid = None
+    if pid is not None and processes.alive(pid) and _is_vm_qemu(pid, files):
+        return pid
+    for other in processes.pids():
+        if other != pid and processes.mentions_path(other, files.qmp, prefix="path=", suffix=",") \
+                and processes.alive(other):
+            return other
+    return None
 
 
 @dataclass(frozen=True)
@@ -607,7 +762,7 @@ def status(settings: Settings, vmid: int, *, clean_up: bool = True) -> VmStatus:
     pid = running_pid(settings, vmid)
     if pid is None:
         if clean_up and any(path.exists() for path in _run_files(settings, vmid)):
-            with config_lock(settings, vmid):
+            with _locked(settings, vmid):
                 # A start may have run meanwhile: look again under the lock.
                 if running_pid(settings, vmid) is None:
                     _remove_run_files(settings, vmid)
@@ -663,28 +818,30 @@ class StartResult:
     syntax: Syntax
     accel: str | None
     warnings: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
 
 
 def start(settings: Settings, vmid: int, *, syntax: Syntax | None = None,
           accel: str | None = None) -> StartResult:
     """Start VM ``vmid`` (pending changes applied first, as qemu-server does) with the
     command ``showcmd`` prints; returns once QEMU has daemonized."""
-    with config_lock(settings, vmid):
+    with _locked(settings, vmid):
         config = vmconfig.load(settings, vmid)
         pid = running_pid(settings, vmid)
         if pid is not None:
             raise VmRefusedError(f"VM {vmid} is already running (pid {pid})")
+        check_pending(settings, config)
         _remove_run_files(settings, vmid)
-        warnings: list[str] = []
+        messages = _Messages()
         storage_config = storage.load(settings)
         if vmconfig.has_pending(config):
-            warnings += _apply_pending(config, storage_config)
+            messages = _apply_pending(config, storage_config)
             vmconfig.save(settings, config)
         chosen_accel = _accelerator(accel, config)
         command = build_command(config, storage_config, settings,
                                 qemu_version=lambda: qemu_version(settings.tools.qemu_system),
                                 syntax=syntax, accel=chosen_accel)
-        warnings += command.warnings
+        messages.warnings += command.warnings
         pid = _run_daemon(settings, vmid, command.argv)
         try:
             live.write_state(settings, vmid, live.initial_state(command.syntax, command.graphs, pid))
@@ -692,7 +849,8 @@ def start(settings: Settings, vmid: int, *, syntax: Syntax | None = None,
             # Without its state a running VM could not take live changes: no half start.
             _kill_leftover(settings, vmid)
             raise
-    return StartResult(pid, command.syntax, chosen_accel, tuple(warnings))
+    return StartResult(pid, command.syntax, chosen_accel, tuple(messages.warnings),
+                       tuple(messages.notes))
 
 
 def _run_daemon(settings: Settings, vmid: int, argv: list[str]) -> int:
@@ -757,7 +915,7 @@ class StopResult:
 
 def stop(settings: Settings, vmid: int, *, timeout: float = DEFAULT_STOP_TIMEOUT) -> StopResult:
     """Ask QEMU to quit over QMP; kill it if it is still there after ``timeout`` seconds."""
-    with config_lock(settings, vmid):
+    with _locked(settings, vmid):
         vmconfig.load(settings, vmid)
         pid = running_pid(settings, vmid)
         if pid is None:
@@ -783,30 +941,53 @@ def stop(settings: Settings, vmid: int, *, timeout: float = DEFAULT_STOP_TIMEOUT
 
 
 def destroy(settings: Settings, vmid: int) -> list[Path]:
-    """Remove a stopped VM: its config, run files, log, lock and the images it owns
-    (``STORAGE:<vmid>/vm-<vmid>-disk-*`` named anywhere in the current or pending config).
-    Returns the removed images."""
+    """Remove a stopped VM: its config, run files, log, lock and its images, as qemu-server
+    does: the VM's own volumes its config names (current, pending and snapshots), and every
+    image named for the VM (``vm-<vmid>-disk-N``, ``base-<vmid>-disk-N``) on its storages.
+    Refused while any process has one of them open. Returns the removed images."""
     lock = vmconfig.lock_path(settings, vmid)
-    with config_lock(settings, vmid):
+    with _locked(settings, vmid):
         config = vmconfig.load(settings, vmid)
-        if running_pid(settings, vmid) is not None:
-            raise VmRefusedError(f"VM {vmid} is running: stop it first")
+        pid = running_pid(settings, vmid)
+        if pid is not None:
+            raise VmRefusedError(f"VM {vmid} is running (pid {pid}): stop it first")
         storage_config = storage.load(settings)
-        images = []
+        images = set(_images_named_for(storage_config, vmid))
         for volid in sorted(_owned_volumes(config)):
             try:
-                images.append(Path(storage.resolve(storage_config, volid).path))
+                images.add(Path(storage.resolve(storage_config, volid).path))
             except InvalidInputError as error:
                 log.warning("VM %d: %s: not removed: %s", vmid, volid, error)
-        images = [path for path in images if path.exists()]
-        _remove_images(images)
+        existing = sorted(path for path in images if path.exists())
+        for path in existing:
+            users = processes.holders(path)
+            if users:
+                raise VmRefusedError(
+                    f"VM {vmid}: image '{path}' is open in "
+                    + ", ".join(f"{user.command} (pid {user.pid})" for user in users)
+                    + ": nothing removed")
+        _remove_images(existing)
         _remove_run_files(settings, vmid)
         RunFiles.of(settings, vmid).log.unlink(missing_ok=True)
         vmconfig.config_path(settings, vmid).unlink()
         lock.unlink(missing_ok=True)
-    return images
+    return existing
 
 
 def _owned_volumes(config: VmConfig) -> set[str]:
-    return {file for _, file in _drive_files((config.current, config.pending))
+    return {file for _, file in _drive_files(_all_sections(config))
             if storage.owned_image(file, config.vmid)}
+
+
+def _images_named_for(storage_config: StorageConfig, vmid: int) -> Iterator[Path]:
+    """Images on any usable storage whose name says they belong to VM ``vmid`` (what
+    pve-storage's vdisk_list finds for it), whether a config names them or not."""
+    name = re.compile(rf"(?:vm|base)-{vmid}-disk-\d+\.(?:raw|qcow2|vmdk)")
+    for candidate in storage_config.storages.values():
+        try:
+            usable = storage.allocatable_storage(storage_config, candidate.id)
+        except InvalidInputError:
+            continue
+        directory = storage.image_dir(usable, vmid)
+        if directory.is_dir():
+            yield from (path for path in directory.iterdir() if name.fullmatch(path.name))

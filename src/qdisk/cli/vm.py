@@ -157,6 +157,8 @@ def start(settings: Settings, vmid: int, syntax: str | None) -> None:
                       accel=os.environ.get(ACCEL_ENV) or None)
     for message in result.warnings:
         warn(message)
+    for message in result.notes:
+        click.echo(message)
     click.echo(f"VM {vmid} started (pid {result.pid}, {result.syntax} syntax, "
                f"accel {result.accel or 'tcg'})")
 
