@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
+from qdisk.layout import Layout
+
 # Tools field -> the environment variable that overrides its default.
 _TOOL_ENV = {
     "qemu_img": "QDISK_QEMU_IMG",
@@ -51,6 +53,11 @@ class Settings:
 
     home: Path = field(default_factory=default_home)
     tools: Tools = field(default_factory=Tools.from_env)
+    # Where every file lives, decided once from the home.
+    layout: Layout = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "layout", Layout.under_home(self.home))
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

@@ -14,11 +14,12 @@ from typing import Any
 
 from qdisk import storage, vmconfig
 from qdisk.drive import Drive, parse_drive
-from qdisk.live import initial_state, state_path
-from qdisk.qemu.command import Syntax, VmCommand, build_command, parse_version, run_dir
+from qdisk.qemu.command import Syntax, VmCommand, build_command, parse_version
 from qdisk.qemu.qmp import QmpConnection
 from qdisk.settings import Settings, Tools
 from qdisk.storage import StorageConfig
+from qdisk.vm.live import initial_state
+from qdisk.vm.state import write_state
 from qdisk.vmconfig import Section, VmConfig
 
 VMID = 100
@@ -84,7 +85,7 @@ class RunningVm:
         return self.command.syntax
 
     def qmp(self) -> QmpConnection:
-        return QmpConnection(run_dir(self.settings) / f"{VMID}.qmp")
+        return QmpConnection(self.settings.layout.run_dir / f"{VMID}.qmp")
 
     def vm_size(self) -> int:
         """The QEMU process's address space (VmSize), in bytes."""
@@ -94,7 +95,7 @@ class RunningVm:
         raise AssertionError("no VmSize")
 
     def state(self) -> dict[str, Any]:
-        return dict(json.loads(state_path(self.settings, VMID).read_text()))
+        return dict(json.loads(self.settings.layout.run_files(VMID).state.read_text()))
 
     def drive(self, key: str, extra: str) -> Drive:
         """The applied drive of ``key`` with ``extra`` appended (``key=value,...``)."""
@@ -124,7 +125,7 @@ def start_vm(live_home: LiveHome, drives: dict[str, str], syntax: Syntax,
     path.write_text(vmconfig.print_vm_config(config))
     command = build_command(config, storage.load(settings), settings,
                             qemu_version=lambda: parse_version("7.2"), syntax=syntax, accel="tcg")
-    run = run_dir(settings)
+    run = settings.layout.run_dir
     run.mkdir(exist_ok=True)
     pid_file = run / f"{VMID}.pid"
     try:
@@ -136,8 +137,7 @@ def start_vm(live_home: LiveHome, drives: dict[str, str], syntax: Syntax,
             started.append(int(pid_file.read_text()))
     assert result.returncode == 0, f"QEMU refused: {result.stderr.strip()}"
     pid = int(pid_file.read_text())
-    state_path(settings, VMID).write_text(
-        json.dumps(initial_state(command.syntax, command.graphs, pid)))
+    write_state(settings, VMID, initial_state(command.syntax, command.graphs, pid))
     applied = {key: parse_drive(key, text).drive for key, text in drives.items()}
     return RunningVm(live_home, command, pid, applied)
 

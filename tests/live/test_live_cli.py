@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from qdisk.settings import Settings
-from qdisk.vm import running_pid
+from qdisk.vm.state import running_pid
 
 from cli_helpers import RunQdisk
 from live_helpers import GIB, QEMU_ENV

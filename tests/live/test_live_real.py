@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from qdisk.drive import Drive, parse_drive
-from qdisk.live import LiveOutcome, LiveResult, apply_drive_change
 from qdisk.qemu.qmp import QmpCommandError
+from qdisk.vm.live import LiveOutcome, LiveResult, apply_drive_change
 
 from live_helpers import GIB, VMID, LiveHome, RunningVm, make_live_home, start_vm
 

@@ -7,8 +7,8 @@ import pytest
 
 from qdisk import storage
 from qdisk.drive import parse_drive
-from qdisk.live import LiveOutcome, apply_drive_change, classify, initial_state
 from qdisk.qemu.command import build_command, parse_version
+from qdisk.vm.live import LiveOutcome, apply_drive_change, classify, initial_state
 from qdisk.vmconfig import Section, VmConfig
 
 from live_helpers import VMID, LiveHome
@@ -69,7 +69,7 @@ def test_initial_state_records_the_qcow2_nodes_qdisk_named(live_home: LiveHome) 
     command = build_command(config, storage.load(settings), settings,
                             qemu_version=lambda: parse_version("7.2"))
 
-    state = initial_state(command.syntax, command.graphs, 4242)
+    state = initial_state(command.syntax, command.graphs, 4242).as_json()
 
     assert (state["syntax"], state["pid"], sorted(state["disks"])) == \
         ("drive", 4242, ["scsi0", "scsi1"])

@@ -15,7 +15,7 @@ from qemu.qmp import QMPClient
 from qdisk import storage
 from qdisk.drive import parse_drive
 from qdisk.qemu.blockdev import to_json
-from qdisk.qemu.command import Syntax, build_command, format_command, parse_version, run_dir
+from qdisk.qemu.command import Syntax, build_command, format_command, parse_version
 from qdisk.qemu.drivestr import drive_string
 from qdisk.qemu.nodes import drive_graph
 from qdisk.vmconfig import parse_vm_config
@@ -58,7 +58,7 @@ def test_whole_command_runs_under_tcg(syntax: Syntax, qemu_home: QemuHome,
     settings = qemu_home.settings
     command = build_command(parse_vm_config(WHOLE_VM, VMID), storage.load(settings), settings,
                             qemu_version=lambda: parse_version("7.2"), syntax=syntax, accel="tcg")
-    run = run_dir(settings)
+    run = settings.layout.run_dir
     run.mkdir()
 
     daemonized_qemu([*command.argv, "-S"], run / f"{VMID}.pid")

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from qdisk import live, vm
 from qdisk.drive import Drive
 from qdisk.errors import QdiskError
 from qdisk.qemu.qmp import QmpCommandError, QmpError
 from qdisk.settings import Settings
 from qdisk.storage import StorageConfig
+from qdisk.vm import changes, live
 
 from cli_helpers import RunQdisk
 from qemu_helpers import qemu_img
@@ -212,7 +212,7 @@ def test_live_changes_that_do_not_reach_qemu_stay_pending(
         return live.LiveResult(live.LiveOutcome.LIVE, (f"{new.key}: applied live",))
 
     # A running VM whose QEMU refuses one disk's change and loses its monitor on the other.
-    monkeypatch.setattr(vm, "running_pid", lambda settings, vmid: 4242)
+    monkeypatch.setattr(changes, "running_pid", lambda settings, vmid: 4242)
     monkeypatch.setattr(live, "apply_drive_change", apply_drive_change)
     disks = {key: f"local:100/vm-100-disk-{key[-1]}.qcow2,qcow2-l2-cache-size=2,size=10486K"
              for key in errors}

@@ -1,5 +1,5 @@
 """Real QEMU under TCG (no guest OS): start with each syntax, status, changes to a running
-VM (non-cache keys; qdisk.live's tests cover the cache), stop, a QEMU that dies on its own,
+VM (non-cache keys; qdisk.vm.live's tests cover the cache), stop, a QEMU that dies on its own,
 refusals, a QEMU that fails to start."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from qdisk.processes import alive as process_alive
 from qdisk.qemu.qmp import QmpConnection
-from qdisk.vm import process_alive
 
 from cli_helpers import RunQdisk
 

@@ -14,10 +14,11 @@ from collections.abc import Sequence
 
 import click
 
-from qdisk import storage, vm, vmconfig
+from qdisk import storage, vmconfig
 from qdisk.cli.common import EXIT_OK
 from qdisk.drive import make_drive, parse_drive, print_drive
 from qdisk.settings import Settings
+from qdisk.vm import views
 
 DEMO_VMID = "9100"
 DEMO_NAME = "qdisk-demo"
@@ -101,7 +102,7 @@ def command(settings: Settings, bench_size: str, bench_runtime: int) -> None:
         _run(["bench", "--size", bench_size, "--runtime", str(bench_runtime), "--rounds", "1"])
     finally:
         _step("9. Remove the demo VM", "Its config and image go; nothing is left running or on disk.")
-        if vm.status(settings, int(DEMO_VMID)).running:  # the demo stopped half-way
+        if views.status(settings, int(DEMO_VMID)).running:  # the demo stopped half-way
             _run(["vm", "stop", DEMO_VMID], may_fail=True)
         _run(["vm", "destroy", DEMO_VMID], may_fail=True)
     click.echo("\nDone. `make test` runs the whole suite; README.md shows measured results.")

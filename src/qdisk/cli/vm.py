@@ -7,11 +7,13 @@ import re
 
 import click
 
-from qdisk import storage, vm
+from qdisk import storage
 from qdisk.cache import describe_options, format_bytes
 from qdisk.cli.common import echo_json, pass_settings, warn
 from qdisk.qemu.command import vm_command
 from qdisk.settings import Settings
+from qdisk.vm import changes, lifecycle, views
+from qdisk.vm.errors import VmError, VmRefusedError
 
 
 @click.group(name="vm")
@@ -70,7 +72,7 @@ def parse_key_values(args: list[str]) -> dict[str, str]:
     return values
 
 
-def _report(vmid: int, result: vm.ChangeResult) -> None:
+def _report(vmid: int, result: changes.ChangeResult) -> None:
     for message in result.warnings:
         warn(message)
     for message in result.notes:
@@ -80,10 +82,10 @@ def _report(vmid: int, result: vm.ChangeResult) -> None:
     if result.failed:
         for line in result.refused:
             warn(f"QEMU refused: {line}")
-        raise vm.VmError(f"VM {vmid}: not applied to the running VM, the change stays pending:\n"
+        raise VmError(f"VM {vmid}: not applied to the running VM, the change stays pending:\n"
                          + "\n".join(f"  {line}" for line in result.failed))
     if result.refused:
-        raise vm.VmRefusedError(f"VM {vmid}: QEMU refused, the change stays pending:\n"
+        raise VmRefusedError(f"VM {vmid}: QEMU refused, the change stays pending:\n"
                                 + "\n".join(f"  {line}" for line in result.refused))
 
 
@@ -93,7 +95,7 @@ def _report(vmid: int, result: vm.ChangeResult) -> None:
 def create(ctx: click.Context, vmid: int) -> None:
     """Create VM VMID from --KEY VALUE options (drives: --scsi0 local:32,format=qcow2)."""
     settings = ctx.ensure_object(Settings)
-    _report(vmid, vm.create(settings, vmid, parse_key_values(ctx.args)))
+    _report(vmid, changes.create(settings, vmid, parse_key_values(ctx.args)))
 
 
 @command.command(name="set", context_settings=_KEY_VALUE_COMMAND)
@@ -106,7 +108,7 @@ def set_(ctx: click.Context, vmid: int, deletes: tuple[str, ...]) -> None:
     now, the rest at the next start)."""
     settings = ctx.ensure_object(Settings)
     keys = [key for text in deletes for key in re.split(r"[,;\s]+", text) if key]
-    _report(vmid, vm.set_options(settings, vmid, parse_key_values(ctx.args), keys))
+    _report(vmid, changes.set_options(settings, vmid, parse_key_values(ctx.args), keys))
 
 
 @command.command(name="config")
@@ -116,7 +118,7 @@ def set_(ctx: click.Context, vmid: int, deletes: tuple[str, ...]) -> None:
 @pass_settings
 def config(settings: Settings, vmid: int, current: bool, as_json: bool) -> None:
     """Print VM VMID's config (pending changes merged in, as `qm config`)."""
-    values = vm.config_values(settings, vmid, current=current)
+    values = views.config_values(settings, vmid, current=current)
     if as_json:
         echo_json(values)
         return
@@ -130,19 +132,18 @@ def config(settings: Settings, vmid: int, current: bool, as_json: bool) -> None:
 @pass_settings
 def pending(settings: Settings, vmid: int, as_json: bool) -> None:
     """Print VM VMID's applied and pending values (cur/new/del, as `qm pending`)."""
-    items = vm.pending_items(settings, vmid)
+    items = views.pending_items(settings, vmid)
     if as_json:
-        echo_json(items)
+        echo_json([item.as_json() for item in items])
         return
     for item in items:
-        key = item["key"]
-        if item["delete"]:
-            click.echo(f"del {key}: {item.get('value', '')}")
+        if item.delete:
+            click.echo(f"del {item.key}: {item.value or ''}")
             continue
-        if "value" in item:
-            click.echo(f"cur {key}: {item['value']}")
-        if "pending" in item:
-            click.echo(f"new {key}: {item['pending']}")
+        if item.value is not None:
+            click.echo(f"cur {item.key}: {item.value}")
+        if item.pending is not None:
+            click.echo(f"new {item.key}: {item.pending}")
 
 
 @command.command(name="start")
@@ -152,7 +153,7 @@ def pending(settings: Settings, vmid: int, as_json: bool) -> None:
 @pass_settings
 def start(settings: Settings, vmid: int, syntax: str | None) -> None:
     """Start VM VMID under QEMU (KVM when /dev/kvm is usable; $QDISK_ACCEL overrides)."""
-    result = vm.start(settings, vmid, syntax="blockdev" if syntax == "blockdev" else
+    result = lifecycle.start(settings, vmid, syntax="blockdev" if syntax == "blockdev" else
                       "drive" if syntax == "drive" else None,
                       accel=os.environ.get(ACCEL_ENV) or None)
     for message in result.warnings:
@@ -165,13 +166,13 @@ def start(settings: Settings, vmid: int, syntax: str | None) -> None:
 
 @command.command(name="stop")
 @click.argument("vmid", type=int)
-@click.option("--timeout", type=click.FloatRange(min=0), default=vm.DEFAULT_STOP_TIMEOUT,
+@click.option("--timeout", type=click.FloatRange(min=0), default=lifecycle.DEFAULT_STOP_TIMEOUT,
               show_default=True, metavar="S", help="Seconds to wait for QEMU to quit before "
                                                    "killing it.")
 @pass_settings
 def stop(settings: Settings, vmid: int, timeout: float) -> None:
     """Stop VM VMID: QEMU is asked to quit, and killed after the timeout."""
-    result = vm.stop(settings, vmid, timeout=timeout)
+    result = lifecycle.stop(settings, vmid, timeout=timeout)
     for message in result.warnings:
         warn(message)
     click.echo(f"VM {vmid} stopped")
@@ -184,7 +185,7 @@ def stop(settings: Settings, vmid: int, timeout: float) -> None:
 @pass_settings
 def status(settings: Settings, vmid: int, as_json: bool) -> None:
     """Print whether VM VMID is running."""
-    result = vm.status(settings, vmid)
+    result = views.status(settings, vmid)
     if as_json:
         echo_json(result.as_json())
         return
@@ -192,11 +193,12 @@ def status(settings: Settings, vmid: int, as_json: bool) -> None:
     if not result.running:
         return
     memory = result.memory()
-    click.echo(f"pid: {result.pid}, {result.state.get('syntax', '?')} syntax, QEMU address space "
+    state = result.state
+    click.echo(f"pid: {result.pid}, {state.syntax if state else '?'} syntax, QEMU address space "
                f"{format_bytes(memory.get('VmSize', 0))}, resident {format_bytes(memory.get('VmRSS', 0))}")
-    for key, disk in result.state.get("disks", {}).items():
-        for node in disk.get("nodes", []):
-            click.echo(f"{key}: {node.get('filename')}: {describe_options(node.get('cache', {}))}")
+    for key, nodes in (state.disks if state else {}).items():
+        for node in nodes:
+            click.echo(f"{key}: {node.filename}: {describe_options(node.cache)}")
 
 
 @command.command(name="destroy")
@@ -204,7 +206,7 @@ def status(settings: Settings, vmid: int, as_json: bool) -> None:
 @pass_settings
 def destroy(settings: Settings, vmid: int) -> None:
     """Remove stopped VM VMID: its config and the disk images it owns."""
-    for path in vm.destroy(settings, vmid):
+    for path in lifecycle.destroy(settings, vmid):
         click.echo(f"removed {path}")
 
 
@@ -213,5 +215,5 @@ def destroy(settings: Settings, vmid: int) -> None:
 def list_(settings: Settings) -> None:
     """List every VM: id, name, status."""
     click.echo(f"{'VMID':>10} {'NAME':<24} STATUS")
-    for summary in vm.list_vms(settings):
+    for summary in views.list_vms(settings):
         click.echo(f"{summary.vmid:>10} {summary.name or '':<24} {summary.status}")

@@ -17,11 +17,10 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Literal
 from urllib.parse import unquote
 
-from qdisk import propstring, storage, vmconfig
+from qdisk import storage, vmconfig
 from qdisk.drive import Drive, parse_drive
 from qdisk.errors import InvalidInputError
 from qdisk.qemu.blockdev import to_json
@@ -31,21 +30,17 @@ from qdisk.settings import Settings
 from qdisk.storage import StorageConfig
 from qdisk.tools import qemu_version as installed_qemu_version
 from qdisk.vmconfig import VmConfig
+from qdisk.vmoptions import VmOptions, accelerator, read_options
 
 Syntax = Literal["blockdev", "drive"]
 Version = tuple[int, ...]
 
 BLOCKDEV_MIN_VERSION = (10, 0)
-DEFAULT_MEMORY_MIB = 512
-# qemu-server's legacy boot order and the bootindex base of each device class.
-DEFAULT_LEGACY_BOOT = "cdn"
 # Buses qemu-server renders as -device; efidisk0/tpmstate0 need OVMF/swtpm, unused* no device.
 COMMAND_BUSES = ("ide", "scsi", "virtio", "sata")
 MAX_SATA_DISKS = 6
 # The lsi controller has 7 targets; qemu-server's third controller needs a bridge qdisk lacks.
 LSI_MAX_DISKS = 14
-_MACHINE_RE = re.compile(r"(pc|pc(?:-i440fx)?-\d+(?:\.\d+)+|q35|pc-q35-\d+(?:\.\d+)+)"
-                         r"(?:\+pve\d+)?(?:\.pxe)?")
 _VERSION_RE = re.compile(r"(\d+)\.(\d+)(?:\.(\d+))?")
 # qemu-server's PCI slots (PCI.pm): device -> (bus, slot); bus 0 is pci.0 (pcie.0 on q35).
 _PCI_SLOTS: dict[str, tuple[int, int]] = {
@@ -74,28 +69,6 @@ class VmCommand:
 
     def text(self, *, pretty: bool = False) -> str:
         return format_command(self.argv, pretty=pretty)
-
-
-def run_dir(settings: Settings) -> Path:
-    """Where a running VM's QMP socket, pid file and VNC socket live."""
-    return settings.home / "run"
-
-
-@dataclass(frozen=True)
-class RunFiles:
-    """The files of one VM under :func:`run_dir`: QEMU's QMP socket, pid file and VNC
-    socket (named in its command line), its log, and qdisk's record of what it applied."""
-
-    qmp: Path
-    pid: Path
-    vnc: Path
-    log: Path
-    state: Path
-
-    @classmethod
-    def of(cls, settings: Settings, vmid: int) -> RunFiles:
-        run = run_dir(settings)
-        return cls(*(run / f"{vmid}.{suffix}" for suffix in ("qmp", "pid", "vnc", "log", "state.json")))
 
 
 def parse_version(text: str) -> Version:
@@ -132,29 +105,15 @@ def build_command(config: VmConfig, storage_config: StorageConfig, settings: Set
     ``-blockdev``. ``syntax`` overrides the rule. ``accel`` is added to ``-machine``
     (``kvm: 0`` in the config means ``tcg``, as qemu-server).
     """
-    machine = _machine_type(config.current.values.get("machine"))
-    version = _pinned_version(machine)
+    options = read_options(config.current.values)
+    version = _pinned_version(options.machine)
     if version is None and syntax is None:
         version = qemu_version()
     chosen: Syntax = syntax or ("blockdev" if version is not None
                                 and version[:2] >= BLOCKDEV_MIN_VERSION else "drive")
-    builder = _Builder(config, storage_config, settings, machine, chosen)
-    argv = builder.argv(accel)
+    builder = _Builder(config, options, storage_config, settings, chosen)
+    argv = builder.argv(accelerator(options, accel))
     return VmCommand(argv, chosen, builder.graphs, tuple(builder.warnings))
-
-
-def _machine_type(text: str | None) -> str:
-    """The machine type of ``machine:`` (``q35``, ``pc-i440fx-9.2+pve0``, ``type=q35,...``),
-    as upstream QEMU names it (no ``+pveN``/``.pxe``); ``pc`` when unset."""
-    if text is None:
-        return "pc"
-    first = text.split(",")[0]
-    typed = next((part[5:] for part in text.split(",") if part.startswith("type=")), None)
-    name = typed or (first if "=" not in first else "pc")
-    match = _MACHINE_RE.fullmatch(name)
-    if match is None:
-        raise CommandError(f"machine: unsupported machine type '{name}'")
-    return match.group(1)
 
 
 def _pinned_version(machine: str) -> Version | None:
@@ -169,17 +128,16 @@ def is_q35(machine: str) -> bool:
 class _Builder:
     """One command under construction: qemu-server's $cmd (options, objects) and $devices."""
 
-    def __init__(self, config: VmConfig, storage_config: StorageConfig, settings: Settings,
-                 machine: str, syntax: Syntax) -> None:
+    def __init__(self, config: VmConfig, options: VmOptions, storage_config: StorageConfig,
+                 settings: Settings, syntax: Syntax) -> None:
         self.config = config
-        self.values = config.current.values
+        self.options = options
         self.storage = storage_config
         self.settings = settings
-        self.machine = machine
         self.syntax = syntax
-        self.q35 = is_q35(machine)
-        self.template = _truthy(self.values.get("template", "0"))
-        self.scsihw = self.values.get("scsihw", "lsi")
+        self.q35 = is_q35(options.machine)
+        self.template = options.template
+        self.scsihw = options.scsihw
         self.objects: list[str] = []
         self.devices: list[str] = []
         self.graphs: dict[str, DriveGraph] = {}
@@ -188,18 +146,15 @@ class _Builder:
 
     def argv(self, accel: str | None) -> list[str]:
         vmid = self.config.vmid
-        files = RunFiles.of(self.settings, vmid)
+        files = self.settings.layout.run_files(vmid)
         drives = self._drives()
-        boot = _boot_order(self.values, drives)
+        boot = _boot_order(self.options, drives)
         for drive in drives:
             self._add_drive(drive, boot.get(drive.key))
-        sockets = _integer(self.values, "sockets", 1)
-        cores = _integer(self.values, "cores", 1)
+        sockets, cores = self.options.sockets, self.options.cores
         vcpus = sockets * cores
-        name = self.values.get("name", f"vm{vmid}")
-        machine = [f"type={self.machine}"]
-        if accel is None and not _truthy(self.values.get("kvm", "1")):
-            accel = "tcg"
+        name = self.options.name or f"vm{vmid}"
+        machine = [f"type={self.options.machine}"]
         if accel is not None:
             machine.insert(0, f"accel={accel}")
         return [
@@ -214,7 +169,7 @@ class _Builder:
             "-nodefaults",
             "-boot", "menu=on,strict=on,reboot-timeout=1000",
             "-vnc", f"unix:{escape(str(files.vnc))},password=on",
-            "-m", str(_integer(self.values, "memory", DEFAULT_MEMORY_MIB)),
+            "-m", str(self.options.memory_mib),
             *self.objects,
             *self._bridges(),
             "-device", f"VGA,id=vga{self._pci_address('vga')}",
@@ -224,7 +179,7 @@ class _Builder:
 
     def _drives(self) -> list[Drive]:
         drives = []
-        for key, text in vmconfig.drive_items(self.values):
+        for key, text in vmconfig.drive_items(self.config.current.values):
             bus = re.sub(r"\d+$", "", key)
             if bus == "unused":
                 continue
@@ -367,43 +322,12 @@ def _optional(drive: Drive, name: str, *, url_encoded: bool = False) -> str:
     return f",{name}={escape(text)}"
 
 
-def _truthy(text: str) -> bool:
-    """A boolean config value; anything but a true one (``1``, ``on``, ...) is false."""
-    return propstring.parse_boolean(text.strip()) is True
-
-
-def _integer(values: dict[str, str], key: str, default: int) -> int:
-    text = values.get(key)
-    if text is None:
-        return default
-    try:
-        value = int(text)
-    except ValueError:
-        raise CommandError(f"{key}: type check ('integer') failed - got '{text}'") from None
-    if value < 1:
-        raise CommandError(f"{key}: value must have a minimum value of 1")
-    return value
-
-
-def _boot_order(values: dict[str, str], drives: list[Drive]) -> dict[str, int]:
+def _boot_order(options: VmOptions, drives: list[Drive]) -> dict[str, int]:
     """qemu-server's device_bootorder: ``order=a;b`` -> 100, 101, ...; else the legacy
     letters (``cdn``): the bootdisk gets c's index, cdroms d's (counting up)."""
-    text = values.get("boot")
-    order = None
-    legacy = DEFAULT_LEGACY_BOOT
-    if text is not None:
-        for part in text.split(","):
-            key, _, value = part.partition("=")
-            if key == "order":
-                order = value
-            elif key == "legacy":
-                legacy = value
-            elif not value:
-                legacy = key
-    if order is not None:
-        return {key: 100 + position for position, key in enumerate(re.split(r"[;\s]+", order))
-                if key}
-    base = {letter: 100 * (position + 1) for position, letter in enumerate(legacy)}
+    if options.boot.order is not None:
+        return {key: 100 + position for position, key in enumerate(options.boot.order)}
+    base = {letter: 100 * (position + 1) for position, letter in enumerate(options.boot.legacy)}
     result: dict[str, int] = {}
     for drive in drives:
         if drive.is_cdrom:
@@ -411,7 +335,7 @@ def _boot_order(values: dict[str, str], drives: list[Drive]) -> dict[str, int]:
                 result[drive.key] = base["d"]
                 base["d"] += 1
         elif "c" in base:
-            if values.get("bootdisk") == drive.key:
+            if options.bootdisk == drive.key:
                 result[drive.key] = base["c"]
             base["c"] += 1
     return result

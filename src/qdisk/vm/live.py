@@ -16,31 +16,21 @@ cache, which qemu-server keeps pending and qdisk applies live:
   cache, ssd, vendor, ro, and detect_zeroes, serial, model, ...): pending until the
   next start. One pending key keeps the whole drive change pending.
 
-QEMU reports the cache sizes it uses nowhere, so what was applied is kept in the VM's
-state file (``run/<vmid>.state.json``), written at start (:func:`initial_state`) and
-after each reopen::
-
-    {"syntax": "blockdev", "pid": 1234,
-     "disks": {"scsi0": {"nodes": [{"node-name": "f...", "filename": "/...qcow2",
-                                    "cache": {"l2-cache-size": 4294967296}}, ...]}}}
-
-Each disk lists its qcow2 nodes that qdisk named, top first, down the backing chain.
+What was applied is recorded in the VM's state (:mod:`qdisk.vm.state`), written at start
+(:func:`initial_state`) and after each reopen.
 """
 
 from __future__ import annotations
 
 import contextlib
 import enum
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
-from qdisk import cache, fileio
+from qdisk import cache
 from qdisk.drive import QCOW2_CACHE_KEYS, Drive
 from qdisk.errors import QdiskError
-from qdisk.qemu.command import RunFiles, Syntax
+from qdisk.qemu.command import Syntax
 from qdisk.qemu.nodes import (
     THROTTLE_LIMITS,
     Disk,
@@ -56,6 +46,7 @@ from qdisk.qemu.nodes import (
 from qdisk.qemu.qmp import QmpConnection, QmpError
 from qdisk.settings import Settings
 from qdisk.storage import StorageConfig
+from qdisk.vm.state import AppliedNode, VmState, read_state, write_state
 
 # Drive keys QEMU never sees: a change is only recorded.
 CONFIG_ONLY_KEYS = frozenset({"backup", "replicate", "size"})
@@ -103,32 +94,11 @@ def classify(old: Drive, new: Drive) -> DriveChange:
                        changed & CONFIG_ONLY_KEYS, changed - live_or_recorded)
 
 
-def state_path(settings: Settings, vmid: int) -> Path:
-    return RunFiles.of(settings, vmid).state
-
-
-def read_state(settings: Settings, vmid: int) -> dict[str, Any] | None:
-    """VM ``vmid``'s state file; None when it is missing, unreadable or not qdisk's."""
-    try:
-        state = json.loads(state_path(settings, vmid).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    if not isinstance(state, dict) or not isinstance(state.get("disks"), dict) \
-            or state.get("syntax") not in ("blockdev", "drive"):
-        return None
-    return state
-
-
-def write_state(settings: Settings, vmid: int, state: Mapping[str, Any]) -> None:
-    fileio.atomic_write(state_path(settings, vmid), json.dumps(state, indent=2) + "\n")
-
-
-def initial_state(syntax: str, graphs: Mapping[str, DriveGraph], pid: int) -> dict[str, Any]:
-    """The state file of a VM just started with ``graphs`` (``VmCommand.graphs``)."""
-    disks = {key: {"nodes": _applied_nodes(_backing_chain(graph.format_node))}
+def initial_state(syntax: Syntax, graphs: Mapping[str, DriveGraph], pid: int) -> VmState:
+    """The state of a VM just started with ``graphs`` (``VmCommand.graphs``)."""
+    disks = {key: _applied_nodes(_backing_chain(graph.format_node))
              for key, graph in graphs.items() if graph.format_node is not None}
-    return {"syntax": syntax, "pid": pid,
-            "disks": {key: disk for key, disk in disks.items() if disk["nodes"]}}
+    return VmState(syntax, pid, {key: nodes for key, nodes in disks.items() if nodes})
 
 
 def apply_drive_change(settings: Settings, vmid: int, old: Drive, new: Drive,
@@ -178,13 +148,13 @@ def _apply(settings: Settings, vmid: int, old: Drive, new: Drive, disk: Disk, *,
     state = read_state(settings, vmid)
     if state is None:
         raise _NotLive(f"{new.key}: no readable record of how the VM was started "
-                       f"({state_path(settings, vmid)}): the change takes effect at the next start")
-    syntax: Syntax = state["syntax"]
-    with QmpConnection(RunFiles.of(settings, vmid).qmp) as qmp:
+                       f"({settings.layout.run_files(vmid).state}): the change takes effect at "
+                       f"the next start")
+    syntax = state.syntax
+    with QmpConnection(settings.layout.run_files(vmid).qmp) as qmp:
         plan = None
         if cache_changed:
-            applied = state["disks"].get(new.key, {}).get("nodes", [])
-            plan = _plan_reopen(qmp, disk, settings, applied)
+            plan = _plan_reopen(qmp, disk, settings, state.disks.get(new.key, []))
         messages = []
         if throttle_changed:
             _set_throttle(qmp, syntax, new)
@@ -199,7 +169,7 @@ def _apply(settings: Settings, vmid: int, old: Drive, new: Drive, disk: Disk, *,
                         _set_throttle(qmp, syntax, old)
                 raise
             messages += plan.messages
-            state["disks"][new.key] = {"nodes": plan.applied_nodes}
+            state.disks[new.key] = plan.applied_nodes
             write_state(settings, vmid, state)
     return messages
 
@@ -233,12 +203,12 @@ class _ReopenPlan:
 
     added: Node | None
     options: list[Node]
-    applied_nodes: list[dict[str, Any]]
+    applied_nodes: list[AppliedNode]
     messages: list[str]
 
 
 def _plan_reopen(qmp: QmpConnection, disk: Disk, settings: Settings,
-                 applied: list[dict[str, Any]]) -> _ReopenPlan:
+                 applied: list[AppliedNode]) -> _ReopenPlan:
     """The wanted chain is built with every backing node explicit. Levels QEMU opened
     itself (auto-generated names, which cannot be reopened) are left alone unless the
     new drive sizes the backing images' caches: then they are replaced by qdisk's nodes,
@@ -258,7 +228,7 @@ def _plan_reopen(qmp: QmpConnection, disk: Disk, settings: Settings,
     if first_foreign < len(wanted) and cache.uses_auto_size(disk.drive):
         added = wanted[first_foreign]
         running[first_foreign:] = [node["node-name"] for node in wanted[first_foreign:]]
-    was = {node["node-name"]: node.get("cache") for node in applied}
+    was = {node.node_name: dict(node.cache) for node in applied}
     options, messages = [], []
     for depth in range(first_foreign):
         node = wanted[depth]
@@ -325,9 +295,9 @@ def _cache_of(node: Node) -> dict[str, int]:
     return {name: node[name] for name in cache.QEMU_OPTION_NAMES if name in node}
 
 
-def _applied_nodes(chain: list[Node]) -> list[dict[str, Any]]:
-    return [{"node-name": node["node-name"], "filename": node["file"]["filename"],
-             "cache": _cache_of(node)} for node in chain if node["driver"] == "qcow2"]
+def _applied_nodes(chain: list[Node]) -> list[AppliedNode]:
+    return [AppliedNode(node["node-name"], node["file"]["filename"], _cache_of(node))
+            for node in chain if node["driver"] == "qcow2"]
 
 
 def _applied_message(key: str, node: Node) -> str:

@@ -1,0 +1,211 @@
+"""``create`` and ``set``, as qemu-server's ``qm create`` and ``qm set``.
+
+Every value is checked before anything is written (drive strings with the drive language,
+the image-dependent cache rules against the image, the other keys against
+:data:`qdisk.vmoptions.OPTION_SCHEMAS`), new images are allocated for the
+``STORAGE:SIZE_IN_GiB`` syntax, and the config is written atomically under the VM's lock.
+As qemu-server's update_vm_api, ``set`` first records every change in ``[PENDING]``; a
+stopped VM gets them all at once, a running one what it can take now
+(:mod:`qdisk.vm.pending`), the rest waits for the next ``start``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from qdisk import storage, vmconfig
+from qdisk.cache import check_drive_cache
+from qdisk.drive import Drive, is_drive_key, parse_drive, print_drive
+from qdisk.errors import DriveError, InvalidInputError
+from qdisk.image import read_image
+from qdisk.qemu.nodes import resolve_disk
+from qdisk.settings import Settings
+from qdisk.storage import StorageConfig
+from qdisk.vm.allocation import Allocator, allocating
+from qdisk.vm.errors import InvalidOptionsError, VmRefusedError
+from qdisk.vm.journal import vm_lock
+from qdisk.vm.pending import (
+    Messages,
+    apply_pending,
+    check_pending,
+    drop_unused_now,
+    hotplug_pending,
+)
+from qdisk.vm.state import running_pid
+from qdisk.vmconfig import (
+    VmConfig,
+    add_pending_delete,
+    pending_delete_flags,
+    section_values,
+    set_pending,
+    set_value,
+)
+from qdisk.vmoptions import InvalidOptionError, canonical_option, known_key
+
+
+@dataclass(frozen=True)
+class ChangeResult:
+    """What a ``create``/``set`` did: keys now in the applied config, keys left pending (a
+    running VM gets them at the next start), changes QEMU refused (``key: QEMU's message``)
+    or that could not reach it (``key: why``; both stay pending), and messages for the user."""
+
+    applied: tuple[str, ...] = ()
+    pending: tuple[str, ...] = ()
+    refused: tuple[str, ...] = ()
+    failed: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
+
+
+def create(settings: Settings, vmid: int, options: Mapping[str, str]) -> ChangeResult:
+    """Create VM ``vmid``'s config from ``options`` (``qm create``); refuses an existing VM."""
+    path = settings.layout.vm_config(vmid)
+    with vm_lock(settings, vmid):
+        if path.exists():
+            raise VmRefusedError(f"VM {vmid}: configuration file '{path}' already exists")
+        config = VmConfig(vmid)
+        with allocating(settings, config, storage.load(settings)) as allocator:
+            prepared = _prepare(config, options, (), allocator)
+            for key, value in prepared.values.items():
+                set_value(config.current, key, value)
+            vmconfig.save(settings, config)
+    return ChangeResult(applied=tuple(prepared.values), warnings=tuple(prepared.warnings))
+
+
+def set_options(settings: Settings, vmid: int, changes: Mapping[str, str],
+                deletes: Sequence[str] = ()) -> ChangeResult:
+    """Change VM ``vmid``'s config (``qm set``): everything is checked first; then each
+    change becomes pending and is applied as far as the VM's state allows."""
+    with vm_lock(settings, vmid):
+        config = vmconfig.load(settings, vmid)
+        check_pending(settings, config, replaced=(*changes, *deletes))
+        storage_config = storage.load(settings)
+        with allocating(settings, config, storage_config) as allocator:
+            prepared = _prepare(config, changes, deletes, allocator)
+            messages = Messages(warnings=list(prepared.warnings))
+            for key, value in prepared.values.items():
+                set_pending(config, key, value)
+            for key in prepared.deletes:
+                if key.startswith("unused"):
+                    messages.add(drop_unused_now(config, key, storage_config))
+                else:
+                    add_pending_delete(config, key)
+            running = running_pid(settings, vmid) is not None
+            if not running:
+                messages.add(apply_pending(config, storage_config))
+            # A running VM's changes are saved pending first, as qemu-server does: a crash
+            # during a live change loses nothing. A stopped VM's config is written once.
+            vmconfig.save(settings, config)
+        refused: tuple[str, ...] = ()
+        failed: tuple[str, ...] = ()
+        if running:
+            hotplugged = hotplug_pending(settings, config, storage_config)
+            refused, failed = hotplugged.refused, hotplugged.failed
+            messages.notes += hotplugged.notes
+            vmconfig.save(settings, config)
+    changed = [*prepared.values, *prepared.deletes]
+    pending_now = set(section_values(config.pending)) | set(pending_delete_flags(config))
+    return ChangeResult(applied=tuple(key for key in changed if key not in pending_now),
+                        pending=tuple(key for key in changed if key in pending_now),
+                        refused=refused, failed=failed,
+                        warnings=tuple(messages.warnings), notes=tuple(messages.notes))
+
+
+# --- checking and preparing changes ------------------------------------------------------
+
+
+@dataclass
+class _Prepared:
+    """Validated changes: the values to store (canonical strings) and the keys to delete."""
+
+    values: dict[str, str] = field(default_factory=dict)
+    deletes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def _prepare(config: VmConfig, changes: Mapping[str, str], deletes: Sequence[str],
+             allocator: Allocator) -> _Prepared:
+    """Every change checked, new images allocated; raises InvalidOptionsError with every
+    problem found."""
+    prepared = _Prepared()
+    problems: list[str] = []
+    drives: list[Drive] = []
+    present = config.merged()
+    for key, text in changes.items():
+        if not known_key(key):
+            problems.append(f"unknown option '{key}'")
+        elif key in deletes:
+            problems.append(f"{key}: cannot set and delete the same option at once")
+        elif is_drive_key(key):
+            try:
+                parsed = parse_drive(key, text)
+            except DriveError as error:
+                problems.extend(error.lines())
+                continue
+            drives.append(parsed.drive)
+            prepared.warnings.extend(parsed.warnings)
+        else:
+            try:
+                prepared.values[key] = canonical_option(key, text)
+            except InvalidOptionError as error:
+                problems.extend(error.lines)
+    for key in deletes:
+        if not known_key(key) and key not in present:
+            problems.append(f"unknown option '{key}'")
+        elif key not in present and key not in config.current.values:
+            prepared.warnings.append(f"cannot delete '{key}' - not set in current configuration!")
+        else:
+            prepared.deletes.append(key)
+    if problems:
+        raise InvalidOptionsError(config.vmid, problems)
+    for drive in drives:
+        try:
+            drive = allocator.allocated(drive)
+            prepared.warnings += _check_image(drive, allocator.storage_config)
+        except InvalidInputError as error:
+            problems.extend(_problem_lines(drive.key, error))
+            continue
+        prepared.values[drive.key] = print_drive(drive)
+    if problems:
+        raise InvalidOptionsError(config.vmid, problems)
+    return prepared
+
+
+def _check_image(drive: Drive, storage_config: StorageConfig) -> list[str]:
+    """The drive's rules that need its volume: the storage resolves it, and the cache keys
+    fit the qcow2 image (entry size within the cluster size, ...) when it exists. Returns
+    warnings (a qcow2 image the drive will pass as raw)."""
+    if drive.interface == "unused":
+        storage.resolve(storage_config, drive.file)
+        return []
+    disk = resolve_disk(drive, storage_config)
+    if disk.path is None or not Path(disk.path).exists() or Path(disk.path).is_dir():
+        return []
+    if disk.format == "qcow2":
+        problems = check_drive_cache(drive, read_image(disk.path, format="qcow2"))
+        if problems:
+            raise DriveError(drive.key, problems)
+        return []
+    if drive.get("format") is None and disk.volume is not None and disk.volume.format is None \
+            and _probed_qcow2(disk.path):
+        # qemu-server's rule for a path without format=: QEMU opens it raw, never probing.
+        return [f"{drive.key}: '{drive.file}' is a qcow2 image, but without format=qcow2 it is "
+                f"passed to QEMU as raw: the guest sees the qcow2 file's bytes and the qcow2-* "
+                f"options have no effect (add format=qcow2 if the guest should see the disk)"]
+    return []
+
+
+def _probed_qcow2(path: str) -> bool:
+    try:
+        return read_image(path).is_qcow2
+    except InvalidInputError:
+        return False  # not a readable image: the guest gets the bytes, as it asked
+
+
+def _problem_lines(key: str, error: InvalidInputError) -> list[str]:
+    if isinstance(error, DriveError):
+        return error.lines()
+    text = str(error)
+    return [text if text.startswith(f"{key}:") else f"{key}: {text}"]
