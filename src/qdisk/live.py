@@ -120,7 +120,8 @@ def read_state(settings: Settings, vmid: int) -> dict[str, Any] | None:
 
 
 def write_state(settings: Settings, vmid: int, state: Mapping[str, Any]) -> None:
-    fileio.atomic_write(state_path(settings, vmid), json.dumps(state, indent=2) + "\n")
+    fileio.atomic_write(state_path(settings, vmid), json.dumps(state, indent=2) + "\n",
+                        home=settings.home)
 
 
 def initial_state(syntax: str, graphs: Mapping[str, DriveGraph], pid: int) -> dict[str, Any]:

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from qdisk import live, propstring, storage, vmconfig
+from qdisk import fileio, live, propstring, storage, vmconfig
 from qdisk.cache import check_drive_cache
 from qdisk.drive import Drive, is_drive_key, make_drive, parse_drive, print_drive
 from qdisk.errors import DriveError, InvalidInputError, Problem, QdiskError
@@ -207,7 +207,7 @@ def _allocated(settings: Settings, config: VmConfig, drive: Drive,
     volname = storage.free_disk_volname(target, config.vmid, fmt,
                                         taken=_volnames_on(config, target.id))
     path = target.path / "images" / volname
-    path.parent.mkdir(parents=True, exist_ok=True)
+    fileio.private_dir(path.parent, home=settings.home)
     image = create_image(settings.tools, path, fmt, allocation.size)
     created.append(path)
     log.info("%s: created %s (%d bytes)", drive.key, path, image.virtual_size)
@@ -698,10 +698,9 @@ def start(settings: Settings, vmid: int, *, syntax: Syntax | None = None,
 def _run_daemon(settings: Settings, vmid: int, argv: list[str]) -> int:
     """Run QEMU with ``-daemonize``: its parent exits once the VM is set up. Returns the pid."""
     log_file_path = RunFiles.of(settings, vmid).log
-    log_file_path.parent.mkdir(parents=True, exist_ok=True)
     log.debug("starting VM %d: %s", vmid, " ".join(argv))
     # stderr to a file, not a pipe: the daemon inherits it, and a pipe would stay open.
-    with open(log_file_path, "w", encoding="utf-8") as log_file:
+    with fileio.truncated_output(log_file_path, home=settings.home) as log_file:
         try:
             result = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=log_file,
                                     stderr=log_file, timeout=START_TIMEOUT)
