@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from qdisk.errors import InvalidInputError, ToolError
+from qdisk.fileio import LINK_REFUSED
 from qdisk.settings import Tools
 from qdisk.tools import run
 
@@ -609,7 +610,9 @@ def create_image(tools: Tools, path: str | os.PathLike[str], fmt: str, size_byte
     """
     filename = os.fspath(path)
     if not has_protocol(filename) and os.path.lexists(filename):
-        raise ImageError(filename, "already exists: not overwriting it")
+        # qemu-img would write through a link (its target truncated): refused like any file.
+        raise ImageError(filename, LINK_REFUSED if os.path.islink(filename)
+                         else "already exists: not overwriting it")
     argv = [tools.qemu_img, "create", "-q", "-f", fmt]
     if options:
         argv += ["-o", ",".join(f"{key}={_option_value(value)}" for key, value in options.items())]

@@ -231,7 +231,8 @@ def ensure_default(settings: Settings) -> StorageConfig:
         local = Storage("dir", DEFAULT_STORAGE_ID, MappingProxyType({
             "path": str(settings.home.absolute() / "storage" / DEFAULT_STORAGE_ID),
             "content": DEFAULT_STORAGE_CONTENT}))
-        atomic_write(path, print_storage_cfg(StorageConfig(MappingProxyType({local.id: local}))))
+        atomic_write(path, print_storage_cfg(StorageConfig(MappingProxyType({local.id: local}))),
+                     home=settings.home)
     return load(settings)
 
 

@@ -199,14 +199,14 @@ def lock_path(settings: Settings, vmid: int) -> Path:
 @contextmanager
 def config_lock(settings: Settings, vmid: int) -> Iterator[None]:
     """Hold VM ``vmid``'s lock: read-modify-write cycles of its config queue up."""
-    with locked(lock_path(settings, vmid)):
+    with locked(lock_path(settings, vmid), home=settings.home):
         yield
 
 
 def save(settings: Settings, config: VmConfig) -> None:
     """Write the config atomically (old or new file, never a torn one). The caller holds
     :func:`config_lock` across its read, change and this write."""
-    atomic_write(config_path(settings, config.vmid), print_vm_config(config))
+    atomic_write(config_path(settings, config.vmid), print_vm_config(config), home=settings.home)
 
 
 def list_vmids(settings: Settings) -> list[int]:

@@ -11,6 +11,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from qdisk import fileio
 from qdisk.errors import ToolError
 from qdisk.qemu.blockdev import to_json
 from qdisk.tools import last_message, process_memory
@@ -61,7 +62,7 @@ class StorageDaemon:
         for stale in (self.socket, self._pidfile):
             stale.unlink(missing_ok=True)
         try:
-            with self._stderr_path.open("wb") as stderr:
+            with fileio.truncated_output(self._stderr_path, home=self._stderr_path.parent) as stderr:
                 self._process = subprocess.Popen(self._argv, stdin=subprocess.DEVNULL,
                                                  stdout=subprocess.DEVNULL, stderr=stderr)
         except FileNotFoundError:

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from qdisk import storage
+from qdisk import fileio, storage
 from qdisk.drive import Drive, make_drive
 from qdisk.errors import DriveError, Problem, ToolError
 from qdisk.image import create_image
@@ -51,7 +51,7 @@ class Allocator:
         volname = storage.free_disk_volname(target, vmid, fmt,
                                             taken=volnames_on(self.config, target.id))
         path = target.path / "images" / volname
-        path.parent.mkdir(parents=True, exist_ok=True)
+        fileio.private_dir(path.parent, home=self.settings.home)
         # Journaled before qemu-img runs: a command killed from here on leaves a record the
         # next command on this VM cleans up, and a failed qemu-img leaves nothing behind
         # that would shift the next disk number.

@@ -25,7 +25,8 @@ log = logging.getLogger(__name__)
 
 def record(settings: Settings, vmid: int, paths: Sequence[Path]) -> None:
     """Journal ``paths`` as the images the running command of VM ``vmid`` creates."""
-    atomic_write(settings.layout.allocation_journal(vmid), "".join(f"{path}\n" for path in paths))
+    atomic_write(settings.layout.allocation_journal(vmid), "".join(f"{path}\n" for path in paths),
+                 home=settings.home)
 
 
 def end(settings: Settings, vmid: int) -> None:

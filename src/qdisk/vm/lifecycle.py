@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from qdisk import processes, storage, vmconfig
+from qdisk import fileio, processes, storage, vmconfig
 from qdisk.errors import InvalidInputError
 from qdisk.qemu.command import Syntax, build_command
 from qdisk.qemu.qmp import QmpConnection, QmpError
@@ -89,10 +89,9 @@ def start(settings: Settings, vmid: int, *, syntax: Syntax | None = None,
 def _run_daemon(settings: Settings, vmid: int, argv: list[str]) -> int:
     """Run QEMU with ``-daemonize``: its parent exits once the VM is set up. Returns the pid."""
     log_file_path = settings.layout.run_files(vmid).log
-    log_file_path.parent.mkdir(parents=True, exist_ok=True)
     log.debug("starting VM %d: %s", vmid, " ".join(argv))
     # stderr to a file, not a pipe: the daemon inherits it, and a pipe would stay open.
-    with open(log_file_path, "w", encoding="utf-8") as log_file:
+    with fileio.truncated_output(log_file_path, home=settings.home) as log_file:
         try:
             result = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=log_file,
                                     stderr=log_file, timeout=START_TIMEOUT)

@@ -81,7 +81,7 @@ def read_state(settings: Settings, vmid: int) -> VmState | None:
 
 def write_state(settings: Settings, vmid: int, state: VmState) -> None:
     fileio.atomic_write(settings.layout.run_files(vmid).state,
-                        json.dumps(state.as_json(), indent=2) + "\n")
+                        json.dumps(state.as_json(), indent=2) + "\n", home=settings.home)
 
 
 # --- the VM's QEMU ----------------------------------------------------------------------------
