@@ -94,8 +94,9 @@ def test_cfg2cmd(case: Path, qemu_home: QemuHome, run_qdisk: Callable[..., Any],
     assert result.exit_code == 0, result.stderr
     output = qemu_home.normalise(result.stdout)
     golden = case.with_name(case.name + ".cmd")
-    if regen_golden or not golden.exists():
+    if regen_golden:
         golden.write_text(output)
+    assert golden.exists(), f"{golden.name} is missing: write it with pytest --regen-golden and review it"
     assert output == golden.read_text()
 
 

@@ -2,7 +2,7 @@
 
 qdisk's commands are short-lived and synchronous, so each connection runs its own
 event loop; callers see plain method calls and :class:`QmpError` subclasses that
-carry QEMU's own message.
+carry QEMU's own message and keep the library's exception as their cause.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ class QmpConnection:
         except (OSError, QMPError, asyncio.TimeoutError) as error:
             self._loop.close()
             raise QmpError(f"cannot connect to QEMU's monitor at {self.socket_path}: "
-                           f"{error or type(error).__name__}") from None
+                           f"{error or type(error).__name__}") from error
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
@@ -68,8 +68,8 @@ class QmpConnection:
         try:
             return self._run(self._client.execute(command, arguments))
         except ExecuteError as error:
-            raise QmpCommandError(command, str(error)) from None
+            raise QmpCommandError(command, str(error)) from error
         except (OSError, EOFError, QMPError, asyncio.TimeoutError) as error:
             # EOFError: QEMU closed the monitor (it exited, or was killed).
             raise QmpError(f"QEMU's monitor at {self.socket_path} failed during {command}: "
-                           f"{error or type(error).__name__}") from None
+                           f"{error or type(error).__name__}") from error
