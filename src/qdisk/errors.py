@@ -20,6 +20,10 @@ class InvalidInputError(QdiskError):
     """The user's input is invalid, or the request is refused (exit code 2)."""
 
 
+class ConfigFileError(InvalidInputError):
+    """A config file (a VM's, storage.cfg) is not text qdisk can read; names the file and line."""
+
+
 class ToolError(QdiskError):
     """An external program (qemu-img, QEMU, fio) failed or could not be run."""
 
