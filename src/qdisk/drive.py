@@ -32,6 +32,12 @@ MIB = 1024 * 1024
 MAX_CACHE_CLEAN_INTERVAL = 2**32 - 1
 # Keys of ancient configs that qemu-server drops silently.
 DROPPED_KEYS = frozenset({"cyls", "heads", "secs", "trans"})
+# QEMU's throttle limits (util/throttle.c, checked on QEMU 7.2): rates and burst rates
+# 0..10^15 bytes/s or operations/s, burst lengths 1..2^32-1 s (a uint32 in a throttle
+# group's limits), and a burst length times its burst rate at most 10^15.
+QEMU_THROTTLE_MAX = 10**15
+QEMU_BURST_LENGTH_MAX = 2**32 - 1
+QEMU_LIMIT = "QEMU's limit"
 
 
 def _check_qm_path(text: str) -> str | None:
@@ -57,18 +63,34 @@ def _throttle_properties() -> Iterator[tuple[str, Property]]:
     for direction in _DIRECTIONS:
         what = _DIRECTION_WORDS[direction]
         yield f"bps{direction}", propstring.integer(
+            0, QEMU_THROTTLE_MAX, maximum_reason=QEMU_LIMIT,
             description=f"Maximum {what} speed in bytes per second (legacy, read as mbps).")
-        yield f"mbps{direction}", propstring.number(
-            description=f"Maximum {what} speed in megabytes per second.")
-        yield f"iops{direction}", propstring.integer(
-            description=f"Maximum {what} I/O in operations per second.")
-        yield f"mbps{direction}_max", propstring.number(
-            description=f"Maximum unthrottled {what} pool in megabytes per second.")
-        yield f"iops{direction}_max", propstring.integer(
-            description=f"Maximum unthrottled {what} I/O pool in operations per second.")
+        yield f"mbps{direction}", _mbps(f"Maximum {what} speed in megabytes per second.")
+        yield f"iops{direction}", _iops(f"Maximum {what} I/O in operations per second.")
+        yield f"mbps{direction}_max", _mbps(
+            f"Maximum unthrottled {what} pool in megabytes per second.")
+        yield f"iops{direction}_max", _iops(
+            f"Maximum unthrottled {what} I/O pool in operations per second.")
         for unit in ("bps", "iops"):
             yield f"{unit}{direction}_max_length", propstring.integer(
-                minimum=1, description=f"Maximum length of {what} I/O bursts in seconds.")
+                1, QEMU_BURST_LENGTH_MAX, maximum_reason=QEMU_LIMIT,
+                description=f"Maximum length of {what} I/O bursts in seconds.")
+
+
+def _mbps(description: str) -> Property:
+    # MB/s are MiB/s: QEMU gets int(value * 2^20) bytes/s, so 10^15 / 2^20 (exact) is the most.
+    return propstring.number(0, QEMU_THROTTLE_MAX / MIB, description,
+                             maximum_reason=f"10^15 bytes/s, {QEMU_LIMIT}")
+
+
+def _iops(description: str) -> Property:
+    return propstring.integer(0, QEMU_THROTTLE_MAX, description, maximum_reason=QEMU_LIMIT)
+
+
+def qemu_throttle_value(name: str, value: Value) -> int:
+    """A throttle key's value as QEMU gets it: MB/s as bytes/s (times 2^20, truncated as
+    qemu-server does), operations and seconds as they are."""
+    return int(float(value) * MIB) if name.startswith("mbps") else int(value)
 
 
 _COMMON: dict[str, Property] = {
@@ -87,7 +109,8 @@ _COMMON: dict[str, Property] = {
     "aio": propstring.choice("native", "threads", "io_uring", description="AIO type."),
     "discard": propstring.choice("ignore", "on", description="Pass discard requests."),
     "detect_zeroes": propstring.boolean("Detect writes of zeroes and optimize them."),
-    "serial": propstring.string(format=propstring.URL_ENCODED, max_length=60,
+    # qemu-server: url-encoded, up to 60 characters for 20 bytes (each may be %XX).
+    "serial": propstring.string(format=propstring.url_encoded(20), max_length=60,
                                 description="The drive's reported serial number, url-encoded."),
     "shared": propstring.boolean("Mark the local volume as available on all nodes."),
     **dict(_throttle_properties()),
@@ -115,7 +138,7 @@ _BUS_KEYS: dict[str, dict[str, Property]] = {
                                      description="The drive's worldwide name.")},
     "iothread": {"iothread": propstring.boolean("Use a separate I/O thread.")},
     "ro": {"ro": propstring.boolean("Read-only drive.")},
-    "model": {"model": propstring.string(format=propstring.URL_ENCODED, max_length=120,
+    "model": {"model": propstring.string(format=propstring.url_encoded(40), max_length=120,
                                          description="The drive's model name, url-encoded.")},
     "scsi": {
         "product": propstring.string(pattern=r"[A-Za-z0-9\-_\s]{0,16}",
@@ -155,12 +178,38 @@ def _excludes(total: str, direction: str) -> Rule:
     return Rule((total, direction), check)
 
 
+def _burst_not_below_rate(base: str) -> Rule:
+    burst = f"{base}_max"
+
+    def check(values: Mapping[str, Value]) -> Iterator[Problem]:
+        if _is_set(values, base) and _is_set(values, burst) and \
+                qemu_throttle_value(burst, values[burst]) < qemu_throttle_value(base, values[base]):
+            yield Problem(burst, f"{burst} cannot be lower than {base}: QEMU refuses a burst "
+                                 f"rate below the rate")
+    return Rule((base, burst), check)
+
+
+def _burst_length_fits(length: str, burst: str) -> Rule:
+    def check(values: Mapping[str, Value]) -> Iterator[Problem]:
+        if not (_is_set(values, length) and _is_set(values, burst)):
+            return
+        longest = QEMU_THROTTLE_MAX // qemu_throttle_value(burst, values[burst])
+        if qemu_throttle_value(length, values[length]) > longest:
+            yield Problem(length, f"{length} is too long for {burst}: QEMU allows at most "
+                                  f"{longest} s at this burst rate (length x rate <= 10^15)")
+    return Rule((length, burst), check)
+
+
 def _throttle_rules() -> Iterator[Rule]:
     for direction in _DIRECTIONS:
         yield _requires(f"mbps{direction}_max", f"mbps{direction}")
         yield _requires(f"iops{direction}_max", f"iops{direction}")
         yield _requires(f"bps{direction}_max_length", f"mbps{direction}_max")
         yield _requires(f"iops{direction}_max_length", f"iops{direction}_max")
+        for unit in ("mbps", "iops"):
+            yield _burst_not_below_rate(f"{unit}{direction}")
+        yield _burst_length_fits(f"bps{direction}_max_length", f"mbps{direction}_max")
+        yield _burst_length_fits(f"iops{direction}_max_length", f"iops{direction}_max")
     for unit in ("mbps", "iops"):
         for direction in ("_rd", "_wr"):
             yield _excludes(unit, f"{unit}{direction}")
@@ -371,6 +420,7 @@ def print_drive(drive: Drive) -> str:
 def _validated(key: str, checked: Checked) -> ParsedDrive:
     bus, index = _bus_of(key)
     _convert_legacy_bps(checked)
+    _refuse_rates_below_one_byte(checked)
     propstring.check_rules(bus.schema.rules, checked)
     if checked.problems:
         raise DriveError(key, checked.problems)
@@ -394,6 +444,15 @@ def _convert_legacy_bps(checked: Checked) -> None:
             checked.invalid.add(current)
         else:
             checked.values[current] = round(float(bps) / MIB, 3)
+
+
+def _refuse_rates_below_one_byte(checked: Checked) -> None:
+    """A rate above 0 that QEMU would get as 0 bytes/s would silently be no limit at all."""
+    for name, value in list(checked.values.items()):
+        if name.startswith("mbps") and value and qemu_throttle_value(name, value) == 0:
+            del checked.values[name]
+            checked.add(name, f"value must be 0 (no limit) or at least {1 / MIB!r} (1 byte/s): "
+                              f"QEMU counts whole bytes/s")
 
 
 def _warnings(drive: Drive) -> Iterator[str]:

@@ -20,6 +20,10 @@ class InvalidInputError(QdiskError):
     """The user's input is invalid, or the request is refused (exit code 2)."""
 
 
+class ConfigFileError(InvalidInputError):
+    """A config file (a VM's, storage.cfg) is not text qdisk can read; names the file and line."""
+
+
 class ToolError(QdiskError):
     """An external program (qemu-img, QEMU, fio) failed or could not be run."""
 
@@ -34,7 +38,8 @@ class ToolError(QdiskError):
 
 @dataclass(frozen=True)
 class Problem:
-    """One problem of a drive string: the property it concerns (None: the whole string)."""
+    """One problem of a property string: the property it concerns (None: the whole string,
+    which a :class:`DriveError` names by its drive key)."""
 
     property: str | None
     message: str
@@ -45,11 +50,15 @@ class DriveError(InvalidInputError):
 
     def __init__(self, key: str, problems: Sequence[Problem]) -> None:
         self.key = key
-        self.problems = tuple(problems)
+        # Every problem names what it concerns: one of the whole string, or of the key
+        # itself, names the drive key.
+        self.problems = tuple(Problem(key, p.message) if p.property is None else p
+                              for p in problems)
         super().__init__("\n".join(self.lines()))
 
     def lines(self) -> list[str]:
-        """One line per problem, each naming the drive and the property: ``scsi0.size: ...``."""
+        """One line per problem, each naming the drive and the property: ``scsi0.size: ...``
+        (``scsi0: ...`` for a problem of the drive as a whole)."""
         key = self.key or "''"  # an empty key must still show where the message starts
-        return [f"{key}.{p.property}: {p.message}" if p.property else f"{key}: {p.message}"
+        return [f"{key}: {p.message}" if p.property == self.key else f"{key}.{p.property}: {p.message}"
                 for p in self.problems]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import enum
 import math
 import re
+import urllib.parse
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -42,8 +43,12 @@ class Property:
     kind: Kind
     optional: bool = True
     default_key: bool = False
-    minimum: int | None = None
-    maximum: int | None = None
+    # Integers and sizes without a maximum (or minimum) are held to 64 bits, as every
+    # consumer (QEMU, JSON, Perl) holds them.
+    minimum: int | float | None = None
+    maximum: int | float | None = None
+    # Why the maximum is what it is, added to its message (``QEMU's limit``).
+    maximum_reason: str = ""
     enum: tuple[str, ...] = ()
     pattern: re.Pattern[str] | None = None
     max_length: int | None = None
@@ -56,12 +61,15 @@ def boolean(description: str = "") -> Property:
 
 
 def integer(minimum: int | None = None, maximum: int | None = None,
-            description: str = "") -> Property:
-    return Property(Kind.INTEGER, minimum=minimum, maximum=maximum, description=description)
+            description: str = "", *, maximum_reason: str = "") -> Property:
+    return Property(Kind.INTEGER, minimum=minimum, maximum=maximum,
+                    maximum_reason=maximum_reason, description=description)
 
 
-def number(description: str = "") -> Property:
-    return Property(Kind.NUMBER, description=description)
+def number(minimum: float | None = None, maximum: float | None = None,
+           description: str = "", *, maximum_reason: str = "") -> Property:
+    return Property(Kind.NUMBER, minimum=minimum, maximum=maximum,
+                    maximum_reason=maximum_reason, description=description)
 
 
 def choice(*values: str, description: str = "") -> Property:
@@ -79,7 +87,8 @@ def string(*, pattern: str | None = None, max_length: int | None = None,
 
 
 def disk_size(description: str = "") -> Property:
-    return Property(Kind.SIZE, description=description)
+    return Property(Kind.SIZE, minimum=0, maximum=INT64_MAX, maximum_reason="bytes: 8 EiB - 1",
+                    description=description)
 
 
 @dataclass(frozen=True)
@@ -124,21 +133,35 @@ class _Invalid(Exception):
 
 # --- sizes (pve-common parse_size / format_size) -------------------------------------
 
-_SIZE_RE = re.compile(r"([0-9]+(?:\.[0-9]+)?)(?:([KMGT])(?:iB)?)?")
+_SIZE_RE = re.compile(r"([0-9]+)(?:\.([0-9]+))?(?:([KMGT])(?:iB)?)?")
 _UNIT_SHIFT = {"K": 10, "M": 20, "G": 30, "T": 40}
+INT64_MIN = -(2**63)
+INT64_MAX = 2**63 - 1
+# A whole number of more digits than this is beyond every bound, whatever its digits.
+_MAX_DIGITS = 20
+
+
+def whole_number(digits: str) -> int:
+    """The value of ASCII ``digits``. A number of more than 20 digits (leading zeros aside)
+    is beyond every bound, and Python converts at most 4300: it stands in as 10**20, which
+    the range checks report as out of range."""
+    significant = digits.lstrip("0")
+    return 10**_MAX_DIGITS if len(significant) > _MAX_DIGITS else int(significant or "0")
 
 
 def parse_size(text: str) -> int | None:
     """Bytes of a disk size like ``32G``, ``1.5G``, ``512MiB``, ``1000``; None if invalid.
-    A fraction is computed in floating point and truncated, as pve-common's Perl does."""
+    A fraction is computed in floating point and truncated, as pve-common's Perl does.
+    A size of more than 20 digits comes back as 10**20 units (see :func:`whole_number`)."""
     match = _SIZE_RE.fullmatch(text)
     if match is None:
         return None
-    digits, unit = match.groups()
+    digits, fraction, unit = match.groups()
     multiplier = 1 << _UNIT_SHIFT[unit] if unit else 1
-    if "." in digits:
-        return int(float(digits) * multiplier)
-    return int(digits) * multiplier
+    whole = whole_number(digits)
+    if fraction is not None:
+        return int(float(f"{whole}.{fraction}") * multiplier)
+    return whole * multiplier
 
 
 def format_size(size: int) -> str:
@@ -162,10 +185,6 @@ STORAGE_ID_PATTERN = r"[a-z][a-z0-9\-_.]*[a-z0-9]"
 _VOLUME_ID_RE = re.compile(rf"{STORAGE_ID_PATTERN}:.+", re.IGNORECASE | re.ASCII | re.DOTALL)
 
 
-def _check_url_encoded(text: str) -> str | None:
-    return None if _URL_ENCODED_RE.fullmatch(text) else f"invalid urlencoded string: {text}"
-
-
 def _check_volume_id(text: str) -> str | None:
     return None if _VOLUME_ID_RE.fullmatch(text) else f"unable to parse volume ID '{text}'"
 
@@ -174,7 +193,25 @@ def _check_volume_id_or_path(text: str) -> str | None:
     return None if text.startswith("/") else _check_volume_id(text)
 
 
-URL_ENCODED = StringFormat("urlencoded", _check_url_encoded)
+def url_encoded(max_bytes: int) -> StringFormat:
+    """pve-common's ``urlencoded`` format, and what the text decodes to: at most
+    ``max_bytes`` bytes (qemu-server's limit for a serial or model), printable ASCII (what
+    those device fields hold; a NUL could not even be passed to QEMU)."""
+
+    def check(text: str) -> str | None:
+        if not _URL_ENCODED_RE.fullmatch(text):
+            return f"invalid urlencoded string: {text}"
+        decoded = urllib.parse.unquote_to_bytes(text)
+        unprintable = next((byte for byte in decoded if not 0x20 <= byte <= 0x7E), None)
+        if unprintable is not None:
+            return f"the decoded value must be printable ASCII, not %{unprintable:02X}"
+        if len(decoded) > max_bytes:
+            return f"the decoded value may only be {max_bytes} bytes long, not {len(decoded)}"
+        return None
+
+    return StringFormat("urlencoded", check)
+
+
 VOLUME_ID = StringFormat("pve-volume-id", _check_volume_id)
 VOLUME_ID_OR_PATH = StringFormat("pve-volume-id-or-absolute-path", _check_volume_id_or_path)
 
@@ -210,7 +247,8 @@ def _from_text(prop: Property, text: str) -> Value:
     if prop.kind is Kind.INTEGER:
         if not _INTEGER_RE.fullmatch(text):
             raise _type_error(prop, text)
-        return int(text)
+        magnitude = whole_number(text.lstrip("+-"))
+        return -magnitude if text.startswith("-") else magnitude
     if prop.kind is Kind.NUMBER:
         if not _NUMBER_RE.fullmatch(text):
             raise _type_error(prop, text)
@@ -232,8 +270,6 @@ def _typed(prop: Property, value: object) -> Value:
     if prop.kind in (Kind.INTEGER, Kind.SIZE):
         if isinstance(value, bool) or not isinstance(value, int):
             raise _type_error(prop, value)
-        if prop.kind is Kind.SIZE and value < 0:
-            raise _Invalid("value must have a minimum value of 0")
         return value
     if prop.kind is Kind.NUMBER:
         if isinstance(value, bool) or not isinstance(value, int | float):
@@ -244,15 +280,26 @@ def _typed(prop: Property, value: object) -> Value:
     return value
 
 
+def _bounds(prop: Property) -> tuple[int | float | None, int | float | None]:
+    """The property's range; integers and sizes are 64-bit when it sets no bound."""
+    if prop.kind in (Kind.INTEGER, Kind.SIZE):
+        return (INT64_MIN if prop.minimum is None else prop.minimum,
+                INT64_MAX if prop.maximum is None else prop.maximum)
+    return prop.minimum, prop.maximum
+
+
 def _check(name: str, prop: Property, value: Value) -> None:
     """Range, enumeration, length, pattern and format checks of a typed value."""
-    if isinstance(value, float) and not math.isfinite(value):
-        raise _Invalid("value must be a finite number")
     if isinstance(value, int | float) and not isinstance(value, bool):
-        if prop.minimum is not None and value < prop.minimum:
-            raise _Invalid(f"value must have a minimum value of {prop.minimum}")
-        if prop.maximum is not None and value > prop.maximum:
-            raise _Invalid(f"value must have a maximum value of {prop.maximum}")
+        minimum, maximum = _bounds(prop)
+        if minimum is not None and value < minimum:
+            raise _Invalid(f"value must have a minimum value of {minimum}")
+        if maximum is not None and value > maximum:
+            reason = f" ({prop.maximum_reason})" if prop.maximum_reason else ""
+            raise _Invalid(f"value must have a maximum value of {maximum}{reason}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise _Invalid("value must be a finite number")
+        return
     if not isinstance(value, str):
         return
     if value == "":
@@ -262,6 +309,15 @@ def _check(name: str, prop: Property, value: Value) -> None:
         raise _Invalid(f"illegal value with commas for {name}")
     if "\n" in value or "\r" in value:
         raise _Invalid("value must not contain a line break")
+    if "\0" in value:
+        # No program argument can carry one.
+        raise _Invalid("value must not contain a NUL character")
+    if not value.isascii():
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            # Bytes that are not UTF-8 reach Python as lone surrogates; a config cannot hold them.
+            raise _Invalid("value must be UTF-8 text") from None
     if prop.enum and value not in prop.enum:
         raise _Invalid(f"value '{value}' does not have a value in the enumeration "
                        f"'{', '.join(prop.enum)}'")

@@ -22,16 +22,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 
+from qdisk.configtext import BLANKS, read_config
 from qdisk.errors import InvalidInputError
 from qdisk.fileio import atomic_write
-from qdisk.propstring import STORAGE_ID_PATTERN, parse_boolean
+from qdisk.propstring import INT64_MAX, STORAGE_ID_PATTERN, parse_boolean, whole_number
 from qdisk.settings import Settings
 
 # PVE's storage id (pve-storage-id) and volume id (parse_volume_id).
 _STORAGE_ID_RE = re.compile(STORAGE_ID_PATTERN, re.IGNORECASE | re.ASCII)
 _VOLUME_ID_RE = re.compile(rf"({STORAGE_ID_PATTERN}):(.+)", re.IGNORECASE | re.ASCII | re.DOTALL)
 _SECTION_RE = re.compile(r"([a-z][a-z0-9]*):\s*(\S+)\s*", re.ASCII)
-_OPTION_RE = re.compile(r"\s+(\S+)(?:\s+(.*?))?\s*", re.ASCII)
+# An option line, its blanks stripped first (a lazy value before trailing blanks would take
+# quadratic time on a run of them).
+_OPTION_RE = re.compile(r"(\S+)(?:\s+(.*))?", re.ASCII | re.DOTALL)
 # PVE::Storage::Plugin::parse_volname / parse_name_dir (whitespace is never part of a name).
 # A linked clone is BASEVMID/BASENAME/VMID/NAME; its image lives under VMID. (No
 # subvol: those are container volumes.)
@@ -105,7 +108,7 @@ def load(settings: Settings) -> StorageConfig:
     """The storage configuration of ``settings.home``; no file means no storages."""
     path = config_path(settings)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_config(path)
     except FileNotFoundError:
         return StorageConfig()
     except OSError as error:
@@ -123,16 +126,16 @@ def parse_storage_cfg(text: str, *, source: str = "storage.cfg") -> StorageConfi
             storages[storage_id] = _checked(Storage(storage_type, storage_id, MappingProxyType(options)),
                                             source)
 
-    for number, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
+    for number, line in enumerate(text.split("\n"), 1):
+        if not line.strip(BLANKS):
             finish()
             current = None
             continue
-        if line.lstrip().startswith("#"):
+        if line.lstrip(BLANKS).startswith("#"):
             continue
-        if current is not None and line[0].isspace():
-            option = _OPTION_RE.fullmatch(line)
-            assert option is not None  # a non-blank indented line always matches
+        if current is not None and line[0] in BLANKS:
+            option = _OPTION_RE.fullmatch(line.strip(BLANKS))
+            assert option is not None  # a non-blank line always matches
             key, value = option.group(1), option.group(2) or ""
             if key in current[2]:
                 raise StorageError(f"{source}: line {number}: duplicate option '{key}' "
@@ -216,11 +219,13 @@ def resolve(config: StorageConfig, volid: str) -> Volume:
 DEFAULT_STORAGE_ID = "local"
 DEFAULT_STORAGE_CONTENT = "images,iso"
 # qemu-server's allocation syntax of a drive's file: STORAGE:SIZE_IN_GiB (parse_drive's caller).
-_ALLOCATION_RE = re.compile(rf"({STORAGE_ID_PATTERN}):(\d+(?:\.\d+)?)", re.IGNORECASE | re.ASCII)
+_ALLOCATION_RE = re.compile(rf"({STORAGE_ID_PATTERN}):(\d+)(?:\.(\d+))?", re.IGNORECASE | re.ASCII)
 # The formats the directory plugin can allocate (its default is raw).
 ALLOCATABLE_FORMATS = ("raw", "qcow2", "vmdk")
 DEFAULT_ALLOCATION_FORMAT = "raw"
 GIB = 1024**3
+# The largest allocation: an image size is a 64-bit number of bytes in QEMU.
+MAX_ALLOCATION_GIB = INT64_MAX // GIB
 
 
 def ensure_default(settings: Settings) -> StorageConfig:
@@ -246,12 +251,18 @@ class Allocation:
 
 def parse_allocation(file: str) -> Allocation | None:
     """``local:32`` / ``local:0.1`` -> an allocation (sizes in GiB, rounded up to whole KiB as
-    pve-storage's KiB sizes are); None for anything else."""
+    pve-storage's KiB sizes are); None for anything else. Raises StorageError for a size
+    beyond :data:`MAX_ALLOCATION_GIB`."""
     match = _ALLOCATION_RE.fullmatch(file)
     if match is None:
         return None
-    kib = -(-int(float(match.group(2)) * GIB) // 1024)
-    return Allocation(match.group(1), kib * 1024)
+    storage_id, digits, fraction = match.groups()
+    whole = whole_number(digits)
+    if whole >= MAX_ALLOCATION_GIB:
+        raise StorageError(f"'{file}': the size of a new disk must be less than "
+                           f"{MAX_ALLOCATION_GIB} GiB (8 EiB)")
+    kib = -(-int(float(f"{whole}.{fraction or 0}") * GIB) // 1024)
+    return Allocation(storage_id, kib * 1024)
 
 
 def image_dir(storage: Storage, vmid: int) -> Path:

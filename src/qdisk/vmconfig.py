@@ -30,21 +30,25 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from qdisk.configtext import BLANKS, read_config
 from qdisk.drive import drive_keys
 from qdisk.errors import InvalidInputError
 from qdisk.fileio import atomic_write, locked
 from qdisk.settings import Settings
 
-_KEY_VALUE_RE = re.compile(r"([a-z][a-z_]*\d*):\s*(.+?)\s*", re.ASCII)
-_DESCRIPTION_RE = re.compile(r"description:\s*(.*\S)\s*")
+# A line's key; qemu-server's ^([a-z][a-z_]*\d*):\s*(.+?)\s*$ is split in two (key, then
+# the rest stripped), since that regex takes quadratic time on a run of blanks.
+_KEY_RE = re.compile(r"([a-z][a-z_]*\d*):", re.ASCII)
+_DESCRIPTION_KEY = "description:"
 _SNAPSHOT_RE = re.compile(r"\[([a-z][a-z0-9_\-]+)\]\s*", re.IGNORECASE | re.ASCII)
 _SPECIAL_RE = re.compile(r"\[special:([a-z]+)\]\s*", re.IGNORECASE | re.ASCII)
 _PENDING_RE = re.compile(r"\[PENDING\]\s*", re.IGNORECASE)
 # PVE::Tools::encode_text: control and non-ASCII characters, and ':', are %-escaped.
 _UNSAFE_DESCRIPTION_RE = re.compile(r"[^\x20-\x39\x3b-\x7e]")
-# PVE's vmid range (pve-vmid).
+# PVE's vmid range (pve-vmid), and the config file names it gives.
 MIN_VMID = 100
 MAX_VMID = 999_999_999
+_VMID_RE = re.compile(r"[1-9][0-9]{2,8}")
 
 
 class VmConfigError(InvalidInputError):
@@ -96,7 +100,7 @@ def load(settings: Settings, vmid: int) -> VmConfig:
     """Read and parse the config of VM ``vmid``."""
     path = config_path(settings, vmid)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_config(path)
     except FileNotFoundError:
         raise VmConfigError(f"VM {vmid}: configuration file '{path}' does not exist") from None
     except OSError as error:
@@ -116,7 +120,7 @@ def parse_vm_config(text: str, vmid: int) -> VmConfig:
             description.clear()
 
     for line in text.split("\n"):
-        if not line.strip():
+        if not line.strip(BLANKS):
             continue
         header = _section_header(config, line)
         if header is not None:
@@ -126,21 +130,33 @@ def parse_vm_config(text: str, vmid: int) -> VmConfig:
         if line.startswith("#"):
             description.append(decode_text(line[1:]))
             continue
-        described = _DESCRIPTION_RE.fullmatch(line)
+        described = line.removeprefix(_DESCRIPTION_KEY).strip(BLANKS) \
+            if line.startswith(_DESCRIPTION_KEY) else ""
         if described:
-            description.append(decode_text(described.group(1)))
+            description.append(decode_text(described))
             continue
-        pair = _KEY_VALUE_RE.fullmatch(line)
+        pair = _key_value(line)
         if pair is None:
             config.warnings.append(f"vm {vmid} - unable to parse config: {line}")
             continue
-        key, value = pair.groups()
+        key, value = pair
         if key == "delete" and section_name != "pending":
             config.warnings.append(f"vm {vmid} - property 'delete' is only allowed in [PENDING]")
             continue
         section.values["ide2" if key == "cdrom" else key] = value
     finish_description()
     return config
+
+
+def _key_value(line: str) -> tuple[str, str] | None:
+    """``(key, value)`` of a ``key: value`` line, as qemu-server's regex reads it: the
+    value without its surrounding blanks, or, when it is all blanks, its last one."""
+    key = _KEY_RE.match(line)
+    if key is None:
+        return None
+    rest = line[key.end():]
+    value = rest.strip(BLANKS) or rest[-1:]
+    return (key.group(1), value) if value else None
 
 
 def _section_header(config: VmConfig, line: str) -> tuple[str, Section] | None:
@@ -175,8 +191,10 @@ def _print_section(section: Section) -> str:
 
 
 def encode_text(text: str) -> str:
+    # surrogateescape: bytes of a command-line argument that are not UTF-8 keep their value.
     return _UNSAFE_DESCRIPTION_RE.sub(
-        lambda match: "".join(f"%{byte:02X}" for byte in match.group().encode()), text)
+        lambda match: "".join(f"%{byte:02X}" for byte in match.group().encode(errors="surrogateescape")),
+        text)
 
 
 def decode_text(text: str) -> str:
@@ -214,7 +232,8 @@ def list_vmids(settings: Settings) -> list[int]:
     directory = settings.home / "qemu-server"
     if not directory.is_dir():
         return []
-    return sorted(int(path.stem) for path in directory.glob("*.conf") if path.stem.isdigit())
+    return sorted(int(path.stem) for path in directory.glob("*.conf")
+                  if _VMID_RE.fullmatch(path.stem))
 
 
 def pending_delete_flags(config: VmConfig) -> dict[str, bool]:

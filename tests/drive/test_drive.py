@@ -118,7 +118,7 @@ def test_make_drive_with_a_replaced_value() -> None:
 def test_unknown_key() -> None:
     with pytest.raises(DriveError) as caught:
         make_drive("net0", {"file": "local:1/x.qcow2"})
-    assert caught.value.problems[0].property is None
+    assert caught.value.problems[0].property == "net0"
     assert caught.value.lines()[0].startswith("net0: not a drive key")
 
 

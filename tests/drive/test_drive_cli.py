@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from cli_helpers import RunQdisk
 
 
@@ -61,10 +63,20 @@ def test_json_invalid(run_qdisk: RunQdisk) -> None:
     ]}
 
 
-def test_json_unknown_key(run_qdisk: RunQdisk) -> None:
-    result = run_qdisk("drive", "parse", "--json", "--key", "net0", "virtio=x")
+@pytest.mark.parametrize("key", ["net0", "scsi31"])
+def test_json_unknown_key_names_the_key(run_qdisk: RunQdisk, key: str) -> None:
+    result = run_qdisk("drive", "parse", "--json", "--key", key, "virtio=x")
     assert result.exit_code == 2
-    assert json.loads(result.stdout)["errors"][0]["property"] is None
+    assert json.loads(result.stdout)["errors"] == [
+        {"property": key, "message": "not a drive key (drive keys are ide0-3, scsi0-30, "
+                                     "virtio0-15, sata0-5, efidisk0, tpmstate0, unused0-255)"}]
+
+
+def test_json_a_problem_of_the_whole_string_names_the_key(run_qdisk: RunQdisk) -> None:
+    result = run_qdisk("drive", "parse", "--json", "--key", "virtio2", "=x,local:1/x.raw")
+    assert result.exit_code == 2
+    assert json.loads(result.stdout)["errors"] == [
+        {"property": "virtio2", "message": "missing key in comma-separated list property: '=x'"}]
 
 
 def test_missing_string_is_a_usage_error(run_qdisk: RunQdisk) -> None:
@@ -91,7 +103,7 @@ def test_a_pasted_line_of_another_key_is_refused(run_qdisk: RunQdisk) -> None:
     result = run_qdisk("drive", "parse", "--key", "scsi1", "--json", "scsi0: local:1/x.qcow2")
     assert result.exit_code == 2
     assert json.loads(result.stdout) == {"key": "scsi1", "errors": [
-        {"property": None, "message": "the string is a line of scsi0, not of scsi1"}]}
+        {"property": "scsi1", "message": "the string is a line of scsi0, not of scsi1"}]}
 
 
 def test_a_pasted_line_that_is_no_drive(run_qdisk: RunQdisk) -> None:

@@ -117,6 +117,46 @@ def test_non_finite_numbers_are_refused() -> None:
         Problem("ratio", "value must be a finite number")]
 
 
+@pytest.mark.parametrize(("text", "problem"), [
+    ("limit=9223372036854775808", "value must have a maximum value of 9223372036854775807"),
+    ("limit=-9223372036854775809", "value must have a minimum value of -9223372036854775808"),
+    # More digits than Python's int() converts.
+    (f"limit={'9' * 5000}", "value must have a maximum value of 9223372036854775807"),
+    (f"limit=-{'9' * 5000}", "value must have a minimum value of -9223372036854775808"),
+    (f"total=+{'9' * 5000}", "value must have a maximum value of 100"),
+])
+def test_integers_are_64_bit_unless_bounded(text: str, problem: str) -> None:
+    assert parse(f"name=a,{text}").problems == [Problem(text.split("=")[0], problem)]
+
+
+def test_leading_zeros_do_not_count_as_digits() -> None:
+    assert parse(f"name=a,limit=-{'0' * 5000}7,total={'0' * 5000}").values == \
+        {"name": "a", "limit": -7, "total": 0}
+
+
+def test_a_maximum_names_its_reason() -> None:
+    schema = Schema({"rate": propstring.number(0.5, 2.5, maximum_reason="the device's limit")})
+    checked = propstring.parse_property_string(schema, "rate=2.75")
+    assert checked.problems == [
+        Problem("rate", "value must have a maximum value of 2.5 (the device's limit)")]
+    assert propstring.parse_property_string(schema, "rate=0.25").problems == [
+        Problem("rate", "value must have a minimum value of 0.5")]
+
+
+@pytest.mark.parametrize("text", ["1" * 5000, "1" * 500 + ".5T", "9" * 21])
+def test_sizes_too_long_for_int_are_beyond_64_bits(text: str) -> None:
+    size = propstring.parse_size(text)
+    assert size is not None and size > propstring.INT64_MAX
+
+
+@pytest.mark.parametrize(("value", "problem"), [
+    ("a\0b", "value must not contain a NUL character"),
+    ("a\udcffb", "value must be UTF-8 text"),
+])
+def test_strings_a_config_cannot_hold_are_refused(value: str, problem: str) -> None:
+    assert propstring.check_values(SCHEMA, {"name": value}).problems == [Problem("name", problem)]
+
+
 def test_check_values_checks_types() -> None:
     checked = propstring.check_values(SCHEMA, {"name": "a,b", "total": True, "ratio": 1,
                                                "on": 1, "max": 5, "old": 1})
@@ -134,7 +174,11 @@ def test_printing_refuses_commas() -> None:
 
 
 @pytest.mark.parametrize(("fmt", "good", "bad", "message"), [
-    (propstring.URL_ENCODED, "a%20b-_.!~*'()", "a b", "invalid urlencoded string: a b"),
+    (propstring.url_encoded(20), "a%20b-_.!~*'()", "a b", "invalid urlencoded string: a b"),
+    (propstring.url_encoded(20), "%41%7E", "%41%00", "the decoded value must be printable ASCII, not %00"),
+    (propstring.url_encoded(20), "%41%7E", "A%7F", "the decoded value must be printable ASCII, not %7F"),
+    (propstring.url_encoded(3), "%41bc", "%41b%20c",
+     "the decoded value may only be 3 bytes long, not 4"),
     (propstring.VOLUME_ID, "local-zfs:vm-1-disk-0", "/dev/sda", "unable to parse volume ID '/dev/sda'"),
     (propstring.VOLUME_ID, "ab:x", "a:x", "unable to parse volume ID 'a:x'"),
     (propstring.VOLUME_ID_OR_PATH, "/dev/sda", "dev/sda", "unable to parse volume ID 'dev/sda'"),

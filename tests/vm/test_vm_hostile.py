@@ -167,7 +167,7 @@ def test_a_directory_in_place_of_a_run_file_is_refused(vm_home: Path, run_qdisk:
 def test_a_failed_allocation_leaves_nothing(vm_home: Path, run_qdisk: RunQdisk) -> None:
     assert run_qdisk("vm", "create", "100", "--memory", "64").exit_code == 0
 
-    failed = run_qdisk("vm", "set", "100", "--scsi0", "local:8589934591,format=qcow2")
+    failed = run_qdisk("vm", "set", "100", "--scsi0", "local:4194304,format=qcow2")  # 4 PiB: too big for qcow2
 
     assert failed.exit_code == 1 and "scsi0: no new image" in failed.stderr
     assert not list((vm_home / IMAGES).rglob("*.qcow2"))

@@ -7,14 +7,15 @@ import re
 import click
 
 from qdisk.cli.common import EXIT_INVALID, echo_json, warn
+from qdisk.configtext import BLANKS
 from qdisk.drive import parse_drive, print_drive
 from qdisk.errors import DriveError, Problem
 
 DEFAULT_KEY = "scsi0"
-# A whole line of a VM config as qemu-server writes it: "scsi0: local-lvm:vm-100-disk-0,...".
+# The key of a whole line of a VM config as qemu-server writes it: "scsi0: local:1/x.raw,...".
 # The blank after the colon is required: without it "scsi0:x" is a valid volume id (storage
 # "scsi0"), while no real volume name starts with a blank.
-_CONFIG_LINE_RE = re.compile(r"([a-z][a-z_]*\d*):\s+(.*?)\s*", re.ASCII | re.DOTALL)
+_CONFIG_LINE_KEY_RE = re.compile(r"([a-z][a-z_]*\d*):(?=\s)", re.ASCII)
 
 
 @click.group(name="drive")
@@ -65,10 +66,11 @@ def parse(ctx: click.Context, key: str | None, as_json: bool, text: str) -> None
 
 def _key_and_value(key: str | None, text: str) -> tuple[str, str]:
     """The drive key and value of STRING: a pasted config line brings its own key."""
-    line = _CONFIG_LINE_RE.fullmatch(text)
+    line = _CONFIG_LINE_KEY_RE.match(text)
     if line is None:
         return DEFAULT_KEY if key is None else key, text
-    line_key, value = line.groups()
+    # The value's blanks are stripped apart: a lazy regex before them is quadratic on a run.
+    line_key, value = line.group(1), text[line.end():].strip(BLANKS)
     if key is not None and key != line_key:
         raise DriveError(key, [Problem(None, f"the string is a line of {line_key}, "
                                              f"not of {key}")])
