@@ -214,6 +214,7 @@ def destroy(settings: Settings, vmid: int) -> None:
 @pass_settings
 def list_(settings: Settings) -> None:
     """List every VM: id, name, status."""
+    summaries = views.list_vms(settings)  # a damaged config fails before any output
     click.echo(f"{'VMID':>10} {'NAME':<24} STATUS")
-    for summary in views.list_vms(settings):
+    for summary in summaries:
         click.echo(f"{summary.vmid:>10} {summary.name or '':<24} {summary.status}")
