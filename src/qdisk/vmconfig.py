@@ -93,7 +93,7 @@ def check_vmid(vmid: int) -> int:
 
 
 def config_path(settings: Settings, vmid: int) -> Path:
-    return settings.home / "qemu-server" / f"{check_vmid(vmid)}.conf"
+    return settings.layout.vm_config(check_vmid(vmid))
 
 
 def load(settings: Settings, vmid: int) -> VmConfig:
@@ -211,7 +211,7 @@ def drive_items(values: dict[str, str]) -> list[tuple[str, str]]:
 
 def lock_path(settings: Settings, vmid: int) -> Path:
     """The lock a command holds while it reads, changes and writes the VM's config."""
-    return settings.home / "lock" / f"{check_vmid(vmid)}.lock"
+    return settings.layout.vm_lock(check_vmid(vmid))
 
 
 @contextmanager
@@ -229,7 +229,7 @@ def save(settings: Settings, config: VmConfig) -> None:
 
 def list_vmids(settings: Settings) -> list[int]:
     """The ids of every VM with a config, in ascending order."""
-    directory = settings.home / "qemu-server"
+    directory = settings.layout.config_dir
     if not directory.is_dir():
         return []
     return sorted(int(path.stem) for path in directory.glob("*.conf")
