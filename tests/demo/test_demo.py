@@ -15,6 +15,7 @@ def _qemu_processes_using(path: Path) -> list[str]:
     return [line for line in ps.splitlines() if "qemu" in line and str(path) in line]
 
 
+@pytest.mark.qemu
 def test_demo_runs_the_whole_flow_and_cleans_up(run_qdisk: RunQdisk, home: Path,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("QDISK_ACCEL", "tcg")

@@ -58,6 +58,7 @@ def test_no_change_is_live_and_says_nothing(live_home: LiveHome) -> None:
     assert (result.outcome, result.messages) == (LiveOutcome.LIVE, ())
 
 
+@pytest.mark.qemu
 def test_initial_state_records_the_qcow2_nodes_qdisk_named(live_home: LiveHome) -> None:
     live_home.create_qcow2("base.qcow2", "1T")
     chain = live_home.create_qcow2("vm-100-disk-0.qcow2", "1T", "-b", "base.qcow2", "-F", "qcow2")

@@ -46,11 +46,13 @@ def _wait_listening(path: Path, process: subprocess.Popen[bytes]) -> None:
         time.sleep(0.02)
 
 
+@pytest.mark.qemu
 def test_execute_returns_qemus_answer(paused_qemu: Path) -> None:
     with QmpConnection(paused_qemu) as qmp:
         assert qmp.execute("query-status")["status"] == "prelaunch"
 
 
+@pytest.mark.qemu
 def test_refused_command_carries_qemus_message(paused_qemu: Path) -> None:
     with QmpConnection(paused_qemu) as qmp, pytest.raises(QmpCommandError) as refused:
         qmp.execute("blockdev-del", {"node-name": "nonexistent"})
@@ -64,6 +66,7 @@ def test_missing_socket_is_a_clean_error(tmp_path: Path) -> None:
             pass
 
 
+@pytest.mark.qemu
 def test_quit_then_close_is_clean(paused_qemu: Path) -> None:
     # QEMU closes the monitor right after "quit": leaving the block must not raise.
     with QmpConnection(paused_qemu) as qmp:

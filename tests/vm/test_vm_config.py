@@ -30,6 +30,7 @@ def test_fresh_home_gets_the_local_storage(vm_home: Path, run_qdisk: RunQdisk) -
     assert run_qdisk("storage", "path", "nowhere:100/x.raw").exit_code == 2
 
 
+@pytest.mark.qemu
 def test_allocation_creates_images_named_as_qemu_server(vm_home: Path, run_qdisk: RunQdisk,
                                                         config_file: Path) -> None:
     result = run_qdisk("vm", "create", "100", "--memory", "64",
@@ -84,6 +85,7 @@ def test_create_refuses_an_existing_vm(vm_home: Path, run_qdisk: RunQdisk,
     (["--scsi1", "local:0,format=qcow2"],
      ["scsi1.file: 'local:0': the size of a new disk must be more than 0 GiB"]),
 ])
+@pytest.mark.qemu
 def test_invalid_values_are_refused_and_nothing_is_written(
         vm_home: Path, run_qdisk: RunQdisk, config_file: Path, arguments: list[str],
         messages: list[str]) -> None:
@@ -101,6 +103,7 @@ def test_invalid_values_are_refused_and_nothing_is_written(
     assert sorted((vm_home / VOLUME_DIR).iterdir()) == images
 
 
+@pytest.mark.qemu
 def test_an_image_allocated_for_a_refused_command_is_removed(vm_home: Path,
                                                              run_qdisk: RunQdisk,
                                                              config_file: Path) -> None:
@@ -166,6 +169,7 @@ def test_set_on_a_stopped_vm_applies_at_once(vm_home: Path, run_qdisk: RunQdisk,
                                        "name: web2\nonboot: 1\ntags: x;y\n")
 
 
+@pytest.mark.qemu
 def test_replaced_and_deleted_disks_become_unused_and_destroy_removes_them(
         vm_home: Path, run_qdisk: RunQdisk, config_file: Path) -> None:
     images = vm_home / VOLUME_DIR
@@ -195,6 +199,7 @@ def test_replaced_and_deleted_disks_become_unused_and_destroy_removes_them(
     assert run_qdisk("vm", "list").stdout.splitlines()[1:] == []
 
 
+@pytest.mark.qemu
 def test_live_changes_that_do_not_reach_qemu_stay_pending(
         vm_home: Path, run_qdisk: RunQdisk, config_file: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
