@@ -195,7 +195,7 @@ def _allocated(settings: Settings, config: VmConfig, drive: Drive,
     allocation = storage.parse_allocation(drive.file)
     if allocation is None or drive.is_cdrom or drive.interface == "unused":
         return drive
-    fmt = str(drive.get("format") or storage.DEFAULT_ALLOCATION_FORMAT)
+    fmt = str(drive.get("format") or storage_config.get(allocation.storage_id).default_format)
     if fmt not in storage.ALLOCATABLE_FORMATS:
         raise DriveError(drive.key, [Problem(
             "format", f"cannot allocate a {fmt} image (possible: "
@@ -206,7 +206,7 @@ def _allocated(settings: Settings, config: VmConfig, drive: Drive,
     target = storage.allocatable_storage(storage_config, allocation.storage_id)
     volname = storage.free_disk_volname(target, config.vmid, fmt,
                                         taken=_volnames_on(config, target.id))
-    path = target.path / "images" / volname
+    path = storage.image_path(target, volname)
     path.parent.mkdir(parents=True, exist_ok=True)
     image = create_image(settings.tools, path, fmt, allocation.size)
     created.append(path)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from qdisk import storage
@@ -20,5 +22,23 @@ def command(settings: Settings) -> None:
 @click.argument("volid")
 @pass_settings
 def path(settings: Settings, volid: str) -> None:
-    """Print the absolute path of VOLID (local:100/vm-100-disk-0.qcow2, local:iso/x.iso)."""
+    """Print the path of VOLID: a file, a device, or QEMU's protocol string for network
+    volumes (local:100/vm-100-disk-0.qcow2, local-lvm:vm-100-disk-0, ceph:vm-100-disk-0)."""
     click.echo(storage.resolve(storage.load(settings), volid).path)
+
+
+@command.command(name="config")
+@click.argument("file", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@pass_settings
+def config(settings: Settings, file: Path | None) -> None:
+    """Check storage.cfg (QDISK_HOME's, or FILE, e.g. a copy of a host's
+    /etc/pve/storage.cfg) and print it as Proxmox VE writes it."""
+    if file is None:
+        parsed = storage.load(settings)
+    else:
+        try:
+            text = file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as error:
+            raise storage.StorageError(f"{file}: cannot read: {getattr(error, 'strerror', error)}") from None
+        parsed = storage.parse_storage_cfg(text, source=str(file), config_dir=settings.home)
+    click.echo(storage.print_storage_cfg(parsed), nl=False)
