@@ -56,8 +56,8 @@ def allocatable_storage(config: StorageConfig, storage_id: str, *, mounts: Path 
     storage = usable_storage(config, storage_id)
     refused = storage.kind.allocation_refused
     if refused is not None:
-        raise StorageError(f"storage '{storage_id}': cannot allocate a disk on a {storage.type} "
-                           f"storage: it {refused}")
+        raise StorageError(f"storage '{storage_id}' (type {storage.type}): cannot allocate a disk "
+                           f"there: it {refused}")
     if not storage.allows("images"):
         raise StorageError(f"storage '{storage_id}' does not support vm images")
     check_mounted(storage, mounts=mounts)
@@ -119,7 +119,7 @@ def free_disk_volname(storage: Storage, vmid: int, fmt: str, *, taken: Iterable[
     count per format (their names match with the suffix), the others whatever the format.
     Refuses a format the storage cannot hold."""
     if fmt not in storage.formats:
-        raise StorageError(f"storage '{storage.id}': a {storage.type} storage cannot hold {fmt} "
+        raise StorageError(f"storage '{storage.id}' (type {storage.type}) cannot hold {fmt} "
                            f"images (possible: {', '.join(storage.formats)})")
     directory = image_dir(storage, vmid)
     names = list(taken)

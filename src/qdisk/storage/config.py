@@ -193,7 +193,7 @@ def _option_error(section: _Section, key: str, value: str) -> str | None:
     """SectionConfig's check_value and pve-storage's decode_value, as one message."""
     kind = TYPES[section.type]
     if key not in kind.keys:
-        return f"unexpected property '{key}' (a {section.type} storage has: {', '.join(sorted(kind.keys))})"
+        return f"unexpected property '{key}' (type {section.type} has: {', '.join(sorted(kind.keys))})"
     problem = f"unable to parse value of '{key}': "
     if key in section.options:
         return problem + "duplicate attribute"
@@ -206,7 +206,7 @@ def _option_error(section: _Section, key: str, value: str) -> str | None:
     if key == "content":
         return _content_error(kind, values.split_list(value))
     if key == "format" and value not in kind.formats:
-        return f"storage does not support format '{value}' (a {section.type} storage holds: " \
+        return f"storage does not support format '{value}' (type {section.type} holds: " \
                f"{', '.join(kind.formats)})"
     return None
 
@@ -214,8 +214,8 @@ def _option_error(section: _Section, key: str, value: str) -> str | None:
 def _content_error(kind: StorageType, content: list[str]) -> str | None:
     unsupported = [part for part in content if part not in kind.content]
     if unsupported:
-        return f"storage does not support content type '{unsupported[0]}' (a {kind.name} " \
-               f"storage holds: {', '.join(kind.content)})"
+        return f"storage does not support content type '{unsupported[0]}' (type {kind.name} " \
+               f"holds: {', '.join(kind.content)})"
     if "none" in content and len(set(content)) > 1:
         return "unable to combine 'none' with other content types"
     return None

@@ -126,9 +126,9 @@ def _unparsable(storage: Storage, volid: str, volname: str) -> StorageError:
 
 def _checked_format(storage: Storage, volid: str, fmt: str) -> str:
     if fmt not in storage.formats:
-        chain = " without snapshot-as-volume-chain" if storage.kind.chain_formats else ""
-        raise StorageError(f"volume '{volid}': a {storage.type} storage{chain} holds only "
-                           f"{', '.join(storage.formats)} volumes, not {fmt}")
+        chain = ", without snapshot-as-volume-chain" if storage.kind.chain_formats else ""
+        raise StorageError(f"volume '{volid}': storage '{storage.id}' (type {storage.type}{chain}) "
+                           f"holds only {', '.join(storage.formats)} volumes, not {fmt}")
     return fmt
 
 
@@ -141,7 +141,8 @@ def _file_volume(config: StorageConfig, storage: Storage, volid: str, volname: s
     image = _IMAGE_VOLNAME_RE.fullmatch(volname)
     if image is not None:
         if "images" not in storage.kind.content:
-            raise StorageError(f"volume '{volid}': a {storage.type} storage holds no VM images")
+            raise StorageError(f"volume '{volid}': storage '{storage.id}' (type {storage.type}) "
+                               f"holds no VM images")
         return _images(storage, volid, str(image_path(storage, volname)), image.group(3))
     iso = _ISO_VOLNAME_RE.fullmatch(volname)
     if iso is not None:
@@ -207,7 +208,7 @@ def _iscsi_direct_volume(config: StorageConfig, storage: Storage, volid: str, vo
 
 
 def _no_disks(config: StorageConfig, storage: Storage, volid: str, volname: str) -> Volume:
-    raise StorageError(f"volume '{volid}': a {storage.type} storage holds "
+    raise StorageError(f"volume '{volid}': storage '{storage.id}' (type {storage.type}) holds "
                        f"{', '.join(storage.kind.content)}, not VM disks")
 
 
