@@ -223,7 +223,8 @@ def _check_image(drive: Drive, storage_config: StorageConfig) -> None:
         storage.resolve(storage_config, drive.file)
         return
     disk = resolve_disk(drive, storage_config)
-    if disk.format != "qcow2" or disk.path is None or not Path(disk.path).is_file():
+    path = Path(disk.path) if disk.path is not None else None
+    if disk.format != "qcow2" or path is None or not (path.is_file() or path.is_block_device()):
         return
     problems = check_drive_cache(drive, read_image(disk.path, format="qcow2"))
     if problems:

@@ -14,14 +14,12 @@ from qdisk import storage
 
 from qemu_helpers import qemu_img
 
-DATA = Path(__file__).parent / "data"
-EVERY_TYPE_CFG = DATA / "every-type.cfg"
-
 
 @pytest.fixture
 def every_type(tmp_path: Path) -> storage.StorageConfig:
     """storage.cfg with one section of every type; ``tmp_path`` stands for /etc/pve."""
-    return storage.parse_storage_cfg(EVERY_TYPE_CFG.read_text(), config_dir=tmp_path)
+    return storage.parse_storage_cfg((Path(__file__).parent / "data" / "every-type.cfg").read_text(),
+                                     config_dir=tmp_path)
 
 
 @pytest.fixture

@@ -10,7 +10,8 @@ from qdisk import storage
 from qdisk.storage.schema import PROPERTIES, TYPES
 
 from cli_helpers import RunQdisk
-from conftest import EVERY_TYPE_CFG
+
+EVERY_TYPE_CFG = Path(__file__).parent / "data" / "every-type.cfg"
 
 
 def test_every_type_parses_and_prints_back_byte_identical(every_type: storage.StorageConfig) -> None:
