@@ -226,7 +226,7 @@ def _check_image(drive: Drive, storage_config: StorageConfig) -> None:
     path = Path(disk.path) if disk.path is not None else None
     if disk.format != "qcow2" or path is None or not (path.is_file() or path.is_block_device()):
         return
-    problems = check_drive_cache(drive, read_image(disk.path, format="qcow2"))
+    problems = check_drive_cache(drive, read_image(path, format="qcow2"))
     if problems:
         raise DriveError(drive.key, problems)
 
