@@ -97,19 +97,18 @@ def test_vm_create_allocates_on_btrfs_and_takes_the_storage_format(
     assert (tmp_path / "d/images/100/vm-100-disk-0.qcow2").read_bytes()[:4] == b"QFI\xfb"
 
 
-def test_vm_create_refuses_an_unmounted_share_and_a_block_storage(run_qdisk: RunQdisk, home: Path) -> None:
+@pytest.mark.parametrize(("file", "message"), [
+    ("nas:1,format=qcow2", "storage 'nas' is not mounted: 192.0.2.1:/nowhere at /mnt/pve/nas (qdisk "
+                           "does not mount nfs storages: mount it first)"),
+    ("local-lvm:1", "storage 'local-lvm' (type lvmthin): cannot allocate a disk there: it needs the "
+                    "LVM tools, which qdisk does not run"),
+])
+def test_vm_create_refuses_an_unmounted_share_and_a_block_storage(
+        run_qdisk: RunQdisk, home: Path, file: str, message: str) -> None:
     (home / "storage.cfg").write_text("nfs: nas\n\tserver 192.0.2.1\n\texport /nowhere\n\n"
                                       "lvmthin: local-lvm\n\tvgname pve\n\tthinpool data\n")
-    unmounted = run_qdisk("vm", "create", "100", "--scsi0", "nas:1,format=qcow2")
-    assert unmounted.exit_code == 2
-    assert unmounted.stderr.splitlines() == [
-        "qdisk: VM 100: invalid values, nothing changed:",
-        "  scsi0: storage 'nas' is not mounted: 192.0.2.1:/nowhere at /mnt/pve/nas (qdisk does not "
-        "mount nfs storages: mount it first)"]
-    block = run_qdisk("vm", "create", "100", "--scsi0", "local-lvm:1")
-    assert block.exit_code == 2
-    assert block.stderr.splitlines() == [
-        "qdisk: VM 100: invalid values, nothing changed:",
-        "  scsi0: storage 'local-lvm' (type lvmthin): cannot allocate a disk there: it needs the LVM "
-        "tools, which qdisk does not run"]
+    refused = run_qdisk("vm", "create", "100", "--scsi0", file)
+    assert refused.exit_code == 2
+    assert refused.stderr.splitlines() == ["qdisk: VM 100: invalid values, nothing changed:",
+                                           f"  scsi0: {message}"]
     assert not (home / "qemu-server/100.conf").exists()
