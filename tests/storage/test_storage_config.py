@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from qdisk import storage
 from qdisk.storage.schema import PROPERTIES, TYPES
@@ -104,3 +106,18 @@ def test_a_broken_home_storage_cfg_stops_vm_commands(run_qdisk: RunQdisk, home: 
     assert result.stderr.strip() == (f"qdisk: {home}/storage.cfg: line 3: storage 'local': "
                                      "unexpected property 'size' (type dir has: " +
                                      ", ".join(sorted(TYPES["dir"].keys)) + ")")
+
+
+_LINES = st.sampled_from(["dir: d1", "nfs: n1", "rbd: r1", "lvm: l1", "\tpath /srv/x", "\tserver 10.0.0.1",
+                          "\texport /e", "\tvgname vg", "\tcontent images,iso", "\tkrbd", "\tdisable 0",
+                          "\tmonhost a.example b.example:6789", "", "# c", "  pool p", "\tformat qcow2"])
+
+
+@given(st.lists(st.one_of(_LINES, st.text(max_size=30)), max_size=12))
+def test_any_text_parses_or_is_refused_and_what_parses_prints_back(lines: list[str]) -> None:
+    try:
+        config = storage.parse_storage_cfg("\n".join(lines))
+    except storage.StorageError as error:
+        assert "\n" not in str(error)
+        return
+    assert storage.parse_storage_cfg(storage.print_storage_cfg(config)) == config

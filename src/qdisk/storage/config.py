@@ -155,7 +155,8 @@ def parse_storage_cfg(text: str, *, source: str = "storage.cfg",
             _check_required(section, source)
             storages[section.id] = Storage(section.type, section.id, MappingProxyType(section.options))
 
-    for number, line in enumerate(text.splitlines(), 1):
+    # Lines end at '\n' only, as SectionConfig splits them (a '\r' before it is whitespace).
+    for number, line in enumerate(text.split("\n"), 1):
         where = f"{source}: line {number}"
         if line.lstrip().startswith("#"):
             continue
