@@ -94,7 +94,9 @@ def test_content_dirs_move_a_content_type() -> None:
     ("san:lun1", "unable to parse iscsi volume name 'lun1'"),
     ("san-direct:0.0.1.scsi-3600", "unable to parse iscsi volume name"),
     ("local:100/x y.raw", "unable to parse directory volume name"),
-    ("local:100/../x.raw", "unable to parse directory volume name"),
+    ("local:100/../x.raw", "'..' is not allowed in a volume name"),
+    ("local-zfs:vm-100-disk-0/../../../etc/x", "'..' is not allowed in a volume name"),
+    ("san:0.0.1.x/../../sda", "'..' is not allowed in a volume name"),
     ("no volume", "unable to parse volume ID"),
 ])
 def test_wrong_volumes_are_refused(every_type: storage.StorageConfig, volid: str, message: str) -> None:

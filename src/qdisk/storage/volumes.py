@@ -94,6 +94,9 @@ def resolve(config: StorageConfig, volid: str) -> Volume:
         raise StorageError(f"unable to parse volume ID '{volid}'")
     storage_id, volname = parsed
     storage = usable_storage(config, storage_id, context=f"volume '{volid}': ")
+    if ".." in volname.split("/"):
+        # The plugins' \S+ would let a name climb out of its pool or directory.
+        raise StorageError(f"volume '{volid}': '..' is not allowed in a volume name")
     return _RESOLVERS[storage.kind.layout](config, storage, volid, volname)
 
 
