@@ -45,13 +45,12 @@ def drive_string(graph: DriveGraph, *, template_read_only: bool = False) -> str:
     the bus supports read-only (qemu-server appends ``readonly=on``). A qcow2 volume on a
     storage with ``snapshot-as-volume-chain`` is refused: qemu-server builds those only
     with -blockdev (machine version 10.0 or newer)."""
-    node = graph.format_node
-    if node is not None and node.get("discard-no-unref"):
-        disk = graph.disk
-        storage_id = disk.storage.id if disk.storage else ""
-        raise DriveGraphError(f"{disk.key}: volume '{disk.volume.volid if disk.volume else ''}': "
-                              f"qcow2 on storage '{storage_id}' with snapshot-as-volume-chain needs "
-                              f"-blockdev (machine version 10.0 or newer)")
+    disk = graph.disk
+    if disk.volume is not None and disk.storage is not None and graph.format_node is not None \
+            and graph.format_node.get("discard-no-unref"):
+        raise DriveGraphError(f"{disk.key}: volume '{disk.volume.volid}': qcow2 on storage "
+                              f"'{disk.storage.id}' with snapshot-as-volume-chain needs -blockdev "
+                              f"(machine version 10.0 or newer)")
     return ",".join(_drive_options(graph, template_read_only))
 
 

@@ -153,7 +153,7 @@ def cache_mode(drive: Drive, storage: Storage | None = None) -> CacheMode:
     mode = drive.get("cache")
     if mode is None:
         needs = storage.kind.direct_io_option if storage is not None else None
-        direct = not drive.is_cdrom and (needs is None or storage is not None and storage.flag(needs))
+        direct = not drive.is_cdrom and (storage is None or needs is None or storage.flag(needs))
         return CacheMode(direct=direct, no_flush=False, write_cache=True)
     return CacheMode(direct=mode in ("none", "directsync"), no_flush=mode == "unsafe",
                      write_cache=mode not in ("writethrough", "directsync"))
@@ -350,8 +350,8 @@ def _image_node(disk: Disk, path: str, driver: str, *, depth: int, options: Mapp
                   "node-name": node_name("f", disk.key, volid, backing_depth=depth),
                   **_common_options(disk, read_only=read_only), **options}
     if driver == "qcow2" and disk.storage is not None and disk.storage.volume_chain:
-        # qemu-server: a volume chain's snapshots are overlays; freed clusters stay
-        # allocated in the overlay so they do not expose the backing image's data.
+        # qemu-server: discarded clusters stay allocated, so the overlays of a volume
+        # chain (on a thick LV, or a file) do not fragment as clusters are freed and reused.
         node["discard-no-unref"] = True
     if backing is not None:
         node["backing"] = backing
