@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -121,3 +122,17 @@ def test_any_text_parses_or_is_refused_and_what_parses_prints_back(lines: list[s
         assert "\n" not in str(error)
         return
     assert storage.parse_storage_cfg(storage.print_storage_cfg(config)) == config
+
+
+def test_storage_list_shows_what_proxmox_ve_derives(run_qdisk: RunQdisk, home: Path) -> None:
+    (home / "storage.cfg").write_text(EVERY_TYPE_CFG.read_text())
+    listed = run_qdisk("storage", "list", "--json")
+    assert listed.exit_code == 0, listed.stderr
+    rows = {row["id"]: row for row in json.loads(listed.stdout)}
+    assert rows["san-lvm"] == {"id": "san-lvm", "type": "lvm", "content": ["images"],
+                               "formats": ["qcow2", "raw"], "shared": True, "enabled": True}
+    assert (rows["san-direct"]["content"], rows["san-direct"]["shared"]) == (["images"], True)
+    assert (rows["esxi"]["enabled"], rows["cephfs"]["formats"]) == (False, [])
+    text = run_qdisk("storage", "list").stdout.splitlines()
+    assert text[0].split() == ["ID", "TYPE", "SHARED", "ENABLED", "FORMATS", "CONTENT"]
+    assert text[6].split() == ["san-lvm", "lvm", "yes", "yes", "qcow2,raw", "images"]

@@ -49,7 +49,7 @@ def test_rbd_keyring_means_cephx_as_the_user(every_type: storage.StorageConfig, 
     assert volume.path.endswith(f":auth_supported=cephx:id=admin:keyring={keyring}")
     assert isinstance(volume.remote, storage.RbdImage)
     assert (volume.remote.auth, volume.remote.user) == ("cephx", "admin")
-    assert volume.remote.servers[0] == {"host": "192.0.2.31", "port": "3300"}
+    assert volume.remote.monitors[:2] == (("192.0.2.31", None), ("192.0.2.32", None))
 
 
 def test_krbd_device_path_takes_the_fsid_from_ceph_conf(tmp_path: Path) -> None:

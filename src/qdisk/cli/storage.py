@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from qdisk import storage
-from qdisk.cli.common import pass_settings
+from qdisk.cli.common import echo_json, pass_settings
 from qdisk.settings import Settings
 
 
@@ -42,3 +42,29 @@ def config(settings: Settings, file: Path | None) -> None:
             raise storage.StorageError(f"{file}: cannot read: {getattr(error, 'strerror', error)}") from None
         parsed = storage.parse_storage_cfg(text, source=str(file), config_dir=settings.home)
     click.echo(storage.print_storage_cfg(parsed), nl=False)
+
+
+@command.command(name="list")
+@click.option("--json", "as_json", is_flag=True, help="JSON for machines.")
+@pass_settings
+def list_(settings: Settings, as_json: bool) -> None:
+    """List the storages with what Proxmox VE derives for them: content types (the
+    type's default when none is set), image formats (default first), shared, enabled."""
+    storages = list(storage.load(settings).storages.values())
+    if as_json:
+        echo_json([{"id": item.id, "type": item.type, "content": list(item.content),
+                    "formats": _formats(item), "shared": item.shared, "enabled": not item.disabled}
+                   for item in storages])
+        return
+    click.echo(f"{'ID':<20} {'TYPE':<12} {'SHARED':<7} {'ENABLED':<8} {'FORMATS':<22} CONTENT")
+    for item in storages:
+        click.echo(f"{item.id:<20} {item.type:<12} {_yes(item.shared):<7} {_yes(not item.disabled):<8} "
+                   f"{','.join(_formats(item)) or '-':<22} {','.join(item.content)}")
+
+
+def _formats(item: storage.Storage) -> list[str]:
+    return sorted(item.formats, key=lambda fmt: fmt != item.default_format)
+
+
+def _yes(flag: bool) -> str:
+    return "yes" if flag else "no"

@@ -47,6 +47,8 @@ from qdisk.storage.schema import IoUring
 
 Node = dict[str, Any]
 
+# The port qemu-server gives a Ceph monitor that names none (msgr2).
+CEPH_MON_PORT = "3300"
 # qemu-server's get_cdrom_path (the first of its candidates).
 HOST_CDROM = "/dev/cdrom"
 # Buses whose devices have no read-only property (qemu-server's drive_is_read_only).
@@ -370,7 +372,7 @@ def _protocol_node(disk: Disk, path: str, remote: IscsiLun | RbdImage | None) ->
             node["namespace"] = remote.namespace
         node["conf"] = remote.conf
         if remote.monitors:
-            node["server"] = remote.servers
+            node["server"] = [{"host": host, "port": port or CEPH_MON_PORT} for host, port in remote.monitors]
             node["auth-client-required"] = [remote.auth]
         if remote.user is not None:
             node["user"] = remote.user

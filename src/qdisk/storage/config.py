@@ -99,8 +99,9 @@ class Storage:
 
     @property
     def default_format(self) -> str:
-        """The format of a new disk that names none: the storage's ``format``, else the type's."""
-        return self.options.get("format") or self.formats[0]
+        """The format of a new disk that names none: the storage's ``format``, else the type's
+        (raw where the type holds no images, as pve-storage's storage_default_format)."""
+        return self.options.get("format") or next(iter(self.formats), "raw")
 
     def allows(self, content: str) -> bool:
         return content in self.content

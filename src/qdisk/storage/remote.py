@@ -18,10 +18,9 @@ from pathlib import Path
 from qdisk.storage import values
 from qdisk.storage.config import Storage, StorageConfig, StorageError
 
-# RBDPlugin's default pool and user; qemu-server's default monitor port (msgr2).
+# RBDPlugin's default pool and user.
 DEFAULT_POOL = "rbd"
 DEFAULT_USER = "admin"
-DEFAULT_MON_PORT = "3300"
 _FSID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.IGNORECASE)
 
 
@@ -51,11 +50,6 @@ class RbdImage:
     auth: str | None
     user: str | None
     keyring: str | None
-
-    @property
-    def servers(self) -> list[dict[str, str]]:
-        """The monitors as QEMU's ``server`` list (qemu-server's default port)."""
-        return [{"host": host, "port": port or DEFAULT_MON_PORT} for host, port in self.monitors]
 
     @property
     def path(self) -> str:
