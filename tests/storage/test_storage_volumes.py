@@ -57,6 +57,9 @@ def test_krbd_device_path_takes_the_fsid_from_ceph_conf(tmp_path: Path) -> None:
                                        config_dir=tmp_path)
     with pytest.raises(storage.StorageError, match=f"no 'fsid' in the \\[global\\] section of {tmp_path}"):
         storage.resolve(config, "k1:vm-100-disk-0")
+    (tmp_path / "ceph.conf").write_text("fsid = not an ini file\n")
+    with pytest.raises(storage.StorageError, match="no 'fsid'"):
+        storage.resolve(config, "k1:vm-100-disk-0")
     (tmp_path / "ceph.conf").write_text(f"[global]\n\tfsid = {FSID.upper()}\n")
     volume = storage.resolve(config, "k1:vm-100-disk-0")
     assert (volume.path, volume.remote) == (f"/dev/rbd-pve/{FSID}/p/ns/vm-100-disk-0", None)
