@@ -36,6 +36,8 @@ _STORAGE_ID_RE = re.compile(STORAGE_ID_PATTERN, re.IGNORECASE | re.ASCII)
 # SectionConfig's header and property lines.
 _SECTION_RE = re.compile(r"(\S+):\s*(\S+)\s*", re.ASCII)
 _OPTION_RE = re.compile(r"\s+(\S+)(?:\s+(.*?))?\s*", re.ASCII)
+# Perl's \s on the file's bytes: ASCII whitespace only.
+_SPACE = " \t\r\f\v"
 # Where Proxmox VE mounts a network storage that names no path.
 MOUNT_BASE = Path("/mnt/pve")
 # The directory a StorageConfig parsed from text stands for (Ceph's conf and keyrings).
@@ -159,13 +161,13 @@ def parse_storage_cfg(text: str, *, source: str = "storage.cfg",
     # Lines end at '\n' only, as SectionConfig splits them (a '\r' before it is whitespace).
     for number, line in enumerate(text.split("\n"), 1):
         where = f"{source}: line {number}"
-        if line.lstrip().startswith("#"):
+        if line.lstrip(_SPACE).startswith("#"):
             continue
-        if not line.strip():
+        if not line.strip(_SPACE):
             finish()
             section = None
             continue
-        if section is not None and line[0].isspace():
+        if section is not None and line[0] in _SPACE:
             option = _OPTION_RE.fullmatch(line)
             assert option is not None  # a non-blank indented line always matches
             key, value = option.group(1), option.group(2) or ""
