@@ -2,14 +2,15 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-APT_PACKAGES := qemu-utils qemu-system-x86 qemu-system-common fio
+APT_PACKAGES := qemu-utils qemu-system-x86 qemu-system-common qemu-block-extra fio
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: install system-packages test demo lint typecheck bench clean
 
 install: system-packages $(VENV)/.installed
 
-# QEMU and fio from Debian, and venv support for a bare Debian python3 (python3-venv).
+# QEMU (qemu-block-extra: its iscsi and rbd drivers) and fio from Debian, and venv support
+# for a bare Debian python3 (python3-venv).
 system-packages:
 	@missing=""; for p in $(APT_PACKAGES); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \

@@ -15,7 +15,7 @@ from hypothesis import settings
 from qdisk.cli import main
 
 from cli_helpers import CliResult, RunQdisk
-from qemu_helpers import qemu_img
+from qemu_helpers import kill_and_wait, qemu_img
 
 # CI runs once, on a fresh clone: the same examples every time, no example database in
 # the tree, no per-example deadline on a loaded machine. Developers keep exploring.
@@ -55,6 +55,33 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     path.mkdir()
     monkeypatch.setenv("QDISK_HOME", str(path))
     yield path
+
+
+def _kill_vms_of(home: Path) -> None:
+    """SIGKILL every QEMU whose pid file is under ``home/run`` and whose command line names
+    that home (a pid reused by another process is left alone), and wait until it is gone."""
+    for pid_file in (home / "run").glob("*.pid"):
+        try:
+            pid = int(pid_file.read_text().strip())
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except (OSError, ValueError):
+            continue
+        if str(home).encode() not in cmdline:
+            continue
+        kill_and_wait(pid)
+
+
+@pytest.fixture
+def vm_home(home: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """An empty QDISK_HOME with QEMU under TCG; every QEMU started in it is killed at the
+    end, also when the test fails."""
+    monkeypatch.setenv("QDISK_ACCEL", "tcg")
+    for variable in ("QDISK_QEMU_SYSTEM", "QDISK_QEMU_IMG"):
+        monkeypatch.delenv(variable, raising=False)
+    try:
+        yield home
+    finally:
+        _kill_vms_of(home)
 
 
 @pytest.fixture

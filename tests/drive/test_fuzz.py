@@ -79,7 +79,8 @@ def test_a_storage_cfg_of_any_bytes_raises_only_qdisk_errors(config_home: Path,
         config = storage.load(Settings(home=config_home))
     except QdiskError:
         return
-    assert storage.parse_storage_cfg(storage.print_storage_cfg(config)) == config
+    assert storage.parse_storage_cfg(storage.print_storage_cfg(config),
+                                     config_dir=config.config_dir) == config
     for storage_id in config.storages:
         try:
             storage.resolve(config, f"{storage_id}:100/vm-100-disk-0.raw")

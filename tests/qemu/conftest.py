@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -22,6 +23,8 @@ def qemu_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> QemuHome:
     storage.mkdir()
     template = (GOLDEN_DIR / "storage.cfg").read_text()
     (home / "storage.cfg").write_text(template.replace("@STORAGE@", str(storage)))
+    # The files a Proxmox VE host keeps under /etc/pve for Ceph and ZFS over iSCSI.
+    shutil.copytree(GOLDEN_DIR / "pve", home, dirs_exist_ok=True)
     monkeypatch.setenv("QDISK_HOME", str(home))
     return QemuHome(tmp_path, home, storage)
 

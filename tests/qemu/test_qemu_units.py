@@ -1,4 +1,5 @@
-"""The pieces of command generation: shell quoting, storage.cfg, VM configs, the graph API."""
+"""The pieces of command generation: shell quoting, VM configs, the graph API (storage.cfg:
+tests/storage)."""
 
 from __future__ import annotations
 
@@ -70,73 +71,6 @@ def test_parse_version(text: str, version: tuple[int, ...]) -> None:
 def test_parse_version_refuses_garbage() -> None:
     with pytest.raises(CommandError, match="invalid QEMU version 'ten'"):
         parse_version("ten")
-
-
-STORAGE_CFG = """\
-dir: local
-\tpath /var/lib/vz
-\tcontent iso,vztmpl,backup
-
-# a comment
-dir: fast
-\tpath /mnt/fast/
-\tcontent images
-\tdisable 1
-
-lvmthin: local-lvm
-\tthinpool data
-\tvgname pve
-\tcontent rootdir,images
-"""
-
-
-def test_storage_cfg_parses_and_prints_back() -> None:
-    config = storage.parse_storage_cfg(STORAGE_CFG)
-    assert list(config.storages) == ["local", "fast", "local-lvm"]
-    assert config.get("local").content == ("iso", "vztmpl", "backup")
-    assert config.get("fast").disabled and not config.get("local").disabled
-    assert config.get("local-lvm").options["vgname"] == "pve"
-    assert storage.parse_storage_cfg(storage.print_storage_cfg(config)) == config
-
-
-@pytest.mark.parametrize(("volid", "path", "fmt"), [
-    ("local:100/vm-100-disk-0.qcow2", "/var/lib/vz/images/100/vm-100-disk-0.qcow2", "qcow2"),
-    ("local:100/vm-100-disk-1.raw", "/var/lib/vz/images/100/vm-100-disk-1.raw", "raw"),
-    ("local:100/base-100-disk-0.vmdk", "/var/lib/vz/images/100/base-100-disk-0.vmdk", "vmdk"),
-    ("local:100/base-100-disk-0.qcow2/200/vm-200-disk-0.qcow2",
-     "/var/lib/vz/images/200/vm-200-disk-0.qcow2", "qcow2"),
-    ("local:iso/debian.iso", "/var/lib/vz/template/iso/debian.iso", "raw"),
-    ("/srv/disk.qcow2", "/srv/disk.qcow2", None),
-])
-def test_volume_ids_resolve_as_the_dir_plugin(volid: str, path: str, fmt: str | None) -> None:
-    volume = storage.resolve(storage.parse_storage_cfg(STORAGE_CFG), volid)
-    assert (volume.path, volume.format) == (path, fmt)
-
-
-@pytest.mark.parametrize(("volid", "message"), [
-    ("nas:100/x.raw", "storage 'nas' does not exist"),
-    ("fast:100/x.raw", "storage 'fast' is disabled"),
-    ("local-lvm:vm-100-disk-0", "storage type 'lvmthin' is not supported"),
-    ("local:100/x y.raw", "unable to parse directory volume name"),
-    ("local:100/../x.raw", "unable to parse directory volume name"),
-    ("local:100/disk", "unable to parse directory volume name"),
-    ("no volume", "unable to parse volume ID"),
-])
-def test_bad_volume_ids_are_refused(volid: str, message: str) -> None:
-    with pytest.raises(storage.StorageError, match=message):
-        storage.resolve(storage.parse_storage_cfg(STORAGE_CFG), volid)
-
-
-@pytest.mark.parametrize(("text", "message"), [
-    ("dir: local\n\tcontent images\n", "missing 'path'"),
-    ("dir: local\n\tpath relative\n", "is not absolute"),
-    ("dir: 1bad\n\tpath /x\n", "invalid storage id"),
-    ("dir: ab\n\tpath /x\n\ndir: ab\n\tpath /y\n", "defined twice"),
-    ("nonsense\n", "expected 'TYPE: ID'"),
-])
-def test_malformed_storage_cfg_is_refused(text: str, message: str) -> None:
-    with pytest.raises(storage.StorageError, match=message):
-        storage.parse_storage_cfg(text)
 
 
 VM_CONFIG = """\

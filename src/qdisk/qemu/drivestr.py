@@ -20,6 +20,7 @@ from typing import Any
 
 from qdisk.qemu.nodes import (
     DriveGraph,
+    DriveGraphError,
     Node,
     aio_mode,
     cache_mode,
@@ -41,7 +42,15 @@ def escape(value: str) -> str:
 
 def drive_string(graph: DriveGraph, *, template_read_only: bool = False) -> str:
     """The ``-drive`` argument of a drive. ``template_read_only``: the VM is a template and
-    the bus supports read-only (qemu-server appends ``readonly=on``)."""
+    the bus supports read-only (qemu-server appends ``readonly=on``). A qcow2 volume on a
+    storage with ``snapshot-as-volume-chain`` is refused: qemu-server builds those only
+    with -blockdev (machine version 10.0 or newer)."""
+    disk = graph.disk
+    if disk.volume is not None and disk.storage is not None and graph.format_node is not None \
+            and graph.format_node.get("discard-no-unref"):
+        raise DriveGraphError(f"{disk.key}: volume '{disk.volume.volid}': qcow2 on storage "
+                              f"'{disk.storage.id}' with snapshot-as-volume-chain needs -blockdev "
+                              f"(machine version 10.0 or newer)")
     return ",".join(_drive_options(graph, template_read_only))
 
 
@@ -61,10 +70,9 @@ def _drive_options(graph: DriveGraph, template_read_only: bool) -> Iterator[str]
         yield f"throttling.{name}={limit}"
     if disk.format is not None:
         yield f"format={disk.format}"
-    mode = cache_mode(drive)
-    if drive.get("cache") is None and mode.direct:
+    if drive.get("cache") is None and cache_mode(drive, disk.storage).direct:
         yield "cache=none"
-    yield f"aio={aio_mode(drive)}"
+    yield f"aio={aio_mode(drive, disk.storage)}"
     if not drive.is_cdrom:
         yield f"detect-zeroes={detect_zeroes(drive)}"
     node = graph.format_node

@@ -38,14 +38,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from qdisk import cache
-from qdisk.drive import QCOW2_CACHE_KEYS, Drive
+from qdisk.drive import IMAGE_FORMATS, QCOW2_CACHE_KEYS, Drive
 from qdisk.errors import InvalidInputError
 from qdisk.image import ImageError, ImageInfo, read_chain
 from qdisk.settings import Tools
-from qdisk.storage import StorageConfig, Volume, resolve
+from qdisk.storage import IscsiLun, RbdImage, Storage, StorageConfig, Volume, resolve
+from qdisk.storage.schema import IoUring
 
 Node = dict[str, Any]
 
+# The port qemu-server gives a Ceph monitor that names none (msgr2).
+CEPH_MON_PORT = "3300"
 # qemu-server's get_cdrom_path (the first of its candidates).
 HOST_CDROM = "/dev/cdrom"
 # Buses whose devices have no read-only property (qemu-server's drive_is_read_only).
@@ -88,6 +91,10 @@ class Disk:
     @property
     def path(self) -> str | None:
         return self.volume.path if self.volume else None
+
+    @property
+    def storage(self) -> Storage | None:
+        return self.volume.storage if self.volume else None
 
 
 @dataclass(frozen=True)
@@ -142,18 +149,37 @@ class DriveGraph:
 # --- qemu-server's per-drive rules ----------------------------------------------------
 
 
-def cache_mode(drive: Drive) -> CacheMode:
-    """qemu-server's drive_uses_cache_direct and write cache (dir storage: no btrfs case)."""
+def cache_mode(drive: Drive, storage: Storage | None = None) -> CacheMode:
+    """qemu-server's drive_uses_cache_direct and write cache: without ``cache=``, direct
+    I/O except on cdroms and on a storage that needs an option for it (btrfs: nocow)."""
     mode = drive.get("cache")
     if mode is None:
-        return CacheMode(direct=not drive.is_cdrom, no_flush=False, write_cache=True)
+        needs = storage.kind.direct_io_option if storage is not None else None
+        direct = not drive.is_cdrom and (storage is None or needs is None or storage.flag(needs))
+        return CacheMode(direct=direct, no_flush=False, write_cache=True)
     return CacheMode(direct=mode in ("none", "directsync"), no_flush=mode == "unsafe",
                      write_cache=mode not in ("writethrough", "directsync"))
 
 
-def aio_mode(drive: Drive) -> str:
-    """qemu-server's aio_cmdline_option: explicit, else io_uring (dir storage allows it)."""
-    return str(drive.get("aio") or "io_uring")
+def aio_mode(drive: Drive, storage: Storage | None = None) -> str:
+    """qemu-server's aio_cmdline_option: explicit, else io_uring where the storage allows
+    it by default, else native with direct I/O and threads without."""
+    explicit = drive.get("aio")
+    if explicit:
+        return str(explicit)
+    direct = cache_mode(drive, storage).direct
+    if storage is None or _allows_io_uring(storage, direct=direct):
+        return "io_uring"
+    return "native" if direct else "threads"
+
+
+def _allows_io_uring(storage: Storage, *, direct: bool) -> bool:
+    """storage_allows_io_uring_default: io_uring hangs on LVM, fails on CIFS, and hangs on
+    krbd without direct I/O."""
+    rule = storage.kind.io_uring
+    if rule is IoUring.NOT_KRBD_CACHED:
+        return direct or not storage.flag("krbd")
+    return rule is IoUring.YES
 
 
 def detect_zeroes(drive: Drive) -> str:
@@ -235,6 +261,9 @@ def _format(drive: Drive, volume: Volume | None) -> str:
     ``format=``, else raw: QEMU never probes (qemu-server's generate_format_blockdev)."""
     explicit = drive.get("format")
     if volume is not None and volume.format is not None:
+        if volume.format not in IMAGE_FORMATS:
+            raise DriveGraphError(f"{drive.key}: volume '{volume.volid}' has format "
+                                  f"'{volume.format}' (a container volume), not a VM disk image")
         if explicit is not None and explicit != volume.format:
             raise DriveGraphError(f"{drive.key}: volume '{volume.volid}' - 'format={explicit}' option "
                                   f"different from storage format '{volume.format}'")
@@ -314,17 +343,41 @@ def _image_node(disk: Disk, path: str, driver: str, *, depth: int, options: Mapp
     """One image: its format node over its file node. Depth 0 is the drive's own image."""
     read_only = disk.read_only or depth > 0
     volid = disk.volume.volid if disk.volume else ""
-    mode = cache_mode(disk.drive)
-    file: Node = {"driver": _file_driver(path), "filename": path, "cache": mode.as_node_option(),
-                  "aio": aio_mode(disk.drive),
+    cache = cache_mode(disk.drive, disk.storage).as_node_option()
+    remote = disk.volume.remote if disk.volume is not None and depth == 0 else None
+    file: Node = {**_protocol_node(disk, path, remote), "cache": cache,
                   "node-name": node_name("e", disk.key, volid, backing_depth=depth),
                   **_common_options(disk, read_only=read_only)}
-    node: Node = {"driver": driver, "file": file, "cache": mode.as_node_option(),
+    node: Node = {"driver": driver, "file": file, "cache": cache,
                   "node-name": node_name("f", disk.key, volid, backing_depth=depth),
                   **_common_options(disk, read_only=read_only), **options}
+    if driver == "qcow2" and disk.storage is not None and disk.storage.volume_chain:
+        # qemu-server: discarded clusters stay allocated, so the overlays of a volume
+        # chain (on a thick LV, or a file) do not fragment as clusters are freed and reused.
+        node["discard-no-unref"] = True
     if backing is not None:
         node["backing"] = backing
     return node
+
+
+def _protocol_node(disk: Disk, path: str, remote: IscsiLun | RbdImage | None) -> Node:
+    """The protocol part of the file node: QEMU's iscsi or rbd driver for a volume on the
+    network, else a file, device or CD-ROM path (the only drivers that take ``aio``)."""
+    if isinstance(remote, IscsiLun):
+        return {"driver": "iscsi", "transport": "tcp", "portal": remote.portal,
+                "target": remote.target, "lun": remote.lun}
+    if isinstance(remote, RbdImage):
+        node: Node = {"driver": "rbd", "pool": remote.pool, "image": remote.image}
+        if remote.namespace is not None:
+            node["namespace"] = remote.namespace
+        node["conf"] = remote.conf
+        if remote.monitors:
+            node["server"] = [{"host": host, "port": port or CEPH_MON_PORT} for host, port in remote.monitors]
+            node["auth-client-required"] = [remote.auth]
+        if remote.user is not None:
+            node["user"] = remote.user
+        return node
+    return {"driver": _file_driver(path), "filename": path, "aio": aio_mode(disk.drive, disk.storage)}
 
 
 def _file_driver(path: str) -> str:

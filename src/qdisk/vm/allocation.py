@@ -38,7 +38,8 @@ class Allocator:
         allocation = storage.parse_allocation(drive.file)
         if allocation is None or drive.is_cdrom or drive.interface == "unused":
             return drive
-        fmt = str(drive.get("format") or storage.DEFAULT_ALLOCATION_FORMAT)
+        fmt = str(drive.get("format")
+                  or self.storage_config.get(allocation.storage_id).default_format)
         if fmt not in storage.ALLOCATABLE_FORMATS:
             raise DriveError(drive.key, [Problem(
                 "format", f"cannot allocate a {fmt} image (possible: "
@@ -50,7 +51,7 @@ class Allocator:
         target = storage.allocatable_storage(self.storage_config, allocation.storage_id)
         volname = storage.free_disk_volname(target, vmid, fmt,
                                             taken=volnames_on(self.config, target.id))
-        path = target.path / "images" / volname
+        path = storage.image_path(target, volname)
         fileio.private_dir(path.parent, home=self.settings.home)
         # Journaled before qemu-img runs: a command killed from here on leaves a record the
         # next command on this VM cleans up, and a failed qemu-img leaves nothing behind

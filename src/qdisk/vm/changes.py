@@ -181,15 +181,17 @@ def _check_image(drive: Drive, storage_config: StorageConfig) -> list[str]:
         storage.resolve(storage_config, drive.file)
         return []
     disk = resolve_disk(drive, storage_config)
-    if disk.path is None or not Path(disk.path).exists() or Path(disk.path).is_dir():
+    path = Path(disk.path) if disk.path is not None else None
+    # An image is a file, or a block device (LVM, a zvol); a path not there yet is not read.
+    if path is None or not (path.is_file() or path.is_block_device()):
         return []
     if disk.format == "qcow2":
-        problems = check_drive_cache(drive, read_image(disk.path, format="qcow2"))
+        problems = check_drive_cache(drive, read_image(path, format="qcow2"))
         if problems:
             raise DriveError(drive.key, problems)
         return []
     if drive.get("format") is None and disk.volume is not None and disk.volume.format is None \
-            and _probed_qcow2(disk.path):
+            and _probed_qcow2(path):
         # qemu-server's rule for a path without format=: QEMU opens it raw, never probing.
         return [f"{drive.key}: '{drive.file}' is a qcow2 image, but without format=qcow2 it is "
                 f"passed to QEMU as raw: the guest sees the qcow2 file's bytes and the qcow2-* "
@@ -197,7 +199,7 @@ def _check_image(drive: Drive, storage_config: StorageConfig) -> list[str]:
     return []
 
 
-def _probed_qcow2(path: str) -> bool:
+def _probed_qcow2(path: Path) -> bool:
     try:
         return read_image(path).is_qcow2
     except InvalidInputError:

@@ -1,0 +1,39 @@
+qemu-system-x86_64 \
+  -name 'vm8006,debug-threads=on' \
+  -no-shutdown \
+  -chardev 'socket,id=qmp,path=/TMP/home/run/8006.qmp,server=on,wait=off' \
+  -mon 'chardev=qmp,mode=control' \
+  -pidfile /TMP/home/run/8006.pid \
+  -daemonize \
+  -smp '1,sockets=1,cores=1,maxcpus=1' \
+  -nodefaults \
+  -boot 'menu=on,strict=on,reboot-timeout=1000' \
+  -vnc 'unix:/TMP/home/run/8006.vnc,password=on' \
+  -m 512 \
+  -device 'pci-bridge,id=pci.1,chassis_nr=1,bus=pci.0,addr=0x1e' \
+  -device 'pci-bridge,id=pci.2,chassis_nr=2,bus=pci.0,addr=0x1f' \
+  -device 'VGA,id=vga,bus=pci.0,addr=0x2' \
+  -device 'virtio-scsi-pci,id=scsihw0,bus=pci.0,addr=0x5' \
+  -drive 'file=/dev/vg0/vm-8006-disk-0,if=none,id=drive-scsi0,format=raw,cache=none,aio=native,detect-zeroes=on,node-name=f0378a375d635b0f473569544c7c207,file.node-name=e0378a375d635b0f473569544c7c207' \
+  -device 'scsi-hd,bus=scsihw0.0,channel=0,scsi-id=0,lun=0,drive=drive-scsi0,id=scsi0' \
+  -drive 'file=/dev/pve/vm-8006-disk-0,if=none,id=drive-scsi1,format=raw,cache=none,aio=io_uring,detect-zeroes=on,node-name=f5c8e2501beeae6ac3cd9a36183e3a1,file.node-name=e5c8e2501beeae6ac3cd9a36183e3a1' \
+  -device 'scsi-hd,bus=scsihw0.0,channel=0,scsi-id=0,lun=1,drive=drive-scsi1,id=scsi1' \
+  -drive 'file=/dev/zvol/rpool/data/vm-8006-disk-0,if=none,id=drive-scsi2,format=raw,cache=none,aio=io_uring,detect-zeroes=on,node-name=f74655e00df6e0fc63410448c74a53d,file.node-name=e74655e00df6e0fc63410448c74a53d' \
+  -device 'scsi-hd,bus=scsihw0.0,channel=0,scsi-id=0,lun=2,drive=drive-scsi2,id=scsi2' \
+  -drive 'file=iscsi://192.0.2.20/iqn.2003-01.org.linux-iscsi.nas:sn.1234/3,if=none,id=drive-scsi3,format=raw,cache=none,aio=io_uring,detect-zeroes=on,node-name=f065df937d7ff45cfa165e83d246583,file.node-name=e065df937d7ff45cfa165e83d246583' \
+  -device 'scsi-hd,bus=scsihw0.0,channel=0,scsi-id=0,lun=3,drive=drive-scsi3,id=scsi3' \
+  -drive 'file=rbd:vms/vm-8006-disk-0:conf=/TMP/home/ceph.conf,if=none,id=drive-scsi4,format=raw,cache=none,aio=io_uring,detect-zeroes=on,node-name=f923bac6186e0ca31cff101ffea6ede,file.node-name=e923bac6186e0ca31cff101ffea6ede' \
+  -device 'scsi-hd,bus=scsihw0.0,channel=0,scsi-id=0,lun=4,drive=drive-scsi4,id=scsi4' \
+  -drive 'file=/dev/rbd-pve/5b2c1d7e-3f4a-4b6c-9d8e-0a1b2c3d4e5f/vms/vm-8006-disk-0,if=none,id=drive-scsi5,format=raw,cache=none,aio=io_uring,detect-zeroes=on,node-name=fe0b3d28b77a5c6b0b7070764bba2da,file.node-name=ee0b3d28b77a5c6b0b7070764bba2da' \
+  -device 'scsi-hd,bus=scsihw0.0,channel=0,scsi-id=0,lun=5,drive=drive-scsi5,id=scsi5' \
+  -drive 'file=/dev/rbd-pve/5b2c1d7e-3f4a-4b6c-9d8e-0a1b2c3d4e5f/vms/vm-8006-disk-1,if=none,id=drive-scsi6,cache=writeback,format=raw,aio=threads,detect-zeroes=on,node-name=f3e5fd2a912afb42d21bb7d087f9680,file.node-name=e3e5fd2a912afb42d21bb7d087f9680' \
+  -device 'scsi-hd,bus=scsihw0.0,channel=0,scsi-id=0,lun=6,drive=drive-scsi6,id=scsi6' \
+  -drive 'file=rbd:ext/tenant1/vm-8006-disk-0:conf=/TMP/home/priv/ceph/ceph-ext.conf:mon_host=192.0.2.31;192.0.2.32\:6789;[2001\:db8\:\:33]:auth_supported=cephx:id=client1:keyring=/TMP/home/priv/ceph/ceph-ext.keyring,if=none,id=drive-scsi7,format=raw,cache=none,aio=io_uring,detect-zeroes=on,node-name=f8742b25f1620cc11a7c1c5c8ddb0bb,file.node-name=e8742b25f1620cc11a7c1c5c8ddb0bb' \
+  -device 'scsi-hd,bus=scsihw0.0,channel=0,scsi-id=0,lun=7,drive=drive-scsi7,id=scsi7' \
+  -drive 'file=/dev/disk/by-id/scsi-36001405a1b2c3d4e5f60718293a4b5c6,if=none,id=drive-scsi8,format=raw,cache=none,aio=io_uring,detect-zeroes=on,node-name=fc42e3488cf420f60161f031a7c3f81,file.node-name=ec42e3488cf420f60161f031a7c3f81' \
+  -device 'scsi-hd,bus=scsihw0.0,channel=0,scsi-id=0,lun=8,drive=drive-scsi8,id=scsi8' \
+  -drive 'file=iscsi://192.0.2.40:3260/iqn.2001-05.com.example:storage.direct/1,if=none,id=drive-scsi9,format=raw,cache=none,aio=io_uring,detect-zeroes=on,node-name=f6105eb365d0661087ba675f3e7d4c1,file.node-name=e6105eb365d0661087ba675f3e7d4c1' \
+  -device 'scsi-hd,bus=scsihw0.0,channel=0,scsi-id=0,lun=9,drive=drive-scsi9,id=scsi9' \
+  -drive 'file=/dev/vg0/vm-8006-disk-1,if=none,id=drive-scsi10,cache=writeback,format=raw,aio=threads,detect-zeroes=on,node-name=fbc97b542167d6e4740b82f41408857,file.node-name=ebc97b542167d6e4740b82f41408857' \
+  -device 'scsi-hd,bus=scsihw0.0,channel=0,scsi-id=0,lun=10,drive=drive-scsi10,id=scsi10' \
+  -machine 'type=pc'

@@ -1,0 +1,31 @@
+qemu-system-x86_64 \
+  -name 'vm8006,debug-threads=on' \
+  -no-shutdown \
+  -chardev 'socket,id=qmp,path=/TMP/home/run/8006.qmp,server=on,wait=off' \
+  -mon 'chardev=qmp,mode=control' \
+  -pidfile /TMP/home/run/8006.pid \
+  -daemonize \
+  -smp '1,sockets=1,cores=1,maxcpus=1' \
+  -nodefaults \
+  -boot 'menu=on,strict=on,reboot-timeout=1000' \
+  -vnc 'unix:/TMP/home/run/8006.vnc,password=on' \
+  -m 512 \
+  -device 'pci-bridge,id=pci.1,chassis_nr=1,bus=pci.0,addr=0x1e' \
+  -device 'pci-bridge,id=pci.2,chassis_nr=2,bus=pci.0,addr=0x1f' \
+  -device 'VGA,id=vga,bus=pci.0,addr=0x2' \
+  -drive 'file=/TMP/storage/cephfs/template/iso/debian.iso,if=none,id=drive-ide2,media=cdrom,format=raw,aio=io_uring,node-name=ff426f7d6b700b77ed6295307eab1ab,file.node-name=ef426f7d6b700b77ed6295307eab1ab' \
+  -device 'ide-cd,bus=ide.1,unit=0,drive=drive-ide2,id=ide2,bootindex=200' \
+  -device 'virtio-scsi-pci,id=scsihw0,bus=pci.0,addr=0x5' \
+  -drive 'file=/TMP/storage/nfs/images/8006/vm-8006-disk-0.qcow2,if=none,id=drive-scsi0,format=qcow2,cache=none,aio=io_uring,detect-zeroes=on,node-name=fb380d9a33487ab2135e72b0b905182,file.node-name=eb380d9a33487ab2135e72b0b905182' \
+  -device 'scsi-hd,bus=scsihw0.0,channel=0,scsi-id=0,lun=0,drive=drive-scsi0,id=scsi0' \
+  -drive 'file=/TMP/storage/cifs/images/8006/vm-8006-disk-0.raw,if=none,id=drive-scsi1,format=raw,cache=none,aio=native,detect-zeroes=on,node-name=fe4d9a961200a669c1a8182632aba3e,file.node-name=ee4d9a961200a669c1a8182632aba3e' \
+  -device 'scsi-hd,bus=scsihw0.0,channel=0,scsi-id=0,lun=1,drive=drive-scsi1,id=scsi1' \
+  -drive 'file=/TMP/storage/cifs/images/8006/vm-8006-disk-1.qcow2,if=none,id=drive-scsi2,cache=writeback,format=qcow2,aio=threads,detect-zeroes=on,node-name=f5ad6d9ff5151457f703c2a39c20303,file.node-name=e5ad6d9ff5151457f703c2a39c20303' \
+  -device 'scsi-hd,bus=scsihw0.0,channel=0,scsi-id=0,lun=2,drive=drive-scsi2,id=scsi2' \
+  -drive 'file=/TMP/storage/btrfs/images/8006/vm-8006-disk-0/disk.raw,if=none,id=drive-scsi3,format=raw,aio=io_uring,detect-zeroes=on,node-name=f7487c01d831e2b51a5446980170ec9,file.node-name=e7487c01d831e2b51a5446980170ec9' \
+  -device 'scsi-hd,bus=scsihw0.0,channel=0,scsi-id=0,lun=3,drive=drive-scsi3,id=scsi3' \
+  -drive 'file=/TMP/storage/btrfs-nocow/images/8006/vm-8006-disk-0/disk.raw,if=none,id=drive-scsi4,format=raw,cache=none,aio=io_uring,detect-zeroes=on,node-name=f59b65bb3c96d616d319ca1749d9486,file.node-name=e59b65bb3c96d616d319ca1749d9486' \
+  -device 'scsi-hd,bus=scsihw0.0,channel=0,scsi-id=0,lun=4,drive=drive-scsi4,id=scsi4' \
+  -drive 'file=/TMP/storage/nfs/images/8006/vm-8006-disk-2.qcow2,if=none,id=drive-scsi5,discard=on,format=qcow2,cache=none,aio=io_uring,detect-zeroes=unmap,node-name=f3f74b7445c6c2d44540e60a601c034,file.node-name=e3f74b7445c6c2d44540e60a601c034' \
+  -device 'scsi-hd,bus=scsihw0.0,channel=0,scsi-id=0,lun=5,drive=drive-scsi5,id=scsi5' \
+  -machine 'type=pc'
