@@ -317,6 +317,10 @@ def create_app(settings: Settings, *, secure_cookies: bool = False,
         if not path.exists():
             raise ApiError(404, f"VM {vmid} does not exist")
 
+    # Handlers that only read a few small files (a config, image headers) are coroutines:
+    # they run on the event loop. A thread hop per request, and the GIL handed between
+    # dozens of threads, would multiply their latency under load. Handlers that wait (VM
+    # start and stop, QMP, the VM lock) are plain functions: FastAPI runs them in threads.
     router = APIRouter(prefix=API_PREFIX)
     form_body = {"requestBody": {"content": {
         "application/x-www-form-urlencoded": {"schema": {"type": "object"}},
@@ -369,7 +373,7 @@ def create_app(settings: Settings, *, secure_cookies: bool = False,
 
     @router.get("/nodes/{node}/qemu/{vmid}/config", tags=["qemu"],
                 summary="The VM's config (pending values merged, unless current=1) and its digest")
-    def vm_config(node: str = _node_parameter(), vmid: int = _vmid_parameter(),
+    async def vm_config(node: str = _node_parameter(), vmid: int = _vmid_parameter(),
                   current: bool = Query(False, description="Only the applied values."),
                   _principal: Principal = Depends(reader)) -> JSONResponse:
         check_vm(node, vmid)
@@ -415,7 +419,7 @@ def create_app(settings: Settings, *, secure_cookies: bool = False,
 
     @router.get("/nodes/{node}/qemu/{vmid}/pending", tags=["qemu"],
                 summary="Per key: the applied value, the pending value, a pending deletion")
-    def vm_pending(node: str = _node_parameter(), vmid: int = _vmid_parameter(),
+    async def vm_pending(node: str = _node_parameter(), vmid: int = _vmid_parameter(),
                    _principal: Principal = Depends(reader)) -> JSONResponse:
         check_vm(node, vmid)
         return data(vm.pending_items(settings, vmid))
@@ -477,7 +481,7 @@ def create_app(settings: Settings, *, secure_cookies: bool = False,
                  openapi_extra=form_body,
                  summary="For a drive string being edited (disk, drive): its problems per "
                          "property, or the coverage and memory per layer it would give")
-    def vm_cache_preview(node: str = _node_parameter(), vmid: int = _vmid_parameter(),
+    async def vm_cache_preview(node: str = _node_parameter(), vmid: int = _vmid_parameter(),
                          parameters: dict[str, str] = Depends(body_parameters),
                          _principal: Principal = Depends(reader)) -> JSONResponse:
         check_vm(node, vmid)

@@ -189,11 +189,12 @@ def drive_layers(disk: Disk, settings: Settings) -> list[Layer]:
     return layers
 
 
-def cache_view(image: ImageInfo, options: CacheOptions) -> dict[str, Any]:
+def cache_view(image: ImageInfo, options: CacheOptions, allocation_limit: int | None) -> dict[str, Any]:
     """What QEMU makes of ``options`` on ``image``: the caches, the part of the disk the L2
-    cache covers and the memory both take; or QEMU's refusal."""
+    cache covers and the memory both take; or QEMU's refusal (``allocation_limit``:
+    :func:`qdisk.cache.host_allocation_limit`, read once per request)."""
     try:
-        cache = effective_cache(image, options, allocation_limit=host_allocation_limit())
+        cache = effective_cache(image, options, allocation_limit=allocation_limit)
     except QemuCacheError as error:
         return {"options": options.as_qemu(), "error": error.qemu_message}
     return {"options": options.as_qemu(),
@@ -207,14 +208,14 @@ def cache_view(image: ImageInfo, options: CacheOptions) -> dict[str, Any]:
             "covers-disk": cache.covers_disk}
 
 
-def _image_facts(layer: Layer) -> dict[str, Any]:
+def _image_facts(layer: Layer, allocation_limit: int | None) -> dict[str, Any]:
     image = layer.image
     auto = auto_size(image)
     return {"depth": layer.depth, "filename": image.filename, "virtual-size": image.virtual_size,
             "cluster-size": image.cluster_size, "extended-l2": image.extended_l2,
             "auto": {"cache-size": auto.cache_size, "l2-cache-size": auto.l2_cache_size,
                      "refcount-cache-size": auto.refcount_cache_size},
-            "default": cache_view(image, CacheOptions())}
+            "default": cache_view(image, CacheOptions(), allocation_limit)}
 
 
 def _applied_options(state: Mapping[str, Any], key: str) -> dict[str, CacheOptions]:
@@ -242,6 +243,7 @@ def disk_cache_plans(settings: Settings, vmid: int) -> list[dict[str, Any]]:
     merged = vm.config_values(settings, vmid)
     status = vm.status(settings, vmid)
     storage_config = storage.load(settings)
+    limit = host_allocation_limit()
     disks = []
     for drive in _cache_disks(merged):
         entry: dict[str, Any] = {"key": drive.key, "volume": drive.file, "format": None,
@@ -252,10 +254,10 @@ def disk_cache_plans(settings: Settings, vmid: int) -> list[dict[str, Any]]:
             if disk.format == "qcow2":
                 applied = _applied_options(status.state, drive.key) if status.running else None
                 for layer in drive_layers(disk, settings):
-                    facts = _image_facts(layer)
-                    facts["configured"] = cache_view(layer.image, layer.options)
+                    facts = _image_facts(layer, limit)
+                    facts["configured"] = cache_view(layer.image, layer.options, limit)
                     facts["applied"] = None if applied is None else cache_view(
-                        layer.image, applied.get(layer.image.filename, CacheOptions()))
+                        layer.image, applied.get(layer.image.filename, CacheOptions()), limit)
                     entry["layers"].append(facts)
         except InvalidInputError as error:
             entry["error"] = str(error)
@@ -323,8 +325,9 @@ def preview_drive(settings: Settings, key: str, text: str) -> dict[str, Any]:
         return result
     if problems:
         result["errors"] = _by_property(problems)
+    limit = host_allocation_limit()
     for layer in layers:
-        facts = _image_facts(layer)
-        facts["edited"] = cache_view(layer.image, layer.options)
+        facts = _image_facts(layer, limit)
+        facts["edited"] = cache_view(layer.image, layer.options, limit)
         result["layers"].append(facts)
     return result
