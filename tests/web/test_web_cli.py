@@ -122,3 +122,16 @@ def test_proxmoxer_lists_reads_and_sets_a_qcow2_option_over_tls(
     # of the refusals hold on to their responses, and so to the connection.
     del refused, stale
     proxmox._store["session"].close()
+
+
+def test_serve_without_any_token_says_how_to_make_one(home: Path) -> None:
+    process = subprocess.Popen([QDISK, "serve", "--listen", "127.0.0.1:0"], text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               env={**os.environ, "QDISK_HOME": str(home)})
+    try:
+        assert process.stdout is not None and process.stderr is not None
+        assert _SERVING_RE.match(process.stdout.readline())
+        assert "qdisk token create NAME" in process.stderr.readline()
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=30)

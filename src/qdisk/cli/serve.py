@@ -7,9 +7,10 @@ from pathlib import Path
 
 import click
 
-from qdisk.cli.common import pass_settings
+from qdisk.cli.common import pass_settings, warn
 from qdisk.cli.vm import ACCEL_ENV
 from qdisk.settings import Settings
+from qdisk.web import tokens
 
 DEFAULT_LISTEN = "127.0.0.1:8006"
 
@@ -40,4 +41,7 @@ def command(settings: Settings, listen_text: str, tls_cert: Path | None, tls_key
     listener = server.listen(server.parse_listen(listen_text), tls, insecure=insecure)
     click.echo(f"qdisk: serving the page and the API (/api2/json) at {listener.url} "
                f"(node {node_name()})")
+    if not tokens.list_tokens(settings):
+        warn("no API token exists yet: every request is refused until `qdisk token create NAME` "
+             "makes one")
     server.serve(settings, listener, accel=os.environ.get(ACCEL_ENV) or None)

@@ -322,13 +322,14 @@ def create_app(settings: Settings, *, secure_cookies: bool = False,
     # dozens of threads, would multiply their latency under load. Handlers that wait (VM
     # start and stop, QMP, the VM lock) are plain functions: FastAPI runs them in threads.
     router = APIRouter(prefix=API_PREFIX)
-    form_body = {"requestBody": {"content": {
-        "application/x-www-form-urlencoded": {"schema": {"type": "object"}},
-        "application/json": {"schema": {"type": "object"}}}}}
+    config_body = _form_body({"delete": "Keys to remove, a list (commas)",
+                              "digest": "The digest the config was read with: refused if stale"},
+                             additional="Config keys and their values (memory, scsi0, ...)")
 
     # -- access --
 
-    @router.post("/access/ticket", tags=["access"], openapi_extra=form_body,
+    @router.post("/access/ticket", tags=["access"],
+                 openapi_extra=_form_body({"token": "USER@REALM!NAME=SECRET"}, required=("token",)),
                  summary="Log in with an API token (the page): a session cookie and a CSRF token")
     async def login(parameters: dict[str, str] = Depends(body_parameters)) -> JSONResponse:
         _only(parameters, ("token",))
@@ -415,7 +416,7 @@ def create_app(settings: Settings, *, secure_cookies: bool = False,
             ("POST", "As PUT (Proxmox VE runs it as a task; qdisk is done when it answers)")):
         router.add_api_route("/nodes/{node}/qemu/{vmid}/config", update_config, methods=[method],
                              name=f"update_config_{method.lower()}", tags=["qemu"],
-                             openapi_extra=form_body, summary=summary)
+                             openapi_extra=config_body, summary=summary)
 
     @router.get("/nodes/{node}/qemu/{vmid}/pending", tags=["qemu"],
                 summary="Per key: the applied value, the pending value, a pending deletion")
@@ -432,7 +433,7 @@ def create_app(settings: Settings, *, secure_cookies: bool = False,
         name = vm.config_values(settings, vmid, current=True).get("name")
         return data({**vm.status(settings, vmid).as_json(), "name": name})
 
-    @router.post("/nodes/{node}/qemu/{vmid}/status/start", tags=["qemu"], openapi_extra=form_body,
+    @router.post("/nodes/{node}/qemu/{vmid}/status/start", tags=["qemu"],
                  summary="Start the VM (pending changes are applied first)")
     def vm_start(node: str = _node_parameter(), vmid: int = _vmid_parameter(),
                  parameters: dict[str, str] = Depends(body_parameters),
@@ -443,7 +444,8 @@ def create_app(settings: Settings, *, secure_cookies: bool = False,
         return data(None, result={"pid": result.pid, "syntax": result.syntax,
                                   "accel": result.accel, "warnings": list(result.warnings)})
 
-    @router.post("/nodes/{node}/qemu/{vmid}/status/stop", tags=["qemu"], openapi_extra=form_body,
+    @router.post("/nodes/{node}/qemu/{vmid}/status/stop", tags=["qemu"],
+                 openapi_extra=_form_body({"timeout": "Seconds to wait before killing QEMU (0-3600)"}),
                  summary="Stop the VM: QEMU is asked to quit, killed after timeout seconds")
     def vm_stop(node: str = _node_parameter(), vmid: int = _vmid_parameter(),
                 parameters: dict[str, str] = Depends(body_parameters),
@@ -478,7 +480,9 @@ def create_app(settings: Settings, *, secure_cookies: bool = False,
         return data({"options": options, "disks": operations.disk_cache_plans(settings, vmid)})
 
     @router.post("/nodes/{node}/qemu/{vmid}/qcow2-cache/preview", tags=["qdisk"],
-                 openapi_extra=form_body,
+                 openapi_extra=_form_body({"disk": "The drive key (scsi0, virtio1, ...)",
+                                           "drive": "The drive string being edited"},
+                                          required=("disk", "drive")),
                  summary="For a drive string being edited (disk, drive): its problems per "
                          "property, or the coverage and memory per layer it would give")
     async def vm_cache_preview(node: str = _node_parameter(), vmid: int = _vmid_parameter(),
@@ -536,6 +540,19 @@ def create_app(settings: Settings, *, secure_cookies: bool = False,
     _install_error_handlers(app)
     app.add_middleware(SecurityHeaders)
     return app
+
+
+def _form_body(properties: Mapping[str, str], *, required: Sequence[str] = (),
+               additional: str | None = None) -> dict[str, Any]:
+    """The OpenAPI request body of parameters sent form-encoded or as JSON (string values)."""
+    schema: dict[str, Any] = {"type": "object", "required": list(required),
+                              "properties": {name: {"type": "string", "description": text}
+                                             for name, text in properties.items()}}
+    if additional is not None:
+        schema["additionalProperties"] = {"type": "string", "description": additional}
+    return {"requestBody": {"required": bool(required), "content": {
+        "application/x-www-form-urlencoded": {"schema": schema},
+        "application/json": {"schema": schema}}}}
 
 
 def _node_parameter() -> Any:
