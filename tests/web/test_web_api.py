@@ -173,6 +173,13 @@ def test_parameters_come_form_encoded_or_as_json_and_are_checked(admin: Api, web
                      headers={"Content-Type": "text/xml"}).status_code == 415
     assert admin.put(vm_path("/config"), data=b"x" * (MAX_BODY_BYTES + 1)).status_code == 413
     assert admin.put(vm_path("/config")).json()["message"] == "no options specified"
+    assert _errors(admin.put(vm_path("/config"), data={"scsi3": "/tmp/a\0b"})) == {
+        "scsi3": "value must not contain a NUL character"}
+    assert admin.put(vm_path("/config"), data=b"[" * 100_000,
+                     headers={"Content-Type": "application/json"}).status_code == 400
+    many = "&".join(f"k{number}=1" for number in range(1001))
+    assert admin.put(vm_path("/config"), data=many.encode(),
+                     headers={"Content-Type": "application/x-www-form-urlencoded"}).status_code == 400
     assert _errors(admin.put(vm_path("/config"), data={"memory": "8"})) == {
         "memory": "memory: value must have a minimum value of 16"}
     assert "memory: 64\n" in web_home.config_file.read_text()

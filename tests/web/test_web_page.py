@@ -81,6 +81,18 @@ def test_a_wrong_token_is_refused_at_login(page: Page) -> None:
     expect(page.locator("#main-view")).to_be_hidden()
 
 
+def test_config_values_are_shown_as_text_never_as_markup(page: Page, web_home: WebHome) -> None:
+    markup = '<img src="x" onerror="document.title=1">'
+    vm.set_options(web_home.settings, VMID, {"description": markup})
+    try:
+        _login(page, web_home.admin_token)
+        page.get_by_role("link", name="db").click()
+        expect(page.locator("#hardware tr[data-key='description']")).to_contain_text(markup)
+        assert page.locator("#hardware img").count() == 0 and page.title() == "qdisk"
+    finally:
+        vm.set_options(web_home.settings, VMID, {}, ["description"])
+
+
 def test_edit_the_qcow2_cache_of_a_running_vm(page: Page, web_home: WebHome, tmp_path: Path) -> None:
     _login(page, web_home.admin_token)
     row = page.locator(f"#vm-table tbody tr[data-vmid='{VMID}']")

@@ -43,8 +43,9 @@ log = logging.getLogger(__name__)
 
 API_PREFIX = "/api2/json"
 OPENAPI_PATH = "/api2/openapi.json"
-# A config change is a few KiB at most; anything far larger is refused unread.
+# A config change is a few KiB and a few dozen keys at most; anything far larger is refused.
 MAX_BODY_BYTES = 256 * 1024
+MAX_PARAMETERS = 1000
 # Proxmox VE's messages for parameters it does not know, or misses.
 UNKNOWN_PARAMETER = "property is not defined in schema and the schema does not allow additional properties"
 MISSING_PARAMETER = "property is missing and it is not optional"
@@ -112,24 +113,26 @@ async def _body(request: Request) -> bytes:
 
 def _form(body: bytes) -> list[tuple[str, str]]:
     try:
-        return parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=True)
+        return parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=True,
+                         max_num_fields=MAX_PARAMETERS)
     except (UnicodeDecodeError, ValueError):
-        raise ApiError(400, "the form-encoded body cannot be read (not UTF-8 key=value pairs)") from None
+        raise ApiError(400, f"the form-encoded body cannot be read (not UTF-8 key=value pairs, "
+                            f"or more than {MAX_PARAMETERS})") from None
 
 
 def _json_object(body: bytes) -> list[tuple[str, str]]:
     try:
         value = json.loads(body)
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):
         raise ApiError(400, "the JSON body cannot be read") from None
-    if not isinstance(value, dict):
-        raise ApiError(400, "the JSON body must be an object of parameters")
+    if not isinstance(value, dict) or len(value) > MAX_PARAMETERS:
+        raise ApiError(400, f"the JSON body must be an object of at most {MAX_PARAMETERS} parameters")
     return [(name, _text(name, item)) for name, item in value.items() if item is not None]
 
 
 async def body_parameters(request: Request) -> dict[str, str]:
     """The request's parameters: the query string and the body (form-encoded or JSON), as
-    Proxmox VE merges them. A parameter given twice is refused."""
+    Proxmox VE merges them. A parameter given twice, or with a NUL character, is refused."""
     pairs = list(request.query_params.multi_items())
     body = await _body(request)
     if body.strip():
@@ -142,13 +145,16 @@ async def body_parameters(request: Request) -> dict[str, str]:
             raise ApiError(415, f"unsupported content type '{media_type}' (send "
                                 "application/x-www-form-urlencoded or application/json)")
     parameters: dict[str, str] = {}
-    twice: dict[str, str] = {}
+    problems: dict[str, str] = {}
     for name, value in pairs:
         if name in parameters:
-            twice[name] = "parameter given more than once"
+            problems[name] = "parameter given more than once"
+        elif "\0" in name or "\0" in value:
+            # A command line cannot carry one either: the checks behind the API never met it.
+            problems[name.replace("\0", "\\0")] = "value must not contain a NUL character"
         parameters[name] = value
-    if twice:
-        raise parameter_error(twice)
+    if problems:
+        raise parameter_error(problems)
     return parameters
 
 
