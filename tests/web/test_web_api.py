@@ -7,8 +7,10 @@ import hashlib
 import json
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
+import requests
 
 from qdisk.web.api import MAX_BODY_BYTES, node_name
 from qdisk.web.operations import STALE_DIGEST_MESSAGE
@@ -32,8 +34,8 @@ WRITES = [("PUT", vm_path("/config")), ("POST", vm_path("/config")),
           ("POST", vm_path("/status/start")), ("POST", vm_path("/status/stop"))]
 
 
-def _errors(response: object) -> dict[str, str]:
-    body = response.json()  # type: ignore[attr-defined]
+def _errors(response: requests.Response) -> dict[str, str]:
+    body = response.json()
     assert body["data"] is None
     return dict(body.get("errors", {}))
 
@@ -147,7 +149,7 @@ def test_hostile_drive_strings_are_refused_under_their_field(
         admin: Api, web_home: WebHome, drive: str, field: str, message: str) -> None:
     before = web_home.config_file.read_text()
     for send in ({"data": {"scsi0": drive}}, {"json": {"scsi0": drive}}):
-        response = admin.put(vm_path("/config"), **send)  # type: ignore[arg-type]
+        response = admin.put(vm_path("/config"), **send)
         assert response.status_code == 400, response.text
         errors = _errors(response)
         assert list(errors) == ["scsi0"]
@@ -229,7 +231,7 @@ def test_the_cache_plan_per_disk_and_layer(admin: Api) -> None:
     assert layer["configured"]["options"] == {"cache-size": layer["auto"]["cache-size"]}
 
 
-def _preview(api: Api, drive: str, disk: str = "scsi0") -> dict[str, object]:
+def _preview(api: Api, drive: str, disk: str = "scsi0") -> dict[str, Any]:
     response = api.post(vm_path("/qcow2-cache/preview"), json={"disk": disk, "drive": drive})
     assert response.status_code == 200, response.text
     return dict(response.json()["data"])
@@ -243,17 +245,17 @@ def test_preview_gives_the_errors_per_property_or_what_the_cache_would_cover(adm
                                       "'none, writethrough, writeback, unsafe, directsync'"}
     assert bad["layers"] == []
     too_big = _preview(admin, f"{disk},qcow2-l2-cache-entry-size=131072")
-    assert "the cluster size" in str(too_big["errors"]["qcow2-l2-cache-entry-size"])  # type: ignore[index]
+    assert "the cluster size" in str(too_big["errors"]["qcow2-l2-cache-entry-size"])
     half = _preview(admin, f"{disk},qcow2-l2-cache-size=64")
     assert (half["errors"], half["format"]) == ({}, "qcow2")
-    [layer] = half["layers"]  # type: ignore[misc]
+    [layer] = half["layers"]
     assert layer["edited"]["coverage-percent"] == 50.0 and layer["edited"]["memory"] == 64 * 2**20 + 4 * 65536
     assert half["values"] == {"file": disk, "qcow2-l2-cache-size": "64"}
     # The format comes from the volume: no format= in the string.
     raw = _preview(admin, f"local:{VMID}/vm-{VMID}-disk-1.raw")
     assert (raw["format"], raw["layers"]) == ("raw", [])
     new = _preview(admin, "local:4,format=qcow2,qcow2-cache-size-based-on-disk=1")
-    assert new["new"] is True and new["layers"][0]["edited"]["covers-disk"] is True  # type: ignore[index]
+    assert new["new"] is True and new["layers"][0]["edited"]["covers-disk"] is True
     missing = _preview(admin, "nowhere:100/vm-100-disk-9.qcow2")
     assert missing["errors"] == {"file": "scsi0: storage 'nowhere' does not exist"}
     assert _errors(admin.post(vm_path("/qcow2-cache/preview"), data={"disk": "scsi99", "drive": disk})) == {
@@ -271,12 +273,12 @@ def test_preview_covers_every_layer_of_a_chain(admin: Api, web_home: WebHome) ->
     try:
         preview = _preview(admin, f"local:{VMID}/{overlay.name},qcow2-cache-size-based-on-disk=1")
         layers = preview["layers"]
-        assert [(layer["depth"], Path(layer["filename"]).name) for layer in layers] == [  # type: ignore[attr-defined]
+        assert [(layer["depth"], Path(layer["filename"]).name) for layer in layers] == [
             (0, overlay.name), (1, base.name)]
-        assert all(layer["edited"]["covers-disk"] for layer in layers)  # type: ignore[attr-defined]
+        assert all(layer["edited"]["covers-disk"] for layer in layers)
         # Explicit sizes apply to the top image only; the backing image keeps QEMU's default.
         explicit = _preview(admin, f"local:{VMID}/{overlay.name},qcow2-l2-cache-size=1")["layers"]
-        assert [layer["edited"]["options"] for layer in explicit] == [  # type: ignore[attr-defined]
+        assert [layer["edited"]["options"] for layer in explicit] == [
             {"l2-cache-size": 2**20}, {}]
     finally:
         overlay.unlink()

@@ -26,9 +26,12 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 SCREENSHOT_ENV = "QDISK_EDITOR_SCREENSHOT"
-# Starting and stopping QEMU under TCG on a loaded machine takes a while.
+# Starting and stopping QEMU under TCG on a loaded machine takes a while; so may a live
+# change over QMP, which the page waits for before it says anything.
 VM_TIMEOUT_MS = 90_000
+UI_TIMEOUT_MS = 30_000
 MIB = 2**20
+expect.set_options(timeout=UI_TIMEOUT_MS)
 
 
 @pytest.fixture(scope="module")
