@@ -72,8 +72,8 @@ function nodePath(suffix) {
   return `/nodes/${encodeURIComponent(state.node)}${suffix}`;
 }
 
-function vmPath(suffix = "") {
-  return nodePath(`/qemu/${state.vmid}${suffix}`);
+function vmPath(suffix = "", vmid = state.vmid) {
+  return nodePath(`/qemu/${vmid}${suffix}`);
 }
 
 // --- login ------------------------------------------------------------------------------
@@ -140,18 +140,15 @@ function showMessage(text, kind = "info") {
 }
 
 async function lifecycle(vmid, action) {
-  const previous = state.vmid;
-  state.vmid = vmid;
+  const shown = state.vmid === vmid;
   try {
-    await call("POST", vmPath(`/status/${action}`));
-    if (previous === vmid) showMessage(`VM ${vmid} ${action === "start" ? "started" : "stopped"}`);
+    await call("POST", vmPath(`/status/${action}`, vmid));
+    if (shown) showMessage(`VM ${vmid} ${action === "start" ? "started" : "stopped"}`);
   } catch (failure) {
-    if (previous === vmid) showMessage(failure.message, "error");
-  } finally {
-    state.vmid = previous;
+    if (shown) showMessage(failure.message, "error");
   }
   await loadVmList();
-  if (previous === vmid) await openVm(vmid, { keepMessage: true });
+  if (shown) await openVm(vmid, { keepMessage: true });
 }
 
 const DRIVE_BUSES = ["ide", "sata", "scsi", "virtio", "efidisk", "tpmstate", "unused"];
