@@ -224,6 +224,15 @@ _INTEGER_RE = re.compile(r"[+-]?[0-9]+")
 _NUMBER_RE = re.compile(r"[+-]?(?:[0-9]+\.[0-9]+|[0-9]+\.|\.[0-9]+|[0-9]+)(?:[eE][+-]?[0-9]+)?")
 
 
+_LIST_SEPARATOR_RE = re.compile(r"[,;\s]+")
+
+
+def split_list(text: str) -> list[str]:
+    """Proxmox VE's list syntax (PVE::Tools::split_list, ``delete=a,b c;d``): items separated
+    by commas, semicolons or blanks."""
+    return [item for item in _LIST_SEPARATOR_RE.split(text) if item]
+
+
 def parse_boolean(text: str) -> bool | None:
     if _BOOLEAN_TRUE.fullmatch(text):
         return True

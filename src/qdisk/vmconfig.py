@@ -23,6 +23,7 @@ snapshots (sorted), so a file PVE wrote reads and prints back unchanged.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import urllib.parse
 from collections.abc import Iterator
@@ -34,6 +35,7 @@ from qdisk.configtext import BLANKS, read_config
 from qdisk.drive import drive_keys
 from qdisk.errors import InvalidInputError
 from qdisk.fileio import atomic_write, locked
+from qdisk.propstring import split_list
 from qdisk.settings import Settings
 
 # A line's key; qemu-server's ^([a-z][a-z_]*\d*):\s*(.+?)\s*$ is split in two (key, then
@@ -74,6 +76,8 @@ class VmConfig:
     snapshots: dict[str, Section] = field(default_factory=dict)
     # Lines dropped while parsing, as qemu-server warns about them (never printed back).
     warnings: list[str] = field(default_factory=list)
+    # SHA-1 of the file it was read from (Proxmox VE's ``digest``); None when not read.
+    digest: str | None = None
 
     def merged(self) -> dict[str, str]:
         """The values with pending changes applied (what ``qm config`` shows), the
@@ -105,7 +109,10 @@ def load(settings: Settings, vmid: int) -> VmConfig:
         raise VmConfigError(f"VM {vmid}: configuration file '{path}' does not exist") from None
     except OSError as error:
         raise VmConfigError(f"VM {vmid}: cannot read '{path}': {error.strerror}") from None
-    return parse_vm_config(text, vmid)
+    config = parse_vm_config(text, vmid)
+    # read_config decoded strict UTF-8: encoding it again gives the file's bytes.
+    config.digest = hashlib.sha1(text.encode("utf-8")).hexdigest()
+    return config
 
 
 def parse_vm_config(text: str, vmid: int) -> VmConfig:
@@ -240,7 +247,7 @@ def pending_delete_flags(config: VmConfig) -> dict[str, bool]:
     """Keys ``[PENDING]`` deletes -> whether the deletion is forced (``!key``)."""
     text = config.pending.values.get("delete", "")
     return {entry.lstrip("!"): entry.startswith("!")
-            for entry in re.split(r"[,;\s]+", text) if entry.lstrip("!")}
+            for entry in split_list(text) if entry.lstrip("!")}
 
 
 def _write_pending_deletions(config: VmConfig, flags: dict[str, bool]) -> None:

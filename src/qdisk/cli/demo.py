@@ -105,4 +105,11 @@ def command(settings: Settings, bench_size: str, bench_runtime: int) -> None:
         if views.status(settings, int(DEMO_VMID)).running:  # the demo stopped half-way
             _run(["vm", "stop", DEMO_VMID], may_fail=True)
         _run(["vm", "destroy", DEMO_VMID], may_fail=True)
-    click.echo("\nDone. `make test` runs the whole suite; README.md shows measured results.")
+    click.echo("\nDone. `make test` runs the whole suite; README.md shows measured results.\n"
+               "To tune the demo VM's disk in the browser's disk editor, recreate it and serve the page:\n"
+               f"  export QDISK_HOME={settings.home}\n"
+               f"  .venv/bin/qdisk vm create {DEMO_VMID} --name {DEMO_NAME} --memory 128 "
+               f"--scsihw virtio-scsi-single --scsi0 {DISK},{AUTO_DISK_OPTIONS}\n"
+               "  .venv/bin/qdisk token create web    # prints the token the page's login takes\n"
+               "  .venv/bin/qdisk serve               # open http://127.0.0.1:8006/, log in, "
+               f"VM {DEMO_VMID}, Edit scsi0")

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import os
-import re
 
 import click
 
 from qdisk import storage
 from qdisk.cache import describe_options, format_bytes
 from qdisk.cli.common import echo_json, pass_settings, warn
+from qdisk.propstring import split_list
 from qdisk.qemu.command import vm_command
 from qdisk.settings import Settings
 from qdisk.vm import changes, lifecycle, views
@@ -107,7 +107,7 @@ def set_(ctx: click.Context, vmid: int, deletes: tuple[str, ...]) -> None:
     """Change VM VMID: --KEY VALUE ... and --delete KEY,... (a running VM takes what it can
     now, the rest at the next start)."""
     settings = ctx.ensure_object(Settings)
-    keys = [key for text in deletes for key in re.split(r"[,;\s]+", text) if key]
+    keys = [key for text in deletes for key in split_list(text)]
     _report(vmid, changes.set_options(settings, vmid, parse_key_values(ctx.args), keys))
 
 

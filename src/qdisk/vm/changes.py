@@ -24,7 +24,7 @@ from qdisk.qemu.nodes import resolve_disk
 from qdisk.settings import Settings
 from qdisk.storage import StorageConfig
 from qdisk.vm.allocation import Allocator, allocating
-from qdisk.vm.errors import InvalidOptionsError, VmRefusedError
+from qdisk.vm.errors import InvalidOptionsError, StaleDigestError, VmRefusedError
 from qdisk.vm.journal import vm_lock
 from qdisk.vm.pending import (
     Messages,
@@ -75,11 +75,15 @@ def create(settings: Settings, vmid: int, options: Mapping[str, str]) -> ChangeR
 
 
 def set_options(settings: Settings, vmid: int, changes: Mapping[str, str],
-                deletes: Sequence[str] = ()) -> ChangeResult:
+                deletes: Sequence[str] = (), *, digest: str | None = None) -> ChangeResult:
     """Change VM ``vmid``'s config (``qm set``): everything is checked first; then each
-    change becomes pending and is applied as far as the VM's state allows."""
+    change becomes pending and is applied as far as the VM's state allows. ``digest``
+    (the one :func:`qdisk.vm.views.config_values` gave) refuses a change to a config that
+    changed since it was read."""
     with vm_lock(settings, vmid):
         config = vmconfig.load(settings, vmid)
+        if digest and digest.lower() != config.digest:
+            raise StaleDigestError()
         check_pending(settings, config, replaced=(*changes, *deletes))
         storage_config = storage.load(settings)
         with allocating(settings, config, storage_config) as allocator:

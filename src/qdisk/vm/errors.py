@@ -29,3 +29,11 @@ class InvalidOptionsError(InvalidInputError):
 
 class InvalidPendingError(InvalidInputError):
     """A hand-edited ``[PENDING]`` value is invalid; nothing was applied or written."""
+
+
+class StaleDigestError(VmRefusedError):
+    """The config changed since the client read it (its digest no longer matches)."""
+
+    def __init__(self) -> None:
+        # Proxmox VE's message (PVE::Tools::assert_if_modified).
+        super().__init__("detected modified configuration - file changed by other user? Try again.")

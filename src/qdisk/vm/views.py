@@ -15,11 +15,25 @@ from qdisk.vm.state import VmState, read_state, remove_run_files, run_files_left
 from qdisk.vmconfig import pending_delete_flags, section_values
 
 
-def config_values(settings: Settings, vmid: int, *, current: bool = False) -> dict[str, str]:
-    """``qm config``: the values with pending changes merged, or (``current``) the applied
-    ones; the description as ``description``."""
+@dataclass(frozen=True)
+class ConfigView:
+    """``qm config``: the values, and the digest of the file they were read from."""
+
+    values: dict[str, str]
+    digest: str
+
+
+def config_view(settings: Settings, vmid: int, *, current: bool = False) -> ConfigView:
+    """The values with pending changes merged, or (``current``) the applied ones; the
+    description as ``description``."""
     config = vmconfig.load(settings, vmid)
-    return section_values(config.current) if current else config.merged()
+    values = section_values(config.current) if current else config.merged()
+    assert config.digest is not None  # a loaded config has one
+    return ConfigView(values, config.digest)
+
+
+def config_values(settings: Settings, vmid: int, *, current: bool = False) -> dict[str, str]:
+    return config_view(settings, vmid, current=current).values
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,291 @@
+"""What the web API needs that the service layer does not offer yet: thin functions over
+:mod:`qdisk.vm`, :mod:`qdisk.vmconfig`, :mod:`qdisk.storage`, :mod:`qdisk.cache` and
+:mod:`qdisk.qemu.nodes`, each computing nothing those modules do not already define.
+
+- the storages with their space, and the volumes on a storage;
+- the cache plan of every disk of a VM, per layer of its chain: QEMU's default, what a
+  start would give, what the running VM has;
+- the preview of a drive string being edited: its problems per property, or what its
+  cache would cover and cost, per layer.
+
+The per-layer cache options are read off the node graph (:func:`qdisk.qemu.nodes.format_node`),
+the same graph a start and a live change send to QEMU.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from qdisk import storage, vmconfig
+from qdisk.cache import (
+    CacheOptions,
+    QemuCacheError,
+    auto_size,
+    check_drive_cache,
+    coverage_percent,
+    effective_cache,
+    host_allocation_limit,
+    qemu_name,
+    resolved_cache_options,
+)
+from qdisk.drive import Drive, parse_drive, print_drive, schema_of
+from qdisk.errors import DriveError, InvalidInputError, Problem
+from qdisk.image import ImageInfo, read_image
+from qdisk.propstring import format_value
+from qdisk.qemu.nodes import Disk, Node, format_node, resolve_disk
+from qdisk.settings import Settings
+from qdisk.storage import StorageConfig
+from qdisk.vm import views
+from qdisk.vm.state import VmState
+
+# The buses whose drives carry the qcow2 cache keys.
+CACHE_BUSES = ("ide", "sata", "scsi", "virtio")
+# What `qemu-img create -f qcow2` makes when given no options (for a disk not yet allocated).
+NEW_QCOW2_CLUSTER_SIZE = 65536
+NEW_QCOW2_REFCOUNT_BITS = 16
+# A whole-string problem (no property) is reported under this name.
+WHOLE_DRIVE = "drive"
+
+
+# --- storages -----------------------------------------------------------------------------
+
+
+def storage_status(settings: Settings) -> list[dict[str, Any]]:
+    """Every storage of storage.cfg as ``GET /nodes/{node}/storage`` lists it; ``dir``
+    storages with the space of their file system."""
+    result = []
+    for item in storage.ensure_default(settings).storages.values():
+        entry: dict[str, Any] = {"storage": item.id, "type": item.type,
+                                 "content": ",".join(item.content), "shared": 0,
+                                 "enabled": 0 if item.disabled else 1, "active": 0}
+        if item.type == "dir" and not item.disabled:
+            try:
+                space = os.statvfs(item.path)
+            except OSError:
+                pass  # not mounted or not made yet: listed, inactive
+            else:
+                total, avail = space.f_blocks * space.f_frsize, space.f_bavail * space.f_frsize
+                entry.update(active=1, total=total, avail=avail,
+                             used=total - space.f_bfree * space.f_frsize)
+        result.append(entry)
+    return result
+
+
+def _candidate_volids(item: storage.Storage) -> Iterator[str]:
+    """Volume ids of the files under a ``dir`` storage's image and iso directories
+    (resolving them decides which ones are volumes)."""
+    images = item.path / "images"
+    if images.is_dir():
+        for owner in sorted(images.iterdir()):
+            if owner.is_dir():
+                yield from (f"{item.id}:{owner.name}/{path.name}" for path in sorted(owner.iterdir()))
+    isos = item.path / "template" / "iso"
+    if isos.is_dir():
+        yield from (f"{item.id}:iso/{path.name}" for path in sorted(isos.iterdir()))
+
+
+def storage_content(settings: Settings, storage_id: str, *, content: str | None = None,
+                    vmid: int | None = None) -> list[dict[str, Any]]:
+    """The volumes of a storage (``.../storage/{storage}/content``): volid, content type,
+    format, virtual size and owning VM; ``content`` and ``vmid`` filter."""
+    config = storage.load(settings)
+    item = config.get(storage_id)
+    if item.type != "dir" or item.disabled:
+        return []
+    result = []
+    for volid in _candidate_volids(item):
+        try:
+            volume = storage.resolve(config, volid)
+        except InvalidInputError:
+            continue  # not a volume name the storage knows
+        owner = volid.split(":", 1)[1].split("/", 1)[0]
+        entry: dict[str, Any] = {"volid": volid, "content": volume.content, "format": volume.format}
+        if owner.isdigit():
+            entry["vmid"] = int(owner)
+        try:
+            entry["size"] = read_image(volume.path, format=volume.format).virtual_size
+        except InvalidInputError:
+            pass  # a damaged image is still listed, without a size
+        if (content is None or content == volume.content) and (vmid is None or entry.get("vmid") == vmid):
+            result.append(entry)
+    return result
+
+
+# --- the cache of a disk, per layer ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One qcow2 image of a drive's chain (depth 0: the drive's own) and the cache options
+    its node gets."""
+
+    depth: int
+    image: ImageInfo
+    options: CacheOptions
+
+
+def node_cache_options(node: Mapping[str, Any]) -> CacheOptions:
+    """The qcow2 cache options a format node (or a state file's ``cache``) carries: QEMU's
+    names, bytes and seconds."""
+    return CacheOptions(**{field.name: node[qemu_name(field.name)]
+                           for field in fields(CacheOptions) if qemu_name(field.name) in node})
+
+
+def drive_layers(disk: Disk, settings: Settings) -> list[Layer]:
+    """The qcow2 layers of a drive with the options a start gives each (every backing node
+    explicit, as a live change builds them)."""
+    node: Node | None = format_node(disk, tools=settings.tools, explicit_backing=True)
+    layers, depth = [], 0
+    while isinstance(node, dict):
+        if node["driver"] == "qcow2":
+            image = read_image(node["file"]["filename"], format="qcow2", tools=settings.tools)
+            layers.append(Layer(depth, image, node_cache_options(node)))
+        node, depth = node.get("backing"), depth + 1
+    return layers
+
+
+def cache_view(image: ImageInfo, options: CacheOptions, allocation_limit: int | None) -> dict[str, Any]:
+    """What QEMU makes of ``options`` on ``image``: the caches, the part of the disk the L2
+    cache covers and the memory both take; or QEMU's refusal (``allocation_limit``:
+    :func:`qdisk.cache.host_allocation_limit`, read once per request)."""
+    try:
+        cache = effective_cache(image, options, allocation_limit=allocation_limit)
+    except QemuCacheError as error:
+        return {"options": options.as_qemu(), "error": error.qemu_message}
+    return {"options": options.as_qemu(),
+            "l2-cache-size": cache.l2_cache_size,
+            "l2-cache-entry-size": cache.l2_cache_entry_size,
+            "refcount-cache-size": cache.refcount_cache_size,
+            "cache-clean-interval": cache.cache_clean_interval,
+            "memory": cache.l2_cache_size + cache.refcount_cache_size,
+            "l2-coverage": cache.l2_coverage,
+            "coverage-percent": round(coverage_percent(cache), 1),
+            "covers-disk": cache.covers_disk}
+
+
+def _image_facts(layer: Layer, allocation_limit: int | None) -> dict[str, Any]:
+    image = layer.image
+    auto = auto_size(image)
+    return {"depth": layer.depth, "filename": image.filename, "virtual-size": image.virtual_size,
+            "cluster-size": image.cluster_size, "extended-l2": image.extended_l2,
+            "auto": {"cache-size": auto.cache_size, "l2-cache-size": auto.l2_cache_size,
+                     "refcount-cache-size": auto.refcount_cache_size},
+            "default": cache_view(image, CacheOptions(), allocation_limit)}
+
+
+def _applied_options(state: VmState | None, key: str) -> dict[str, CacheOptions]:
+    """Filename -> the options qdisk applied to that node of the running VM's disk (the
+    state file); a layer it did not name runs with QEMU's defaults."""
+    nodes = state.disks.get(key, []) if state is not None else []
+    return {node.filename: node_cache_options(node.cache) for node in nodes}
+
+
+def _cache_disks(values: Mapping[str, str]) -> Iterator[Drive]:
+    for key, text in vmconfig.drive_items(dict(values)):
+        try:
+            drive = parse_drive(key, text).drive
+        except DriveError:
+            continue
+        if drive.interface in CACHE_BUSES and not drive.is_cdrom and drive.file != "none":
+            yield drive
+
+
+def disk_cache_plans(settings: Settings, vmid: int) -> list[dict[str, Any]]:
+    """Per disk (pending values merged, as ``qm config``): its format, and per qcow2 layer
+    the image's facts, the auto size, QEMU's default, what a start gives (``configured``)
+    and, while the VM runs, what QEMU has (``applied``)."""
+    merged = views.config_values(settings, vmid)
+    status = views.status(settings, vmid)
+    storage_config = storage.load(settings)
+    limit = host_allocation_limit()
+    disks = []
+    for drive in _cache_disks(merged):
+        entry: dict[str, Any] = {"key": drive.key, "volume": drive.file, "format": None,
+                                 "layers": []}
+        try:
+            disk = resolve_disk(drive, storage_config)
+            entry["format"] = disk.format
+            if disk.format == "qcow2":
+                applied = _applied_options(status.state, drive.key) if status.running else None
+                for layer in drive_layers(disk, settings):
+                    facts = _image_facts(layer, limit)
+                    facts["configured"] = cache_view(layer.image, layer.options, limit)
+                    facts["applied"] = None if applied is None else cache_view(
+                        layer.image, applied.get(layer.image.filename, CacheOptions()), limit)
+                    entry["layers"].append(facts)
+        except InvalidInputError as error:
+            entry["error"] = str(error)
+        disks.append(entry)
+    return disks
+
+
+# --- the preview of an edited drive ---------------------------------------------------------
+
+
+def _by_property(problems: Iterable[Problem]) -> dict[str, str]:
+    errors: dict[str, str] = {}
+    for problem in problems:
+        name = problem.property or WHOLE_DRIVE
+        errors[name] = f"{errors[name]}; {problem.message}" if name in errors else problem.message
+    return errors
+
+
+def _new_image(allocation: storage.Allocation) -> ImageInfo:
+    """The facts of a qcow2 image ``qemu-img create`` would make for an allocation."""
+    return ImageInfo(filename=f"new image on {allocation.storage_id}", format="qcow2",
+                     virtual_size=allocation.size, cluster_size=NEW_QCOW2_CLUSTER_SIZE,
+                     refcount_bits=NEW_QCOW2_REFCOUNT_BITS)
+
+
+def _preview_layers(drive: Drive, storage_config: StorageConfig,
+                    settings: Settings) -> tuple[str | None, bool, list[Layer]]:
+    """(the volume's format, whether the drive allocates a new image, its layers)."""
+    allocation = storage.parse_allocation(drive.file)
+    if allocation is not None:
+        storage.allocatable_storage(storage_config, allocation.storage_id)
+        fmt = str(drive.get("format") or storage.DEFAULT_ALLOCATION_FORMAT)
+        if fmt != "qcow2":
+            return fmt, True, []
+        image = _new_image(allocation)
+        return fmt, True, [Layer(0, image, resolved_cache_options(drive, image)[0])]
+    disk = resolve_disk(drive, storage_config)
+    if disk.format != "qcow2" or disk.path is None or not Path(disk.path).is_file():
+        return disk.format, False, []
+    return disk.format, False, drive_layers(disk, settings)
+
+
+def preview_drive(settings: Settings, key: str, text: str) -> dict[str, Any]:
+    """What drive string ``text`` of drive ``key`` would give: its problems by property
+    (``errors``), else its canonical form, its values as text, the volume's format and,
+    per qcow2 layer, the cache it gets (``edited``)."""
+    result: dict[str, Any] = {"disk": key, "errors": {}, "warnings": [], "format": None,
+                              "new": False, "layers": []}
+    try:
+        parsed = parse_drive(key, text)
+    except DriveError as error:
+        result["errors"] = _by_property(error.problems)
+        return result
+    drive = parsed.drive
+    schema = schema_of(key)
+    result.update(drive=print_drive(drive), warnings=list(parsed.warnings),
+                  values={name: format_value(schema.properties[name], value)
+                          for name, value in drive.values.items()})
+    try:
+        result["format"], result["new"], layers = _preview_layers(
+            drive, storage.load(settings), settings)
+        problems = check_drive_cache(drive, layers[0].image) if layers else []
+    except InvalidInputError as error:
+        result["errors"] = {"file": str(error)}
+        return result
+    if problems:
+        result["errors"] = _by_property(problems)
+    limit = host_allocation_limit()
+    for layer in layers:
+        facts = _image_facts(layer, limit)
+        facts["edited"] = cache_view(layer.image, layer.options, limit)
+        result["layers"].append(facts)
+    return result

@@ -1,0 +1,587 @@
+// qdisk's page: the VM list, a VM's hardware and the disk editor, over /api2/json.
+// Every check of a value is the server's (the preview endpoint); the page only shows it.
+"use strict";
+
+const API = "/api2/json";
+const state = { csrf: null, node: null, vmid: null, running: false, digest: null,
+                cacheOptions: {}, cacheDisks: [], storages: [] };
+
+// --- small helpers ----------------------------------------------------------------------
+
+const $ = (selector) => document.querySelector(selector);
+
+function h(tag, attributes = {}, ...children) {
+  const element = document.createElement(tag);
+  for (const [name, value] of Object.entries(attributes)) {
+    if (name === "class") element.className = value;
+    else if (name.startsWith("on")) element.addEventListener(name.slice(2), value);
+    else if (value !== null && value !== undefined && value !== false) element.setAttribute(name, value);
+  }
+  for (const child of children.flat()) {
+    if (child !== null && child !== undefined) {
+      element.append(child instanceof Node ? child : String(child));
+    }
+  }
+  return element;
+}
+
+function formatBytes(size) {
+  const units = [["TiB", 40], ["GiB", 30], ["MiB", 20], ["KiB", 10]];
+  for (const [unit, shift] of units) {
+    const scale = 2 ** shift;
+    if (size >= scale) {
+      const value = size / scale;
+      return `${Number.isInteger(value) ? value : value.toFixed(1)} ${unit}`;
+    }
+  }
+  return `${size} B`;
+}
+
+class ApiFailure extends Error {
+  constructor(status, message, errors) {
+    super(message || `HTTP ${status}`);
+    this.status = status;
+    this.errors = errors || {};
+  }
+}
+
+async function call(method, path, parameters) {
+  const options = { method, headers: {}, credentials: "same-origin" };
+  let url = API + path;
+  if (method === "GET") {
+    if (parameters) url += "?" + new URLSearchParams(parameters);
+  } else {
+    options.headers.CSRFPreventionToken = state.csrf || "";
+    if (parameters) {
+      options.headers["Content-Type"] = "application/json";
+      options.body = JSON.stringify(parameters);
+    }
+  }
+  const response = await fetch(url, options);
+  let body = null;
+  try { body = await response.json(); } catch (ignored) { body = null; }
+  if (!response.ok) {
+    const failure = new ApiFailure(response.status, body && body.message, body && body.errors);
+    if (response.status === 401 && path !== "/access/ticket") showLogin(failure.message);
+    throw failure;
+  }
+  return body;
+}
+
+function nodePath(suffix) {
+  return `/nodes/${encodeURIComponent(state.node)}${suffix}`;
+}
+
+function vmPath(suffix = "", vmid = state.vmid) {
+  return nodePath(`/qemu/${vmid}${suffix}`);
+}
+
+// --- login ------------------------------------------------------------------------------
+
+function showLogin(message) {
+  state.csrf = null;
+  $("#main-view").hidden = true;
+  $("#logout").hidden = true;
+  $("#user-name").textContent = "";
+  if ($("#disk-editor").open) $("#disk-editor").close();
+  $("#login-view").hidden = false;
+  $("#login-error").textContent = message || "";
+  $("#token-input").focus();
+}
+
+async function startSession(session) {
+  state.csrf = session.CSRFPreventionToken;
+  $("#user-name").textContent = session.username + (session["read-only"] ? " (read-only)" : "");
+  $("#login-view").hidden = true;
+  $("#logout").hidden = false;
+  $("#main-view").hidden = false;
+  const nodes = await call("GET", "/nodes");
+  state.node = nodes.data[0].node;
+  $("#node-name").textContent = `node ${state.node}`;
+  await loadVmList();
+}
+
+async function login(event) {
+  event.preventDefault();
+  try {
+    const answer = await call("POST", "/access/ticket", { token: $("#token-input").value.trim() });
+    $("#token-input").value = "";
+    await startSession(answer.data);
+  } catch (failure) {
+    $("#login-error").textContent = failure.message;
+  }
+}
+
+async function logout() {
+  try { await call("DELETE", "/access/ticket"); } finally { showLogin(""); }
+}
+
+// --- the VM list and a VM's hardware ----------------------------------------------------
+
+async function loadVmList() {
+  const answer = await call("GET", nodePath("/qemu"));
+  const body = $("#vm-table tbody");
+  body.replaceChildren(...answer.data.map((item) => h("tr",
+    { class: item.vmid === state.vmid ? "selected" : "", "data-vmid": item.vmid },
+    h("td", {}, item.vmid),
+    h("td", {}, h("a", { href: "#", onclick: (event) => { event.preventDefault(); openVm(item.vmid); } },
+                  item.name || `VM ${item.vmid}`)),
+    h("td", {}, h("span", { class: `status ${item.status}` }, item.status)),
+    h("td", {}, item.status === "running"
+      ? h("button", { type: "button", class: "small", onclick: () => lifecycle(item.vmid, "stop") }, "Stop")
+      : h("button", { type: "button", class: "small", onclick: () => lifecycle(item.vmid, "start") }, "Start")))));
+}
+
+function showMessage(text, kind = "info") {
+  const message = $("#vm-message");
+  message.textContent = text;
+  message.className = `message ${kind}`;
+  message.hidden = !text;
+}
+
+async function lifecycle(vmid, action) {
+  const shown = state.vmid === vmid;
+  try {
+    await call("POST", vmPath(`/status/${action}`, vmid));
+    if (shown) showMessage(`VM ${vmid} ${action === "start" ? "started" : "stopped"}`);
+  } catch (failure) {
+    if (shown) showMessage(failure.message, "error");
+  }
+  await loadVmList();
+  if (shown) await openVm(vmid, { keepMessage: true });
+}
+
+const DRIVE_BUSES = ["ide", "sata", "scsi", "virtio", "efidisk", "tpmstate", "unused"];
+const EDITABLE_BUSES = ["ide", "sata", "scsi", "virtio"];
+const KEY_LABELS = { name: "Name", memory: "Memory (MiB)", cores: "Cores", sockets: "Sockets",
+                     scsihw: "SCSI Controller", machine: "Machine", ostype: "OS type",
+                     boot: "Boot Order", bootdisk: "Boot disk", description: "Notes" };
+
+function driveKeyParts(key) {
+  const match = /^([a-z]+)(\d+)$/.exec(key);
+  return match && DRIVE_BUSES.includes(match[1]) ? { bus: match[1], index: Number(match[2]) } : null;
+}
+
+function isCdrom(value) {
+  return /(^|,)media=cdrom(,|$)/.test(value || "") || /^cdrom(,|$)/.test(value || "");
+}
+
+function keyLabel(key, value) {
+  const drive = driveKeyParts(key);
+  if (!drive) return KEY_LABELS[key] || key;
+  if (drive.bus === "unused") return `Unused Disk ${drive.index}`;
+  if (drive.bus === "efidisk") return "EFI Disk";
+  if (drive.bus === "tpmstate") return "TPM State";
+  return `${isCdrom(value) ? "CD/DVD Drive" : "Hard Disk"} (${key})`;
+}
+
+function hardwareOrder(key) {
+  const drive = driveKeyParts(key);
+  const known = Object.keys(KEY_LABELS).indexOf(key);
+  if (!drive) return [known === -1 ? 50 : known, 0, key];
+  return [100 + DRIVE_BUSES.indexOf(drive.bus), drive.index, key];
+}
+
+function compareOrder(first, second) {
+  for (let position = 0; position < first.length; position += 1) {
+    if (first[position] < second[position]) return -1;
+    if (first[position] > second[position]) return 1;
+  }
+  return 0;
+}
+
+// Pending values as Proxmox VE's hardware view shows them: the new value in red under the
+// applied one, a pending deletion struck through.
+function valueCell(item) {
+  const cell = h("td", { class: "value" });
+  if ("value" in item) {
+    cell.append(h("div", { class: item.delete ? "current pending-delete" : "current" }, item.value));
+  }
+  if ("pending" in item) cell.append(h("div", { class: "pending" }, item.pending));
+  return cell;
+}
+
+function hardwareRow(item) {
+  const shown = "pending" in item ? item.pending : item.value;
+  const drive = driveKeyParts(item.key);
+  const editable = drive && EDITABLE_BUSES.includes(drive.bus) && !isCdrom(shown) && !item.delete;
+  return h("tr", { "data-key": item.key },
+    h("th", {}, keyLabel(item.key, shown)),
+    valueCell(item),
+    h("td", { class: "actions" }, editable
+      ? h("button", { type: "button", class: "small", "data-edit": item.key,
+                      onclick: () => openEditor(item.key) }, "Edit")
+      : null));
+}
+
+async function openVm(vmid, { keepMessage = false } = {}) {
+  state.vmid = vmid;
+  if (!keepMessage) showMessage("");
+  const [config, pending, status, cachePlan] = await Promise.all([
+    call("GET", vmPath("/config")), call("GET", vmPath("/pending")),
+    call("GET", vmPath("/status/current")), call("GET", vmPath("/qcow2-cache"))]);
+  state.digest = config.data.digest;
+  state.config = config.data;
+  state.running = status.data.status === "running";
+  state.cacheOptions = cachePlan.data.options;
+  state.cacheDisks = cachePlan.data.disks;
+  $("#vm-detail").hidden = false;
+  $("#vm-title").textContent = `VM ${vmid}${config.data.name ? ` (${config.data.name})` : ""}`;
+  $("#vm-status").textContent = status.data.status;
+  $("#vm-status").className = `status ${status.data.status}`;
+  $("#vm-start").disabled = state.running;
+  $("#vm-stop").disabled = !state.running;
+  const items = pending.data.slice().sort((first, second) =>
+    compareOrder(hardwareOrder(first.key), hardwareOrder(second.key)));
+  $("#hardware tbody").replaceChildren(...items.map(hardwareRow));
+  for (const row of document.querySelectorAll("#vm-table tbody tr")) {
+    row.classList.toggle("selected", Number(row.dataset.vmid) === vmid);
+  }
+}
+
+// --- the disk editor --------------------------------------------------------------------
+
+const QCOW2_FIELDS = [
+  ["qcow2-cache-size", "Cache size"],
+  ["qcow2-l2-cache-size", "L2 cache size"],
+  ["qcow2-refcount-cache-size", "Refcount cache size"],
+  ["qcow2-l2-cache-entry-size", "L2 cache entry size"],
+  ["qcow2-cache-clean-interval", "Cache clean interval"],
+];
+const SIZE_KEYS = ["qcow2-cache-size", "qcow2-l2-cache-size", "qcow2-refcount-cache-size"];
+const AUTO_KEY = "qcow2-cache-size-based-on-disk";
+const BANDWIDTH_FIELDS = [
+  ["mbps_rd", "Read limit (MB/s)"], ["mbps_wr", "Write limit (MB/s)"],
+  ["iops_rd", "Read limit (ops/s)"], ["iops_wr", "Write limit (ops/s)"],
+];
+const BURST_FIELDS = [
+  ["mbps_rd_max", "Read max burst (MB)"], ["mbps_wr_max", "Write max burst (MB)"],
+  ["iops_rd_max", "Read max burst (ops)"], ["iops_wr_max", "Write max burst (ops)"],
+];
+// What each bus offers (qemu-server's drive schemas).
+const BUS_KEYS = { ide: ["ssd"], sata: ["ssd"], scsi: ["ssd", "iothread", "ro"], virtio: ["iothread", "ro"] };
+const BUS_SLOTS = { ide: 4, sata: 6, scsi: 31, virtio: 16 };
+
+const editor = { key: null, isNew: false, base: {}, format: null, timer: null, sequence: 0 };
+
+function textField(key, label, hint) {
+  return h("div", { class: "field" },
+    h("label", { for: `field-${key}` }, label),
+    h("input", { id: `field-${key}`, type: "text", inputmode: "numeric", "data-key": key,
+                 autocomplete: "off", placeholder: "default" }),
+    hint ? h("span", { class: "unit" }, hint) : null,
+    h("p", { class: "field-error", id: `error-${key}` }));
+}
+
+function splitColumns(fields) {
+  const half = Math.ceil(fields.length / 2);
+  return [h("div", { class: "column" }, fields.slice(0, half)), h("div", { class: "column" }, fields.slice(half))];
+}
+
+function buildEditorFields() {
+  const qcow2 = QCOW2_FIELDS.map(([key, label]) => {
+    const option = state.cacheOptions[key] || {};
+    const range = option.minimum !== undefined && option.minimum !== null
+      ? `${option.unit}, ${option.minimum}–${option.maximum}` : option.unit;
+    return textField(key, label, key === "qcow2-l2-cache-entry-size" ? `${range}, a power of two` : range);
+  });
+  $("#qcow2-fields").replaceChildren(...splitColumns(qcow2));
+  $("#bandwidth-fields").replaceChildren(...splitColumns(BANDWIDTH_FIELDS.map(([key, label]) => textField(key, label))));
+  $("#burst-fields").replaceChildren(...splitColumns(BURST_FIELDS.map(([key, label]) => textField(key, label))));
+}
+
+function fieldsWithKeys() {
+  return document.querySelectorAll("#disk-form [data-key]");
+}
+
+function fillFields(values) {
+  for (const field of fieldsWithKeys()) {
+    const value = values[field.dataset.key];
+    if (field.type === "checkbox") {
+      if (field.dataset.on !== undefined) field.checked = value === field.dataset.on;
+      else field.checked = value !== field.dataset.off;
+    } else {
+      field.value = value === undefined ? "" : value;
+    }
+  }
+}
+
+function storageOf(file) {
+  const match = /^([a-z][a-z0-9\-_.]*[a-z0-9]):/i.exec(file || "");
+  return match ? match[1] : "";
+}
+
+function fillStorages(selected) {
+  const usable = state.storages.filter((item) => item.active && item.content.split(",").includes("images"));
+  const names = usable.map((item) => item.storage);
+  if (selected && !names.includes(selected)) names.unshift(selected);
+  $("#field-storage").replaceChildren(...names.map((name) => h("option", { value: name }, name)));
+  if (selected) $("#field-storage").value = selected;
+}
+
+function freeIndex(bus) {
+  for (let index = 0; index < BUS_SLOTS[bus]; index += 1) {
+    if (!(`${bus}${index}` in state.config)) return index;
+  }
+  return 0;
+}
+
+async function openEditor(key) {
+  editor.key = key;
+  editor.isNew = key === null;
+  editor.base = {};
+  editor.format = null;
+  if (!state.storages.length) state.storages = (await call("GET", nodePath("/storage"))).data;
+  buildEditorFields();
+  clearErrors();
+  const form = $("#disk-form");
+  form.querySelector("#field-bus").disabled = !editor.isNew;
+  form.querySelector("#field-index").disabled = !editor.isNew;
+  form.querySelector("#field-storage").disabled = !editor.isNew;
+  form.querySelector("#field-format").disabled = !editor.isNew;
+  $("#row-volume").hidden = editor.isNew;
+  $("#row-size").hidden = !editor.isNew;
+  if (editor.isNew) {
+    $("#field-bus").value = "scsi";
+    $("#field-index").value = freeIndex("scsi");
+    $("#field-format").value = "qcow2";
+    fillStorages(state.storages.length ? state.storages[0].storage : "");
+    fillFields({});
+    $("#editor-title").textContent = "Add: Hard Disk";
+  } else {
+    const parts = driveKeyParts(key);
+    $("#field-bus").value = parts.bus;
+    $("#field-index").value = parts.index;
+    const answer = await call("POST", vmPath("/qcow2-cache/preview"), { disk: key, drive: state.config[key] });
+    editor.base = answer.data.values || {};
+    fillStorages(storageOf(editor.base.file));
+    $("#field-volume").value = editor.base.file || state.config[key];
+    $("#field-format").value = answer.data.format || "raw";
+    fillFields(editor.base);
+    $("#editor-title").textContent = `Hard Disk (${key})`;
+    showPreview(answer.data);
+  }
+  $("#advanced").checked = false;
+  $("#disk-form .advanced").hidden = true;
+  $("#bandwidth-advanced").checked = Boolean(BURST_FIELDS.some(([name]) => editor.base[name]));
+  $("#burst-fields").hidden = !$("#bandwidth-advanced").checked;
+  selectTab("disk");
+  updateEnabled();
+  $("#disk-editor").showModal();
+  if (editor.isNew) schedulePreview(0);
+}
+
+function selectTab(name) {
+  for (const button of document.querySelectorAll(".tab-button")) {
+    button.classList.toggle("active", button.dataset.tab === name);
+  }
+  $("#tab-disk").hidden = name !== "disk";
+  $("#tab-bandwidth").hidden = name !== "bandwidth";
+}
+
+function currentKey() {
+  return editor.isNew ? `${$("#field-bus").value}${$("#field-index").value.trim()}` : editor.key;
+}
+
+// The values of the form as a drive string: the drive's other keys (serial, wwn, ...) are
+// kept as they were; a field left empty or unchecked drops its key.
+function composeDrive() {
+  const values = { ...editor.base };
+  if (editor.isNew) {
+    values.file = `${$("#field-storage").value}:${$("#field-size").value.trim()}`;
+    values.format = $("#field-format").value;
+  }
+  for (const field of fieldsWithKeys()) {
+    const key = field.dataset.key;
+    let value;
+    if (field.type === "checkbox") {
+      if (field.dataset.on !== undefined) value = field.checked ? field.dataset.on : null;
+      else value = field.checked ? null : field.dataset.off;
+    } else {
+      value = field.value.trim() || null;
+    }
+    if (field.disabled) value = null;
+    if (value === null) delete values[key];
+    else values[key] = value;
+  }
+  const file = values.file || "";
+  delete values.file;
+  const head = file.includes("=") ? `file=${file}` : file;
+  return [head, ...Object.entries(values).map(([key, value]) => `${key}=${value}`)].join(",");
+}
+
+function updateEnabled() {
+  const bus = editor.isNew ? $("#field-bus").value : driveKeyParts(editor.key).bus;
+  for (const name of ["ssd", "iothread", "ro"]) {
+    const field = $(`#field-${name}`);
+    field.disabled = !BUS_KEYS[bus].includes(name);
+    if (field.disabled) field.checked = false;
+  }
+  const format = editor.format;
+  const qcow2 = format === "qcow2";
+  $("#qcow2-cache").disabled = !qcow2;
+  $("#qcow2-cache").classList.toggle("off", !qcow2);
+  $("#qcow2-hint").textContent = qcow2
+    ? "Per qcow2 image: leave a field empty for QEMU's default."
+    : `The volume is ${format || "not known yet"}: the qcow2 cache applies to qcow2 volumes only.`;
+  const auto = $(`#field-${AUTO_KEY}`).checked;
+  for (const key of SIZE_KEYS) {
+    $(`#field-${key}`).disabled = !qcow2 || auto;
+  }
+}
+
+function clearErrors() {
+  for (const element of document.querySelectorAll("#disk-form .field-error")) element.textContent = "";
+}
+
+// Errors by drive property, each under its field; those without a field under the form.
+function showErrors(errors) {
+  clearErrors();
+  const general = [];
+  for (const [name, message] of Object.entries(errors)) {
+    const target = document.getElementById(`error-${name}`);
+    if (target && target.closest("[hidden]") === null) target.textContent = message;
+    else general.push(name === "drive" ? message : `${name}: ${message}`);
+  }
+  $("#error-drive").textContent = general.join("\n");
+}
+
+function schedulePreview(delay = 200) {
+  clearTimeout(editor.timer);
+  editor.timer = setTimeout(runPreview, delay);
+}
+
+async function runPreview() {
+  const sequence = ++editor.sequence;
+  const key = currentKey();
+  try {
+    const answer = await call("POST", vmPath("/qcow2-cache/preview"), { disk: key, drive: composeDrive() });
+    if (sequence === editor.sequence) showPreview(answer.data);
+  } catch (failure) {
+    if (sequence === editor.sequence) showErrors(failure.errors.disk ? { key: failure.errors.disk } : { drive: failure.message });
+  }
+}
+
+function showPreview(preview) {
+  if (preview.format) editor.format = preview.format;
+  updateEnabled();
+  showErrors(preview.errors);
+  renderGauge(preview);
+}
+
+function layerName(layer) {
+  const name = layer.filename.split("/").pop();
+  return layer.depth === 0 ? name : `${name} (backing image ${layer.depth})`;
+}
+
+function gaugeRow(kind, label, view) {
+  const row = h("div", { class: `gauge-row ${kind}`, "data-kind": kind });
+  row.append(h("span", { class: "gauge-label" }, label));
+  if (!view || view.error) {
+    row.append(h("div", { class: "bar" }), h("span", { class: "gauge-text" },
+      view ? `QEMU refuses: ${view.error}` : "—"));
+    return row;
+  }
+  const fill = h("div", { class: "fill", "data-coverage": view["coverage-percent"] });
+  fill.style.width = `${Math.max(0, Math.min(100, view["coverage-percent"]))}%`;
+  row.append(h("div", { class: "bar" }, fill), h("span", { class: "gauge-text" },
+    `covers ${formatBytes(view["l2-coverage"])} (${view["coverage-percent"]}%), memory ${formatBytes(view.memory)}`));
+  return row;
+}
+
+// Per layer: the part of the disk the L2 cache covers now (the running VM's, else what the
+// config gives) and with the edited values, and the memory each takes.
+function renderGauge(preview) {
+  const disk = state.cacheDisks.find((item) => item.key === editor.key);
+  const nowLayers = disk && !editor.isNew ? disk.layers : [];
+  const gauge = $("#gauge");
+  if (!preview.layers.length && !nowLayers.length) {
+    gauge.replaceChildren();
+    return;
+  }
+  const layers = preview.layers.length ? preview.layers : nowLayers;
+  gauge.replaceChildren(...layers.map((layer) => {
+    const now = nowLayers.find((item) => item.filename === layer.filename);
+    const nowView = now ? (state.running && now.applied ? now.applied : now.configured) : null;
+    const edited = preview.layers.find((item) => item.filename === layer.filename);
+    return h("div", { class: "gauge-layer", "data-depth": layer.depth },
+      h("div", { class: "gauge-head" },
+        h("span", { class: "gauge-name" }, layerName(layer)),
+        h("span", { class: "muted" }, `${formatBytes(layer["virtual-size"])} disk, ` +
+          `${formatBytes(layer["cluster-size"])} clusters; QEMU's default covers ` +
+          `${layer.default["coverage-percent"]}%, the size based on disk is ${formatBytes(layer.auto["cache-size"])}`)),
+      editor.isNew ? null : gaugeRow("now", state.running ? "now (running)" : "now", nowView),
+      gaugeRow("edited", "edited", Object.keys(preview.errors).length ? null : edited && edited.edited));
+  }));
+}
+
+async function saveEditor(event) {
+  event.preventDefault();
+  const key = currentKey();
+  const drive = composeDrive();
+  try {
+    const answer = await call("PUT", vmPath("/config"), { [key]: drive, digest: state.digest });
+    $("#disk-editor").close();
+    const result = answer.result || {};
+    const pending = (result.pending || []).includes(key);
+    let text = `${key}: saved`;
+    if (state.running) {
+      text = pending ? `${key}: saved, pending until the next start (the VM runs; this change cannot be applied live)`
+                     : `${key}: applied live to the running VM`;
+    }
+    const notes = [...(result.notes || []), ...(result.warnings || [])];
+    showMessage(notes.length ? `${text}. ${notes.join("; ")}` : text, pending ? "pending" : "info");
+    await openVm(state.vmid, { keepMessage: true });
+  } catch (failure) {
+    const errors = {};
+    for (const [name, message] of Object.entries(failure.errors)) {
+      if (name !== key) {
+        errors[name === "digest" ? "drive" : name] = message;
+        continue;
+      }
+      for (const line of message.split("\n")) {
+        const match = new RegExp(`^${key}\\.([A-Za-z0-9_-]+): (.*)$`).exec(line);
+        if (match) errors[match[1]] = match[2];
+        else errors.drive = line;
+      }
+    }
+    if (!Object.keys(errors).length) errors.drive = failure.message;
+    showErrors(errors);
+  }
+}
+
+// --- wiring -----------------------------------------------------------------------------
+
+function wire() {
+  $("#login-form").addEventListener("submit", login);
+  $("#logout").addEventListener("click", logout);
+  $("#vm-start").addEventListener("click", () => lifecycle(state.vmid, "start"));
+  $("#vm-stop").addEventListener("click", () => lifecycle(state.vmid, "stop"));
+  $("#add-disk").addEventListener("click", () => openEditor(null));
+  $("#disk-form").addEventListener("submit", saveEditor);
+  $("#editor-cancel").addEventListener("click", () => $("#disk-editor").close());
+  $("#disk-form").addEventListener("input", () => schedulePreview());
+  $("#disk-form").addEventListener("change", (event) => {
+    if (event.target.id === "advanced") $("#disk-form .advanced").hidden = !event.target.checked;
+    if (event.target.id === "bandwidth-advanced") $("#burst-fields").hidden = !event.target.checked;
+    if (event.target.id === "field-bus") $("#field-index").value = freeIndex(event.target.value);
+    if (event.target.id === "field-format") editor.format = event.target.value;
+    updateEnabled();
+    schedulePreview(0);
+  });
+  for (const button of document.querySelectorAll(".tab-button")) {
+    button.addEventListener("click", () => selectTab(button.dataset.tab));
+  }
+}
+
+async function start() {
+  wire();
+  try {
+    const session = await call("GET", "/access/ticket");
+    await startSession(session.data);
+  } catch (failure) {
+    showLogin(failure.status === 401 ? "" : failure.message);
+  }
+}
+
+document.addEventListener("DOMContentLoaded", start);

@@ -1,0 +1,118 @@
+"""Helpers of the web tests: a QDISK_HOME with a VM and tokens, the server in a thread,
+an API client, a TLS certificate."""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from qdisk import storage, vmconfig
+from qdisk.settings import Settings, Tools
+from qdisk.vm import changes, state
+from qdisk.web import tokens
+from qdisk.web.api import node_name
+from qdisk.web.server import ListenAddress, TlsFiles, listen, make_server
+
+from qemu_helpers import kill_and_wait
+
+VMID = 100
+# A thin 1 TiB qcow2 disk with the automatic cache, and a small raw disk.
+QCOW2_DISK = "local:1024,format=qcow2,cache=none,discard=on,iothread=1,qcow2-cache-size-based-on-disk=1"
+RAW_DISK = "local:0.01,format=raw"
+SERVER_START_TIMEOUT = 30.0
+
+
+@dataclass(frozen=True)
+class WebHome:
+    """A QDISK_HOME with VM 100 (scsi0 qcow2, scsi1 raw) and two tokens."""
+
+    settings: Settings
+    admin_token: str
+    reader_token: str
+
+    @property
+    def config_file(self) -> Path:
+        return vmconfig.config_path(self.settings, VMID)
+
+
+def make_web_home(root: Path) -> WebHome:
+    settings = Settings(home=root / "qdisk-home", tools=Tools())
+    storage.ensure_default(settings)
+    changes.create(settings, VMID, {"name": "db", "memory": "64", "scsihw": "virtio-scsi-single",
+                               "scsi0": QCOW2_DISK, "scsi1": RAW_DISK})
+    return WebHome(settings, tokens.create(settings, "admin"),
+                   tokens.create(settings, "reader", read_only=True))
+
+
+def stop_every_vm(settings: Settings) -> None:
+    """Kill the QEMU of every VM of the home that still runs, and wait until it is gone."""
+    for vmid in vmconfig.list_vmids(settings):
+        pid = state.running_pid(settings, vmid)
+        if pid is not None:
+            kill_and_wait(pid)
+
+
+@contextlib.contextmanager
+def running_server(settings: Settings, tls: TlsFiles | None = None) -> Iterator[str]:
+    """The whole application served by uvicorn in a thread on a free loopback port; yields
+    its URL. Stopped (and its VMs killed) on the way out, whatever happened."""
+    listener = listen(ListenAddress("127.0.0.1", 0), tls)
+    server = make_server(settings, listener, accel="tcg")
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [listener.sock]}, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + SERVER_START_TIMEOUT
+        while not server.started:
+            assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
+            time.sleep(0.01)
+        yield listener.url.rstrip("/")
+    finally:
+        server.should_exit = True
+        thread.join(SERVER_START_TIMEOUT)
+        listener.sock.close()
+        stop_every_vm(settings)
+
+
+class Api:
+    """``requests`` against ``/api2/json`` with a token (or none): ``api.get("/nodes")``."""
+
+    def __init__(self, url: str, token: str | None = None) -> None:
+        self.url = url
+        self.session = requests.Session()
+        if token is not None:
+            self.session.headers["Authorization"] = f"PVEAPIToken={token}"
+
+    def request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        return self.session.request(method, f"{self.url}/api2/json{path}", timeout=120, **kwargs)
+
+    def get(self, path: str, **kwargs: Any) -> requests.Response:
+        return self.request("GET", path, **kwargs)
+
+    def put(self, path: str, **kwargs: Any) -> requests.Response:
+        return self.request("PUT", path, **kwargs)
+
+    def post(self, path: str, **kwargs: Any) -> requests.Response:
+        return self.request("POST", path, **kwargs)
+
+
+def vm_path(suffix: str = "") -> str:
+    return f"/nodes/{node_name()}/qemu/{VMID}{suffix}"
+
+
+def make_certificate(directory: Path) -> TlsFiles:
+    """A self-signed certificate for 127.0.0.1 (what the client is told to trust)."""
+    tls = TlsFiles(directory / "cert.pem", directory / "key.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                    "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(tls.key), "-out", str(tls.cert)],
+                   check=True, capture_output=True)
+    return tls
