@@ -1,7 +1,7 @@
 """The Proxmox VE drive language: ``scsi0: local:100/vm-100-disk-0.qcow2,cache=none,...``.
 
 The schema of every bus as qemu-server 9.2 defines it (src/PVE/QemuServer/Drive.pm),
-qemu-server's parse_drive rules, and the six ``qcow2-*`` cache keys of the seed patch with
+qemu-server's parse_drive rules, and the six ``qcow2-*`` cache keys of the Proxmox VE patch with
 its cross-field rules. Unlike qemu-server, every problem of a string is reported, each
 naming the drive key and the property it concerns.
 """
@@ -14,22 +14,12 @@ from dataclasses import dataclass
 from types import MappingProxyType
 
 from qdisk import propstring
+from qdisk.cache.options import QCOW2_OPTIONS, Qcow2Option, ignored_qcow2_keys
 from qdisk.errors import DriveError, Problem
 from qdisk.propstring import Checked, Property, Rule, Schema, Value
-
-QCOW2_CACHE_KEYS: tuple[str, ...] = (
-    "qcow2-cache-size",
-    "qcow2-cache-size-based-on-disk",
-    "qcow2-l2-cache-size",
-    "qcow2-l2-cache-entry-size",
-    "qcow2-refcount-cache-size",
-    "qcow2-cache-clean-interval",
-)
+from qdisk.units import MIB
 
 IMAGE_FORMATS = ("raw", "qcow", "qed", "qcow2", "vmdk", "cloop")
-MIB = 1024 * 1024
-# QEMU parses cache-clean-interval as an unsigned 32-bit number of seconds.
-MAX_CACHE_CLEAN_INTERVAL = 2**32 - 1
 # Keys of ancient configs that qemu-server drops silently.
 DROPPED_KEYS = frozenset({"cyls", "heads", "secs", "trans"})
 # QEMU's throttle limits (util/throttle.c, checked on QEMU 7.2): rates and burst rates
@@ -57,6 +47,12 @@ def _file(format: propstring.StringFormat) -> Property:
 
 _DIRECTIONS = ("", "_rd", "_wr")
 _DIRECTION_WORDS = {"": "r/w", "_rd": "read", "_wr": "write"}
+
+
+def _qcow2_property(option: Qcow2Option) -> Property:
+    if option.boolean:
+        return propstring.boolean(option.description)
+    return propstring.integer(option.minimum, option.maximum, option.description)
 
 
 def _throttle_properties() -> Iterator[tuple[str, Property]]:
@@ -114,16 +110,7 @@ _COMMON: dict[str, Property] = {
                                 description="The drive's reported serial number, url-encoded."),
     "shared": propstring.boolean("Mark the local volume as available on all nodes."),
     **dict(_throttle_properties()),
-    "qcow2-cache-size": propstring.integer(
-        1, 10240, "qcow2 L2 and refcount cache together, in MiB."),
-    "qcow2-cache-size-based-on-disk": propstring.boolean(
-        "Size the qcow2 cache to cover the whole image."),
-    "qcow2-l2-cache-size": propstring.integer(1, 10240, "qcow2 L2 cache size in MiB."),
-    "qcow2-l2-cache-entry-size": propstring.integer(
-        512, 2 * MIB, "Size of one qcow2 L2 cache entry in bytes (a power of two)."),
-    "qcow2-refcount-cache-size": propstring.integer(1, 10240, "qcow2 refcount cache size in MiB."),
-    "qcow2-cache-clean-interval": propstring.integer(
-        0, MAX_CACHE_CLEAN_INTERVAL, "Free qcow2 cache entries unused this long, in seconds."),
+    **{option.drive_key: _qcow2_property(option) for option in QCOW2_OPTIONS},
 }
 
 _COMMON_ALIASES = {
@@ -457,12 +444,6 @@ def _refuse_rates_below_one_byte(checked: Checked) -> None:
 
 def _warnings(drive: Drive) -> Iterator[str]:
     fmt = drive.known_format
-    if fmt is None or fmt == "qcow2":
-        return
-    source = "" if "format" in drive.values else " (from the file name)"
-    for name in QCOW2_CACHE_KEYS:
-        # qcow2-cache-size-based-on-disk=0 asks for nothing, so there is nothing to lose.
-        value = drive.values.get(name)
-        if value is not None and value is not False:
-            yield (f"{drive.key}.{name}: has no effect: the drive's format is {fmt}{source}, "
-                   f"not qcow2")
+    if fmt is not None:
+        source = "" if "format" in drive.values else " (from the file name)"
+        yield from ignored_qcow2_keys(drive.key, drive.values, fmt, source)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from qdisk.cache.options import QCOW2_CACHE_KEYS
 from qdisk.drive import (
-    QCOW2_CACHE_KEYS,
     Drive,
     drive_keys,
     is_drive_key,

@@ -189,8 +189,8 @@ def test_throttle_limits_change_live_and_removed_ones_reset(vm: RunningVm) -> No
 def test_qcow2_keys_on_a_raw_disk_are_config_only(vm: RunningVm) -> None:
     result = change(vm, "scsi4", "qcow2-l2-cache-size=64")
     assert result.outcome is LiveOutcome.CONFIG_ONLY
-    assert result.messages == ("scsi4: qcow2-l2-cache-size requires disk format qcow2 "
-                               "(the format is raw): not passed to QEMU",)
+    assert result.messages == ("scsi4.qcow2-l2-cache-size: has no effect: the drive's format is "
+                               "raw (the storage's), not qcow2",)
 
 
 def test_mixed_change_stays_pending_and_qemu_is_untouched(vm: RunningVm) -> None:

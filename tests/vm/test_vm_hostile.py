@@ -213,22 +213,30 @@ def test_sets_killed_during_allocation_leave_no_orphan(vm_home: Path, run_qdisk:
     subprocess.run([QDISK, "vm", "set", "100", "--scsi0", "local:0.01,format=qcow2"], check=True)
     window = time.perf_counter() - began
     kills_mid_allocation = 0
+    journal = vm_home / "lock/100.alloc"
     for iteration in range(50):
         key = f"scsi{1 + iteration % 20}"
         # Its own process group: the kill takes qemu-img with it, as a killed shell job.
         child = subprocess.Popen([QDISK, "vm", "set", "100", f"--{key}", "local:0.01,format=qcow2"],
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                  start_new_session=True)
-        time.sleep(rng.uniform(0, window))
+        if iteration % 2:
+            time.sleep(rng.uniform(0, window))
+        else:
+            # Half the kills aimed at the allocation itself: as soon as it is journaled.
+            deadline = time.monotonic() + 30
+            while not journal.exists() and child.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.001)
+            time.sleep(rng.uniform(0, 0.02))
         os.killpg(child.pid, signal.SIGKILL)
         child.wait()
-        kills_mid_allocation += (vm_home / "lock/100.alloc").exists()
+        kills_mid_allocation += journal.exists()
         # The next command on the VM removes what the killed one left.
         assert run_qdisk("vm", "set", "100", "--description", f"after kill {iteration}").exit_code == 0
         on_disk, named = _images_and_named(vm_home, config_file)
         assert on_disk == named, f"iteration {iteration}: orphans {on_disk - named}"
         assert not list(vm_home.rglob("*.tmp")), iteration
-        assert not (vm_home / "lock/100.alloc").exists()
+        assert not journal.exists()
         if iteration % 5 == 4:
             assert run_qdisk("vm", "set", "100", "--delete", key).exit_code == 0
     assert kills_mid_allocation, "no kill landed during an allocation"

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from qdisk.bench.runner import SweepReport
-from qdisk.cache import MIB
 from qdisk.errors import InvalidInputError
+from qdisk.units import MIB
 
 FORMATS = (".png", ".svg")
 

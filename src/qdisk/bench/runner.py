@@ -17,9 +17,9 @@ from qdisk.bench import variants as v
 from qdisk.bench.daemon import EXPORT_NAME, StorageDaemon
 from qdisk.bench.fio import FioResult, fio_version, run_fio
 from qdisk.bench.stats import Summary, ratios, summarize
-from qdisk.cache import MIB
 from qdisk.errors import InvalidInputError
 from qdisk.settings import Settings
+from qdisk.units import MIB
 
 DEFAULT_SIZE = 1 << 40
 DEFAULT_RUNTIME = 8

@@ -17,6 +17,7 @@ from qdisk.errors import InvalidInputError
 from qdisk.image import create_image, read_image
 from qdisk.qemu.blockdev import BlockdevArguments, drive_blockdev
 from qdisk.settings import Settings
+from qdisk.units import MIB
 
 # fio reads blocks of 4 KiB: a smaller image (a stray text file probes as raw) cannot be read.
 MIN_IMAGE_BYTES = 4096
@@ -103,7 +104,7 @@ def variants(images: BenchImages, settings: Settings, aio: str) -> list[Variant]
                                                       "qcow2-cache-size-based-on-disk=1")))
     if images.overlay:
         # The seed's behaviour: an explicit size, which reaches the top image only.
-        top_mib = math.ceil(auto_cache_size(images.overlay, settings) / cache.MIB)
+        top_mib = math.ceil(auto_cache_size(images.overlay, settings) / MIB)
         found.append(Variant(CHAIN_TOP_ONLY, drive_string(images.overlay, "qcow2", aio,
                                                           f"qcow2-cache-size={top_mib}")))
         found.append(Variant(CHAIN_AUTO, drive_string(images.overlay, "qcow2", aio,

@@ -10,9 +10,9 @@ from typing import Any, TextIO
 import click
 
 from qdisk import bench, propstring
-from qdisk.cache import MIB
 from qdisk.cli.common import echo_json, pass_settings
 from qdisk.settings import Settings
+from qdisk.units import MIB
 
 
 class ProgressDisplay:

@@ -14,7 +14,6 @@ from qdisk.cache import (
     advise,
     coverage_percent,
     effective_cache,
-    format_bytes,
     host_allocation_limit,
     parse_cache_options,
     plan_chain,
@@ -23,6 +22,7 @@ from qdisk.cli.common import echo_json, fail_json, pass_settings
 from qdisk.errors import InvalidInputError
 from qdisk.image import read_chain, read_image
 from qdisk.settings import Settings
+from qdisk.units import format_bytes
 
 
 @click.group(name="cache")

@@ -6,11 +6,11 @@ from typing import Any
 
 import click
 
-from qdisk.cache import format_bytes
 from qdisk.cli.common import echo_json, fail_json, pass_settings
 from qdisk.errors import InvalidInputError
 from qdisk.image import ImageInfo, read_chain, read_image
 from qdisk.settings import Settings
+from qdisk.units import format_bytes
 
 
 @click.group(name="image")

@@ -7,11 +7,12 @@ import os
 import click
 
 from qdisk import storage
-from qdisk.cache import describe_options, format_bytes
+from qdisk.cache import describe_options
 from qdisk.cli.common import echo_json, pass_settings, warn
 from qdisk.propstring import split_list
 from qdisk.qemu.command import vm_command
 from qdisk.settings import Settings
+from qdisk.units import format_bytes
 from qdisk.vm import changes, lifecycle, views
 from qdisk.vm.errors import VmError, VmRefusedError
 

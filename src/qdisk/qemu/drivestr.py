@@ -5,7 +5,7 @@ The string is qemu-server's (print_drive_commandline_full), option for option::
     file=PATH,if=none,id=drive-scsi0[,media,cache,rerror,werror,discard][,snapshot]
     [,readonly][,throttling.*],format=FMT[,cache=none],aio=AIO[,detect-zeroes=DZ]
 
-then the seed's qcow2 options in bytes, then our one addition: the node names of the
+then the Proxmox VE patch's qcow2 options in bytes, then our one addition: the node names of the
 graph (``node-name=``, ``file.node-name=``) so the disk can be reopened live, and
 explicit backing nodes flattened to ``backing.KEY=`` (``backing.cache-size=``,
 ``backing.file.filename=``, ``backing.backing.`` one level deeper), then qemu-server's
@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+from qdisk.cache.options import drive_string_order
 from qdisk.qemu.nodes import (
     DriveGraph,
     DriveGraphError,
@@ -30,9 +31,8 @@ from qdisk.qemu.nodes import (
 
 # Drive keys qemu-server copies as they are, in this order.
 _PLAIN_OPTIONS = ("media", "cache", "rerror", "werror", "discard")
-# The order the seed appends the qcow2 options to a -drive string.
-_QCOW2_OPTION_ORDER = ("cache-size", "l2-cache-size", "l2-cache-entry-size", "refcount-cache-size",
-                       "cache-clean-interval")
+# The order the Proxmox VE patch appends the qcow2 options to a -drive string.
+_QCOW2_OPTION_ORDER = tuple(str(option.qemu_name) for option in drive_string_order())
 
 
 def escape(value: str) -> str:

@@ -38,12 +38,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from qdisk import cache
-from qdisk.drive import IMAGE_FORMATS, QCOW2_CACHE_KEYS, Drive
+from qdisk.cache.options import ignored_qcow2_keys
+from qdisk.drive import IMAGE_FORMATS, Drive
 from qdisk.errors import InvalidInputError
 from qdisk.image import ImageError, ImageInfo, read_chain
 from qdisk.settings import Tools
 from qdisk.storage import IscsiLun, RbdImage, Storage, StorageConfig, Volume, resolve
 from qdisk.storage.schema import IoUring
+from qdisk.units import MIB
 
 Node = dict[str, Any]
 
@@ -119,7 +121,7 @@ def _throttle_table() -> tuple[ThrottleLimit, ...]:
     bandwidth, its burst, burst length, then the same for operations."""
     limits = []
     for suffix, name in (("", "-total"), ("_rd", "-read"), ("_wr", "-write")):
-        for unit, drive_unit, factor in (("bps", "mbps", cache.MIB), ("iops", "iops", 1)):
+        for unit, drive_unit, factor in (("bps", "mbps", MIB), ("iops", "iops", 1)):
             limits += [
                 ThrottleLimit(f"{drive_unit}{suffix}", f"{unit}{name}", f"{unit}{suffix}", factor),
                 ThrottleLimit(f"{drive_unit}{suffix}_max", f"{unit}{name}-max",
@@ -398,17 +400,13 @@ def _common_options(disk: Disk, *, read_only: bool) -> Node:
 
 def ignored_cache_options(disk: Disk) -> list[str]:
     """Warnings for qcow2 keys on a disk whose format is not qcow2: QEMU would refuse them."""
-    if disk.format == "qcow2":
-        return []
-    what = f"format is {disk.format}" if disk.format else "drive is empty"
-    return [f"{disk.key}: {key} requires disk format qcow2 (the {what}): not passed to QEMU"
-            for key in QCOW2_CACHE_KEYS if _asks_for_something(disk.drive.get(key))]
-
-
-def _asks_for_something(value: object) -> bool:
-    """Set, and not ``qcow2-cache-size-based-on-disk=0`` (``0`` of an integer key counts:
-    ``qcow2-cache-clean-interval=0`` is a request, as the seed's ``defined()`` says)."""
-    return value is not None and value is not False
+    if "format" in disk.drive.values:
+        source = ""
+    elif disk.volume is not None and disk.volume.format is not None:
+        source = " (the storage's)"
+    else:
+        source = " (no format= given)"
+    return ignored_qcow2_keys(disk.key, disk.drive.values, disk.format, source)
 
 
 # --- reopening ------------------------------------------------------------------------

@@ -28,7 +28,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from qdisk import cache
-from qdisk.drive import QCOW2_CACHE_KEYS, Drive
+from qdisk.cache.options import QCOW2_OPTIONS
+from qdisk.drive import Drive
 from qdisk.errors import QdiskError
 from qdisk.qemu.command import Syntax
 from qdisk.qemu.nodes import (
@@ -51,7 +52,8 @@ from qdisk.vm.state import AppliedNode, VmState, read_state, write_state
 # Drive keys QEMU never sees: a change is only recorded.
 CONFIG_ONLY_KEYS = frozenset({"backup", "replicate", "size"})
 THROTTLE_KEYS = frozenset(limit.drive_key for limit in THROTTLE_LIMITS)
-CACHE_KEYS = frozenset(QCOW2_CACHE_KEYS)
+# The qcow2 keys blockdev-reopen applies to a running VM.
+CACHE_KEYS = frozenset(option.drive_key for option in QCOW2_OPTIONS if option.live)
 
 
 class LiveOutcome(enum.Enum):
@@ -115,8 +117,7 @@ def apply_drive_change(settings: Settings, vmid: int, old: Drive, new: Drive,
     messages: list[str] = []
     cache_keys = change.cache
     if cache_keys and disk.format != "qcow2":
-        messages += ignored_cache_options(disk) or [
-            f"{new.key}: {', '.join(sorted(cache_keys))}: has no effect without qcow2"]
+        messages += ignored_cache_options(disk)
         cache_keys = frozenset()
     if change.pending:
         return LiveResult(LiveOutcome.PENDING, tuple(_pending_messages(new.key, change)))

@@ -32,7 +32,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from qdisk import __version__, storage, vmconfig
-from qdisk.drive import QCOW2_CACHE_KEYS, is_drive_key, schema_of
+from qdisk.cache.options import QCOW2_CACHE_KEYS
+from qdisk.drive import is_drive_key, schema_of
 from qdisk.errors import InvalidInputError, QdiskError
 from qdisk.propstring import split_list
 from qdisk.settings import Settings

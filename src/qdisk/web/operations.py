@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,6 @@ from qdisk.cache import (
     coverage_percent,
     effective_cache,
     host_allocation_limit,
-    qemu_name,
     resolved_cache_options,
 )
 from qdisk.drive import Drive, parse_drive, print_drive, schema_of
@@ -131,8 +130,7 @@ class Layer:
 def node_cache_options(node: Mapping[str, Any]) -> CacheOptions:
     """The qcow2 cache options a format node (or a state file's ``cache``) carries: QEMU's
     names, bytes and seconds."""
-    return CacheOptions(**{field.name: node[qemu_name(field.name)]
-                           for field in fields(CacheOptions) if qemu_name(field.name) in node})
+    return CacheOptions.from_qemu(node)
 
 
 def drive_layers(disk: Disk, settings: Settings) -> list[Layer]:
