@@ -31,7 +31,7 @@ from qdisk import storage
 from qdisk.settings import Settings, Tools
 from qdisk.vm import changes
 from qdisk.web import tokens
-from qdisk.web.api import node_name
+from qdisk.web.http import node_name
 
 VMID = 100
 DISKS = 10

@@ -13,7 +13,7 @@ import pytest
 import requests
 
 from qdisk.vm.errors import StaleDigestError
-from qdisk.web.api import MAX_BODY_BYTES, node_name
+from qdisk.web.http import MAX_BODY_BYTES, node_name
 
 from web_helpers import VMID, Api, WebHome, vm_path
 

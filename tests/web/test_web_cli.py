@@ -15,7 +15,7 @@ from pathlib import Path
 import proxmoxer
 import pytest
 
-from qdisk.web.api import node_name
+from qdisk.web.http import node_name
 
 from cli_helpers import QDISK, RunQdisk
 from web_helpers import VMID, WebHome, make_certificate, make_web_home, stop_every_vm

@@ -18,7 +18,7 @@ from qdisk import storage, vmconfig
 from qdisk.settings import Settings, Tools
 from qdisk.vm import changes, state
 from qdisk.web import tokens
-from qdisk.web.api import node_name
+from qdisk.web.http import node_name
 from qdisk.web.server import ListenAddress, TlsFiles, listen, make_server
 
 from qemu_helpers import kill_and_wait

@@ -79,7 +79,7 @@ QCOW2_OPTIONS: tuple[Qcow2Option, ...] = (
                 drive_string_rank=3),
     Qcow2Option("qcow2-cache-clean-interval",
                 "Free qcow2 cache entries unused this long, in seconds.",
-                qemu_name="cache-clean-interval", unit="s", minimum=0,
+                qemu_name="cache-clean-interval", unit="seconds", minimum=0,
                 maximum=MAX_CACHE_CLEAN_INTERVAL, qemu_syntax=QemuSyntax.NUMBER,
                 qemu_parse_rank=2, drive_string_rank=4),
 )

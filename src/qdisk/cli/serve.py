@@ -33,7 +33,7 @@ def command(settings: Settings, listen_text: str, tls_cert: Path | None, tls_key
     Log in to the page, or call the API, with a token from `qdisk token create`."""
     # FastAPI and uvicorn load only for this command: the others stay quick to start.
     from qdisk.web import server
-    from qdisk.web.api import node_name
+    from qdisk.web.http import node_name
 
     if (tls_cert is None) != (tls_key is None):
         raise click.UsageError("--tls-cert and --tls-key go together")

@@ -35,6 +35,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from qdisk import cache
@@ -97,6 +98,15 @@ class Disk:
     @property
     def storage(self) -> Storage | None:
         return self.volume.storage if self.volume else None
+
+    @property
+    def existing_image(self) -> Path | None:
+        """The volume's path on this host, if an image is there: a file, or a block device
+        (LVM, a zvol); None for protocols and images not made yet."""
+        if self.path is None:
+            return None
+        path = Path(self.path)
+        return path if path.is_file() or path.is_block_device() else None
 
 
 @dataclass(frozen=True)

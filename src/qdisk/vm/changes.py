@@ -134,19 +134,19 @@ def _prepare(config: VmConfig, changes: Mapping[str, str], deletes: Sequence[str
     """Every change checked, new images allocated; raises InvalidOptionsError with every
     problem found."""
     prepared = _Prepared()
-    problems: list[str] = []
+    problems: list[tuple[str, str]] = []
     drives: list[Drive] = []
     present = config.merged()
     for key, text in changes.items():
         if not known_key(key):
-            problems.append(f"unknown option '{key}'")
+            problems.append((key, f"unknown option '{key}'"))
         elif key in deletes:
-            problems.append(f"{key}: cannot set and delete the same option at once")
+            problems.append((key, f"{key}: cannot set and delete the same option at once"))
         elif is_drive_key(key):
             try:
                 parsed = parse_drive(key, text)
             except DriveError as error:
-                problems.extend(error.lines())
+                problems += [(key, line) for line in error.lines()]
                 continue
             drives.append(parsed.drive)
             prepared.warnings.extend(parsed.warnings)
@@ -154,10 +154,10 @@ def _prepare(config: VmConfig, changes: Mapping[str, str], deletes: Sequence[str
             try:
                 prepared.values[key] = canonical_option(key, text)
             except InvalidOptionError as error:
-                problems.extend(error.lines)
+                problems += [(key, line) for line in error.lines]
     for key in deletes:
         if not known_key(key) and key not in present:
-            problems.append(f"unknown option '{key}'")
+            problems.append(("delete", f"unknown option '{key}'"))
         elif key not in present and key not in config.current.values:
             prepared.warnings.append(f"cannot delete '{key}' - not set in current configuration!")
         else:
@@ -169,7 +169,7 @@ def _prepare(config: VmConfig, changes: Mapping[str, str], deletes: Sequence[str
             drive = allocator.allocated(drive)
             prepared.warnings += _check_image(drive, allocator.storage_config)
         except InvalidInputError as error:
-            problems.extend(_problem_lines(drive.key, error))
+            problems += [(drive.key, line) for line in _problem_lines(drive.key, error)]
             continue
         prepared.values[drive.key] = print_drive(drive)
     if problems:
@@ -185,9 +185,8 @@ def _check_image(drive: Drive, storage_config: StorageConfig) -> list[str]:
         storage.resolve(storage_config, drive.file)
         return []
     disk = resolve_disk(drive, storage_config)
-    path = Path(disk.path) if disk.path is not None else None
-    # An image is a file, or a block device (LVM, a zvol); a path not there yet is not read.
-    if path is None or not (path.is_file() or path.is_block_device()):
+    path = disk.existing_image
+    if path is None:
         return []
     if disk.format == "qcow2":
         problems = check_drive_cache(drive, read_image(path, format="qcow2"))

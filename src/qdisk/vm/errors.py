@@ -17,12 +17,14 @@ class VmRefusedError(InvalidInputError):
 
 
 class InvalidOptionsError(InvalidInputError):
-    """Values of a ``create``/``set`` are invalid; nothing was written. One line per problem,
-    each naming the key (``memory: ...``, ``scsi0.size: ...``)."""
+    """Values of a ``create``/``set`` are invalid; nothing was written. ``keyed``: per
+    problem the key it concerns and its line, which names the key too (``memory: ...``,
+    ``scsi0.size: ...``, ``unknown option 'x'``)."""
 
-    def __init__(self, vmid: int, problems: Sequence[str]) -> None:
+    def __init__(self, vmid: int, keyed: Sequence[tuple[str, str]]) -> None:
         self.vmid = vmid
-        self.problems = tuple(problems)
+        self.keyed = tuple(keyed)
+        self.problems = tuple(line for _, line in self.keyed)
         super().__init__(f"VM {vmid}: invalid values, nothing changed:\n"
                          + "\n".join(f"  {line}" for line in self.problems))
 

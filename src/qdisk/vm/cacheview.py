@@ -1,12 +1,7 @@
-"""What the web API needs that the service layer does not offer yet: thin functions over
-:mod:`qdisk.vm`, :mod:`qdisk.vmconfig`, :mod:`qdisk.storage`, :mod:`qdisk.cache` and
-:mod:`qdisk.qemu.nodes`, each computing nothing those modules do not already define.
-
-- the storages with their space, and the volumes on a storage;
-- the cache plan of every disk of a VM, per layer of its chain: QEMU's default, what a
-  start would give, what the running VM has;
-- the preview of a drive string being edited: its problems per property, or what its
-  cache would cover and cost, per layer.
+"""The qcow2 cache of a VM's disks as a person sees it: per disk and per layer of its chain,
+the image's facts, the auto size, QEMU's default, what a start gives and what the running
+VM has; and the preview of a drive string being edited. Front ends (the web page, the
+API) show these as they are.
 
 The per-layer cache options are read off the node graph (:func:`qdisk.qemu.nodes.format_node`),
 the same graph a start and a live change send to QEMU.
@@ -14,10 +9,8 @@ the same graph a start and a live change send to QEMU.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from qdisk import storage, vmconfig
@@ -50,73 +43,6 @@ NEW_QCOW2_REFCOUNT_BITS = 16
 WHOLE_DRIVE = "drive"
 
 
-# --- storages -----------------------------------------------------------------------------
-
-
-def storage_status(settings: Settings) -> list[dict[str, Any]]:
-    """Every storage of storage.cfg as ``GET /nodes/{node}/storage`` lists it; ``dir``
-    storages with the space of their file system."""
-    result = []
-    for item in storage.ensure_default(settings).storages.values():
-        entry: dict[str, Any] = {"storage": item.id, "type": item.type,
-                                 "content": ",".join(item.content), "shared": 0,
-                                 "enabled": 0 if item.disabled else 1, "active": 0}
-        if item.type == "dir" and not item.disabled:
-            try:
-                space = os.statvfs(item.path)
-            except OSError:
-                pass  # not mounted or not made yet: listed, inactive
-            else:
-                total, avail = space.f_blocks * space.f_frsize, space.f_bavail * space.f_frsize
-                entry.update(active=1, total=total, avail=avail,
-                             used=total - space.f_bfree * space.f_frsize)
-        result.append(entry)
-    return result
-
-
-def _candidate_volids(item: storage.Storage) -> Iterator[str]:
-    """Volume ids of the files under a ``dir`` storage's image and iso directories
-    (resolving them decides which ones are volumes)."""
-    images = item.path / "images"
-    if images.is_dir():
-        for owner in sorted(images.iterdir()):
-            if owner.is_dir():
-                yield from (f"{item.id}:{owner.name}/{path.name}" for path in sorted(owner.iterdir()))
-    isos = item.path / "template" / "iso"
-    if isos.is_dir():
-        yield from (f"{item.id}:iso/{path.name}" for path in sorted(isos.iterdir()))
-
-
-def storage_content(settings: Settings, storage_id: str, *, content: str | None = None,
-                    vmid: int | None = None) -> list[dict[str, Any]]:
-    """The volumes of a storage (``.../storage/{storage}/content``): volid, content type,
-    format, virtual size and owning VM; ``content`` and ``vmid`` filter."""
-    config = storage.load(settings)
-    item = config.get(storage_id)
-    if item.type != "dir" or item.disabled:
-        return []
-    result = []
-    for volid in _candidate_volids(item):
-        try:
-            volume = storage.resolve(config, volid)
-        except InvalidInputError:
-            continue  # not a volume name the storage knows
-        owner = volid.split(":", 1)[1].split("/", 1)[0]
-        entry: dict[str, Any] = {"volid": volid, "content": volume.content, "format": volume.format}
-        if owner.isdigit():
-            entry["vmid"] = int(owner)
-        try:
-            entry["size"] = read_image(volume.path, format=volume.format).virtual_size
-        except InvalidInputError:
-            pass  # a damaged image is still listed, without a size
-        if (content is None or content == volume.content) and (vmid is None or entry.get("vmid") == vmid):
-            result.append(entry)
-    return result
-
-
-# --- the cache of a disk, per layer ---------------------------------------------------------
-
-
 @dataclass(frozen=True)
 class Layer:
     """One qcow2 image of a drive's chain (depth 0: the drive's own) and the cache options
@@ -127,12 +53,6 @@ class Layer:
     options: CacheOptions
 
 
-def node_cache_options(node: Mapping[str, Any]) -> CacheOptions:
-    """The qcow2 cache options a format node (or a state file's ``cache``) carries: QEMU's
-    names, bytes and seconds."""
-    return CacheOptions.from_qemu(node)
-
-
 def drive_layers(disk: Disk, settings: Settings) -> list[Layer]:
     """The qcow2 layers of a drive with the options a start gives each (every backing node
     explicit, as a live change builds them)."""
@@ -141,7 +61,7 @@ def drive_layers(disk: Disk, settings: Settings) -> list[Layer]:
     while isinstance(node, dict):
         if node["driver"] == "qcow2":
             image = read_image(node["file"]["filename"], format="qcow2", tools=settings.tools)
-            layers.append(Layer(depth, image, node_cache_options(node)))
+            layers.append(Layer(depth, image, CacheOptions.from_qemu(node)))
         node, depth = node.get("backing"), depth + 1
     return layers
 
@@ -179,7 +99,7 @@ def _applied_options(state: VmState | None, key: str) -> dict[str, CacheOptions]
     """Filename -> the options qdisk applied to that node of the running VM's disk (the
     state file); a layer it did not name runs with QEMU's defaults."""
     nodes = state.disks.get(key, []) if state is not None else []
-    return {node.filename: node_cache_options(node.cache) for node in nodes}
+    return {node.filename: CacheOptions.from_qemu(node.cache) for node in nodes}
 
 
 def _cache_disks(values: Mapping[str, str]) -> Iterator[Drive]:
@@ -197,7 +117,7 @@ def disk_cache_plans(settings: Settings, vmid: int) -> list[dict[str, Any]]:
     the image's facts, the auto size, QEMU's default, what a start gives (``configured``)
     and, while the VM runs, what QEMU has (``applied``)."""
     merged = views.config_values(settings, vmid)
-    status = views.status(settings, vmid)
+    vm_status = views.status(settings, vmid)
     storage_config = storage.load(settings)
     limit = host_allocation_limit()
     disks = []
@@ -208,7 +128,7 @@ def disk_cache_plans(settings: Settings, vmid: int) -> list[dict[str, Any]]:
             disk = resolve_disk(drive, storage_config)
             entry["format"] = disk.format
             if disk.format == "qcow2":
-                applied = _applied_options(status.state, drive.key) if status.running else None
+                applied = _applied_options(vm_status.state, drive.key) if vm_status.running else None
                 for layer in drive_layers(disk, settings):
                     facts = _image_facts(layer, limit)
                     facts["configured"] = cache_view(layer.image, layer.options, limit)
@@ -245,13 +165,13 @@ def _preview_layers(drive: Drive, storage_config: StorageConfig,
     allocation = storage.parse_allocation(drive.file)
     if allocation is not None:
         storage.allocatable_storage(storage_config, allocation.storage_id)
-        fmt = str(drive.get("format") or storage.DEFAULT_ALLOCATION_FORMAT)
+        fmt = str(drive.get("format") or storage_config.get(allocation.storage_id).default_format)
         if fmt != "qcow2":
             return fmt, True, []
         image = _new_image(allocation)
         return fmt, True, [Layer(0, image, resolved_cache_options(drive, image)[0])]
     disk = resolve_disk(drive, storage_config)
-    if disk.format != "qcow2" or disk.path is None or not Path(disk.path).is_file():
+    if disk.format != "qcow2" or disk.existing_image is None:
         return disk.format, False, []
     return disk.format, False, drive_layers(disk, settings)
 
