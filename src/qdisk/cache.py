@@ -14,7 +14,9 @@ from dataclasses import dataclass, fields, replace
 from typing import Protocol
 
 from qdisk.errors import InvalidInputError, Problem
-from qdisk.image import SECTOR_SIZE, ImageError, ImageInfo, l2_entry_bytes
+from qdisk.image import DataFileError, ImageInfo, refuse_external_data_file
+from qdisk.imagefile import ImageError
+from qdisk.qcow2 import l2_entry_bytes
 
 KIB = 1024
 MIB = 1024 * KIB
@@ -128,15 +130,10 @@ def _round_up(value: int, multiple: int) -> int:
     return -(-value // multiple) * multiple
 
 
-def _qemu_virtual_size(image: ImageInfo) -> int:
-    """The virtual size as QEMU sees it: in whole sectors (bs->total_sectors)."""
-    return image.virtual_size // SECTOR_SIZE * SECTOR_SIZE
-
-
 def needed_l2_cache_size(image: ImageInfo) -> int:
     """Bytes of L2 cache that map the whole image, as QEMU computes it."""
     cluster_size = _require_qcow2(image)
-    clusters = -(-_qemu_virtual_size(image) // cluster_size)
+    clusters = -(-image.virtual_size // cluster_size)
     return _round_up(clusters * image.l2_entry_bytes, cluster_size)
 
 
@@ -241,7 +238,7 @@ def effective_cache(image: ImageInfo, options: CacheOptions, *,
     if not 0 <= interval <= UINT_MAX:
         raise refuse("Cache clean interval too big")
     return EffectiveCache(
-        virtual_size=_qemu_virtual_size(image),
+        virtual_size=image.virtual_size,
         cluster_size=cluster_size,
         needed_l2_cache_size=needed_l2,
         l2_entry_bytes=image.l2_entry_bytes,
@@ -513,11 +510,16 @@ _QEMU_MESSAGE_KEYS = (
 
 
 def check_drive_cache(drive: CacheDrive, image: ImageInfo) -> list[Problem]:
-    """Problems of the drive's cache keys that only its image reveals (the entry size against
-    the cluster size, QEMU's refusals), as ``Problem``s for a ``DriveError``.
+    """Problems of the drive that only its image reveals, as ``Problem``s for a
+    ``DriveError``: an external data file (refused), and of its cache keys the entry size
+    against the cluster size and QEMU's refusals.
 
     Other formats ignore the keys (the caller warns, as qemu-server does): no problem here.
     """
+    try:
+        refuse_external_data_file(image)
+    except DataFileError as error:
+        return [Problem("file", str(error))]
     if not image.is_qcow2:
         return []
     options, _warnings = resolved_cache_options(drive, image)

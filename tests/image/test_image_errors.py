@@ -15,7 +15,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from qdisk.image import MAX_L1_ENTRIES, ImageError, ImageInfo, read_chain, read_image
+from qdisk.image import ImageInfo, read_chain, read_image
+from qdisk.imagefile import ImageError
+from qdisk.qcow2 import MAX_L1_ENTRIES
 
 from image_kinds import qemu_img
 
