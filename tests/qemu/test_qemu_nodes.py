@@ -117,3 +117,15 @@ def test_vm_start_refuses_a_data_file_before_qemu_runs(qemu_home: QemuHome,
         if result.exit_code == 0:
             run_qdisk("vm", "stop", str(VMID))
     assert not (qemu_home.home / "run" / f"{VMID}.pid").exists()
+
+
+def test_a_filter_driver_as_backing_format_gets_no_explicit_node(qemu_home: QemuHome) -> None:
+    """QEMU opens a base named ``-F blkdebug`` through that filter; its node takes an
+    ``image`` child, not a file node: the auto size refuses it, QEMU alone opens it."""
+    qemu_home.create_image(f"local/images/{VMID}/base.qcow2", "1G")
+    qemu_home.create_image(TOP, "2G", "-u", "-b", "base.qcow2", "-F", "blkdebug")
+    directory = qemu_home.storage / "local" / "images" / str(VMID)
+    assert graph_error(qemu_home, AUTO) == (
+        f"scsi0: {directory}/base.qcow2: its overlay's header names the backing format "
+        "'blkdebug', not an image format: qdisk cannot give it a node of its own")
+    assert ("qcow2", str(qemu_home.storage / TOP)) in opened_layers(qemu_home, PLAIN)

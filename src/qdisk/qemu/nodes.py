@@ -27,7 +27,9 @@ with its defaults). Their names hash ``drive=scsi0,backing=<depth>,volid=<volid>
 (depth 1 = the top's backing image; the ``backing=`` part sits where qemu-server puts
 ``snap=`` for its snapshot nodes), so they depend on the config only, not on where
 the files are. Backing nodes are read-only and get only ``cache-size`` (explicit
-sizes apply to the top image only).
+sizes apply to the top image only); each gets the driver QEMU would open its image
+with (the backing format its overlay's header names, else the probed one), so a raw
+layer gets no qcow2 options. No image of the chain may use an external data file.
 """
 
 from __future__ import annotations
@@ -54,6 +56,9 @@ HOST_CDROM = "/dev/cdrom"
 _NO_READ_ONLY_BUSES = ("ide", "sata")
 # QEMU's protocol drivers for local files and devices, which QEMU accepts as a backing format.
 _PROTOCOL_DRIVERS = ("file", "host_device", "host_cdrom")
+# QEMU's image format drivers: each reads its image from a file child, as a node of the graph.
+_IMAGE_FORMATS = ("qcow2", "raw", "qed", "vmdk", "vpc", "vhdx", "vdi", "luks", "parallels",
+                  "bochs", "cloop", "dmg", "qcow")
 # The deepest chain given a node per image. QEMU 7.2 has no limit of its own: it opens a
 # 1500-image chain from the headers, but builds explicit backing nodes in time cubic in
 # their number (200: 5 s here, 300: 20 s), its JSON parser refuses nesting beyond 1024
@@ -304,7 +309,7 @@ def _format_node(disk: Disk, tools: Tools | None, *,
         image = chain[depth]
         options = ({"cache-size": cache.auto_size(image).cache_size} if auto and image.is_qcow2
                    else {})
-        backing = _image_node(disk, image.filename, _format_driver(image.format), depth=depth,
+        backing = _image_node(disk, image.filename, _format_driver(disk, image), depth=depth,
                               options=options, backing=backing)
     return _image_node(disk, disk.volume.path, "qcow2", depth=0, options=top_options.as_qemu(),
                        backing=backing), warnings
@@ -335,11 +340,18 @@ def _checked_chain(disk: Disk, tools: Tools | None, *, required: bool) -> list[I
     return chain
 
 
-def _format_driver(image_format: str) -> str:
-    """The format node's driver for an image QEMU opens as ``image_format``. A protocol
-    driver named as a backing format (``-F file``) reads the file as it is: a raw node over
-    the file node reads the same bytes, and keeps every layer a format node over a file node."""
-    return "raw" if image_format in _PROTOCOL_DRIVERS else image_format
+def _format_driver(disk: Disk, image: ImageInfo) -> str:
+    """The driver of an explicit node for an image QEMU opens as ``image.format`` (the
+    backing format its overlay's header names, or the probed one). A protocol driver
+    (``-F file``) reads the file as it is: a raw node over the file node reads the same
+    bytes. Filters (``-F blkdebug``, ``preallocate``) have no node of this shape."""
+    if image.format in _PROTOCOL_DRIVERS:
+        return "raw"
+    if image.format not in _IMAGE_FORMATS:
+        raise DriveGraphError(f"{disk.key}: {image.filename}: its overlay's header names the "
+                              f"backing format '{image.format}', not an image format: qdisk "
+                              "cannot give it a node of its own")
+    return image.format
 
 
 def _image_node(disk: Disk, path: str, driver: str, *, depth: int, options: Mapping[str, int],
