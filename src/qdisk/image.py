@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -33,8 +34,8 @@ from qdisk.qcow2 import (
 from qdisk.settings import Tools
 from qdisk.tools import run
 
-# The formats read here; any other format given is opened by qemu-img with that driver.
-NATIVE_FORMATS = ("qcow2", "raw")
+# QEMU's driver names (qcow2, host_device, copy-on-read, ...).
+_DRIVER_NAME = re.compile(r"[a-z0-9_-]+")
 
 # Magics of formats QEMU probes that this module does not parse (offset, bytes).
 _OTHER_FORMAT_MAGICS: tuple[tuple[str, int, bytes], ...] = (
@@ -123,21 +124,26 @@ def read_image(path: str | os.PathLike[str], *, format: str | None = None,
     ``format`` is the format QEMU is told (a drive's ``format=``, a backing format from
     the overlay's header): it is used without probing, as QEMU does, whatever magic the
     file carries: ``"raw"`` reads a qcow2 file as raw, ``"qcow2"`` refuses a file without
-    the qcow2 magic, any other format goes to ``qemu-img info -f``. Without it the format
-    is probed like QEMU does: qcow2 magic, other known magics (``qemu-img info``), else raw.
+    the qcow2 magic, any other format goes to ``qemu-img info -f`` (once the file is
+    known to exist). Without it the format is probed like QEMU does: qcow2 magic, other
+    known magics (``qemu-img info``), else raw.
     """
     filename = os.fspath(path)
     if filename.startswith("file:"):
         filename = filename[len("file:"):]
     elif has_protocol(filename):
         return _qemu_img_info(filename, format, tools)
-    if format is not None and format not in NATIVE_FORMATS:
-        return _qemu_img_info(filename, format, tools)
+    if format is not None and not _DRIVER_NAME.fullmatch(format):
+        # A damaged header's bytes are no driver QEMU has ("Unknown driver").
+        raise ImageError(filename, f"format {repr(os.fsencode(format))[1:]} is not the name of "
+                                   "a QEMU driver")
     fd = open_image(filename)
     try:
         image = ImageFile(filename, fd)
         if format == "raw":
             return _raw_info(image)
+        if format is not None and format != "qcow2":
+            return _qemu_img_info(filename, format, tools)
         if image.first[:4] == QCOW2_MAGIC:
             return _qcow2_info(image)
         if QCOW2_MAGIC.startswith(image.first):

@@ -20,8 +20,9 @@ def qemu_img_info(path: Path | str, *extra: str) -> object:
 def qemu_img_verdict(path: Path, *extra: str) -> Any:
     """``qemu-img info --output=json`` of an image, parsed, or its error message (a str)
     when qemu-img refuses the image."""
+    # errors="replace": QEMU quotes a damaged header's bytes as they are.
     result = subprocess.run(["qemu-img", "info", "--output=json", "-U", *extra, str(path)],
-                            capture_output=True, text=True)
+                            capture_output=True, text=True, errors="replace")
     return result.stderr.strip() if result.returncode else json.loads(result.stdout)
 
 

@@ -138,3 +138,22 @@ def test_cache_plan_refuses_a_chain_qemu_cannot_open(run_qdisk: RunQdisk, overla
     assert result.stderr.startswith(f"qdisk: {overlays / 'vmdk.qcow2'}: backing file "
                                     "'base.qcow2' ")
     assert "invalid VMDK image descriptor" in result.stderr
+
+
+@pytest.mark.parametrize(("name", "problem"), [
+    (b"\x80cow2", "format '\\x80cow2' is not the name of a QEMU driver"),
+    (b"qcow2,x=y", "format 'qcow2,x=y' is not the name of a QEMU driver"),
+    (b"QCOW2", "format 'QCOW2' is not the name of a QEMU driver"),
+    (b"qcox2", "qemu-img info failed: Could not open '{base}': Unknown driver 'qcox2'"),
+])
+def test_a_backing_format_qemu_has_no_driver_for(overlays: Path, tmp_path: Path, name: bytes,
+                                                 problem: str) -> None:
+    path = crafted(tmp_path / "top.qcow2", (overlays / "qcow2.qcow2").read_bytes(),
+                   extensions((EXT_BACKING_FORMAT, name)))
+    (tmp_path / "base.qcow2").write_bytes((overlays / "base.qcow2").read_bytes())
+    assert "Unknown driver" in qemu_img_chain(path)
+    with pytest.raises(ImageError) as caught:
+        read_chain(path)
+    base = tmp_path / "base.qcow2"
+    assert str(caught.value) == \
+        f"{path}: backing file 'base.qcow2' ({base}): {problem.format(base=base)}"
