@@ -25,7 +25,6 @@ from qdisk.qcow2 import (
     INCOMPAT_CORRUPT,
     INCOMPAT_DIRTY,
     QCOW2_MAGIC,
-    SECTOR_SIZE,
     HeaderExtension,
     Qcow2Header,
     l2_entry_bytes,
@@ -58,7 +57,7 @@ class ImageInfo:
 
     filename: str
     format: str
-    # As QEMU sees it: in whole sectors (a qcow2 size rounded down, a raw file's up).
+    # As QEMU sees it: a qcow2 size in whole sectors (rounded down); a raw file's size.
     virtual_size: int
     actual_size: int | None = None
     cluster_size: int | None = None
@@ -168,9 +167,9 @@ def _other_format(first_block: bytes) -> str | None:
 
 
 def _raw_info(image: ImageFile) -> ImageInfo:
-    # QEMU counts a file in whole sectors, the last one partly past the end of the file.
-    sectors = -(-image.size // SECTOR_SIZE)
-    return ImageInfo(filename=image.filename, format="raw", virtual_size=sectors * SECTOR_SIZE,
+    # The file's own size, which `qdisk bench` reports; QEMU rounds it up to whole
+    # sectors (qemu-img shows a 1000-byte file as 1024 bytes).
+    return ImageInfo(filename=image.filename, format="raw", virtual_size=image.size,
                      actual_size=image.actual_size)
 
 
