@@ -26,7 +26,7 @@ def run(argv: Sequence[str], *, timeout: float | None = 120,
     tool = argv[0]
     log.debug("running %s", " ".join(argv))
     try:
-        result = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout,
+        result = subprocess.run(list(argv), capture_output=True, text=True, errors="replace", timeout=timeout,
                                 stdin=subprocess.DEVNULL)
     except FileNotFoundError:
         raise ToolError(tool, "program not found (install it, or set its QDISK_* path)") from None

@@ -182,7 +182,7 @@ def test_a_file_too_small_to_be_a_disk_is_refused_without_measuring(
     text.write_text("hello\n")
     result = run_qdisk("bench", str(text), "--runtime", "1")
     assert result.exit_code == 2
-    assert result.stderr == f"qdisk: {text}: 6 bytes as raw: not a disk image that 4 KiB reads can measure\n"
+    assert result.stderr == f"qdisk: {text}: 512 bytes as raw: not a disk image that 4 KiB reads can measure\n"
     assert_nothing_left()
 
 

@@ -105,3 +105,18 @@ def test_explain_and_plan_need_a_qcow2_top(run_qdisk: RunQdisk, tmp_path: Path) 
         result = run_qdisk("cache", command, str(raw))
         assert (result.exit_code, result.stderr) == (
             2, f"qdisk: {raw}: is not a qcow2 image (no qcow2 magic 'QFI\\xfb')\n")
+
+
+def test_vm_set_refuses_an_image_with_an_external_data_file(run_qdisk: RunQdisk,
+                                                           home: Path) -> None:
+    assert run_qdisk("vm", "create", "100", "--memory", "64").exit_code == 0
+    path = home / "storage" / "local" / "images" / "100" / "vm-100-disk-0.qcow2"
+    path.parent.mkdir(parents=True)
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-o", f"data_file={path}.data",
+                    str(path), "1G"], check=True)
+    result = run_qdisk("vm", "set", "100", "--scsi0", "local:100/vm-100-disk-0.qcow2")
+    assert (result.exit_code, result.stderr) == (
+        2, "qdisk: VM 100: invalid values, nothing changed:\n"
+           f"  scsi0.file: {path}: qcow2 image with an external data file ({path}.data) is "
+           "not supported (Proxmox VE refuses them)\n")
+    assert "scsi0" not in run_qdisk("vm", "config", "100").stdout

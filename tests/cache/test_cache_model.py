@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -206,3 +207,13 @@ def test_resolved_cache_options_adds_the_auto_size(images: dict[str, Path]) -> N
     drive = parse_drive("scsi0", "local:100/x.qcow2,qcow2-cache-size-based-on-disk=1").drive
     options, warnings = resolved_cache_options(drive, read_image(images["c64k-1t"]))
     assert (options.cache_size, warnings) == (160 * MIB, [])
+
+
+def test_check_drive_cache_refuses_an_external_data_file(tmp_path: Path) -> None:
+    path = tmp_path / "x.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-o",
+                    f"data_file={tmp_path}/x.data", str(path), "1G"], check=True)
+    drive = parse_drive("scsi0", "local:100/x.qcow2,qcow2-l2-cache-entry-size=1024").drive
+    assert check_drive_cache(drive, read_image(path)) == [Problem(
+        "file", f"{path}: qcow2 image with an external data file ({tmp_path}/x.data) is not "
+                "supported (Proxmox VE refuses them)")]

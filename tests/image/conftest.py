@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from qdisk.image import INCOMPAT_CORRUPT, INCOMPAT_DIRTY
+from qdisk.qcow2 import INCOMPAT_CORRUPT, INCOMPAT_DIRTY
 
 from image_kinds import IMAGE_KINDS, qemu_img, qemu_io_write
 
@@ -34,3 +34,11 @@ def image_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
              str(directory / "on-raw.qcow2"))
     qemu_img("create", "-q", "-f", "vmdk", str(directory / "other.vmdk"), "1M")
     return directory
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    """A new 1 MiB qcow2 image (version 3, 64 KiB clusters) as bytes, to craft headers from."""
+    path = tmp_path_factory.mktemp("template") / "template.qcow2"
+    qemu_img("create", "-q", "-f", "qcow2", str(path), "1M")
+    return path.read_bytes()

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import struct
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from qemu_helpers import qemu_img
 
@@ -12,6 +15,15 @@ from qemu_helpers import qemu_img
 def qemu_img_info(path: Path | str, *extra: str) -> object:
     """``qemu-img info --output=json`` of an image, parsed."""
     return json.loads(qemu_img("info", "--output=json", "-U", *extra, str(path)))
+
+
+def qemu_img_verdict(path: Path, *extra: str) -> Any:
+    """``qemu-img info --output=json`` of an image, parsed, or its error message (a str)
+    when qemu-img refuses the image."""
+    # errors="replace": QEMU quotes a damaged header's bytes as they are.
+    result = subprocess.run(["qemu-img", "info", "--output=json", "-U", *extra, str(path)],
+                            capture_output=True, text=True, errors="replace")
+    return result.stderr.strip() if result.returncode else json.loads(result.stdout)
 
 
 def qemu_io_write(path: Path, *offsets: int) -> None:
@@ -41,3 +53,55 @@ IMAGE_KINDS: dict[str, tuple[str, tuple[str, ...]]] = {
     "datafile": ("1G", ("-o", "data_file={directory}/datafile.raw")),
     "datafile-raw": ("1G", ("-o", "data_file={directory}/datafile2.raw,data_file_raw=on")),
 }
+
+
+# --- crafted headers ----------------------------------------------------------------------
+
+Patch = Callable[[bytearray], None]
+
+
+def put(offset: int, fmt: str, value: int) -> Patch:
+    """A patch that packs ``value`` (struct format ``fmt``) at ``offset`` of a header."""
+    def patch(header: bytearray) -> None:
+        struct.pack_into(fmt, header, offset, value)
+    return patch
+
+
+def extensions(*items: tuple[int, bytes]) -> Patch:
+    """A patch that writes these header extensions (type, data) after the version 3 header
+    (at header_length), then the end marker: what was there before is replaced."""
+    def patch(header: bytearray) -> None:
+        offset = struct.unpack_from(">I", header, 100)[0]
+        for ext_type, data in items:
+            padded = data.ljust(-(-len(data) // 8) * 8, b"\0")
+            header[offset:offset + 8 + len(padded)] = struct.pack(">II", ext_type, len(data)) + padded
+            offset += 8 + len(padded)
+        header[offset:offset + 8] = bytes(8)
+    return patch
+
+
+def crafted(path: Path, template: bytes, *patches: Patch) -> Path:
+    """Write ``template`` with the patches applied to ``path``."""
+    data = bytearray(template)
+    for patch in patches:
+        patch(data)
+    path.write_bytes(data)
+    return path
+
+
+def deep_chain(directory: Path, depth: int) -> list[Path]:
+    """``l0000.qcow2`` (a real 1 MiB image) and ``depth`` overlays, each backed by the one
+    before (``-F qcow2``): one real overlay from qemu-img, copied with the backing name
+    changed (qemu-img takes about 10 ms per image, this about 30 us). Top last."""
+    paths = [directory / f"l{index:04}.qcow2" for index in range(depth + 1)]
+    qemu_img("create", "-q", "-f", "qcow2", "-o", "cluster_size=512", str(paths[0]), "1M")
+    qemu_img("create", "-q", "-u", "-f", "qcow2", "-o", "cluster_size=512", "-b", paths[0].name,
+             "-F", "qcow2", str(paths[-1]), "1M")
+    template = paths[-1].read_bytes()
+    name_at = template.index(paths[0].name.encode())
+    for below, path in zip(paths, paths[1:]):
+        # Every name has the same length: the header's backing_file_size stays right.
+        data = bytearray(template)
+        data[name_at:name_at + len(below.name)] = below.name.encode()
+        path.write_bytes(data)
+    return paths

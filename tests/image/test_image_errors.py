@@ -8,29 +8,23 @@ import os
 import re
 import struct
 import subprocess
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from qdisk.image import MAX_L1_ENTRIES, ImageError, ImageInfo, read_chain, read_image
+from qdisk.image import ImageInfo, read_chain, read_image
+from qdisk.imagefile import ImageError
+from qdisk.qcow2 import MAX_L1_ENTRIES
 
-from image_kinds import qemu_img
+from image_kinds import Patch, put, qemu_img
 
 pytestmark = pytest.mark.qemu
 
-Patch = Callable[[bytearray], None]
 # Where qemu-img puts the tables of a new 1 GiB image with 64 KiB clusters (checked below).
 REFCOUNT_TABLE_OFFSET = 0x10000
 L1_TABLE_OFFSET = 0x30000
-
-
-def put(offset: int, fmt: str, value: int) -> Patch:
-    def patch(header: bytearray) -> None:
-        struct.pack_into(fmt, header, offset, value)
-    return patch
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ from qdisk.cache.model import (
 )
 from qdisk.cache.options import AUTO_SIZE_KEY, BY_QEMU_NAME, QEMU_OPTIONS
 from qdisk.errors import Problem
-from qdisk.image import ImageInfo
+from qdisk.image import DataFileError, ImageInfo, refuse_external_data_file
 
 
 class CacheDrive(Protocol):
@@ -52,11 +52,16 @@ def resolved_cache_options(drive: CacheDrive, image: ImageInfo | None,
 
 
 def check_drive_cache(drive: CacheDrive, image: ImageInfo) -> list[Problem]:
-    """Problems of the drive's cache keys that only its image reveals (the entry size against
-    the cluster size, QEMU's refusals), as ``Problem``s for a ``DriveError``.
+    """Problems of the drive that only its image reveals, as ``Problem``s for a
+    ``DriveError``: an external data file (refused), and of its cache keys the entry size
+    against the cluster size and QEMU's refusals.
 
     Other formats ignore the keys (the caller warns, as qemu-server does): no problem here.
     """
+    try:
+        refuse_external_data_file(image)
+    except DataFileError as error:
+        return [Problem("file", str(error))]
     if not image.is_qcow2:
         return []
     options, _warnings = resolved_cache_options(drive, image)

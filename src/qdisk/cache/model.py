@@ -13,7 +13,9 @@ from dataclasses import dataclass
 
 from qdisk.cache.options import BY_QEMU_NAME, QEMU_OPTION_NAMES, QemuSyntax
 from qdisk.errors import InvalidInputError
-from qdisk.image import SECTOR_SIZE, ImageError, ImageInfo, l2_entry_bytes
+from qdisk.image import ImageInfo
+from qdisk.imagefile import ImageError
+from qdisk.qcow2 import l2_entry_bytes
 from qdisk.units import KIB, MIB
 
 # DEFAULT_L2_CACHE_MAX_SIZE on Linux (QEMU >= 3.1; 8 MiB on other hosts).
@@ -168,15 +170,10 @@ def _round_up(value: int, multiple: int) -> int:
     return -(-value // multiple) * multiple
 
 
-def _qemu_virtual_size(image: ImageInfo) -> int:
-    """The virtual size as QEMU sees it: in whole sectors (bs->total_sectors)."""
-    return image.virtual_size // SECTOR_SIZE * SECTOR_SIZE
-
-
 def needed_l2_cache_size(image: ImageInfo) -> int:
     """Bytes of L2 cache that map the whole image, as QEMU computes it."""
     cluster_size = _require_qcow2(image)
-    clusters = -(-_qemu_virtual_size(image) // cluster_size)
+    clusters = -(-image.virtual_size // cluster_size)
     return _round_up(clusters * image.l2_entry_bytes, cluster_size)
 
 
@@ -283,7 +280,7 @@ def effective_cache(image: ImageInfo, options: CacheOptions, *,
     if not 0 <= interval <= UINT_MAX:
         raise refuse("Cache clean interval too big", "cache-clean-interval")
     return EffectiveCache(
-        virtual_size=_qemu_virtual_size(image),
+        virtual_size=image.virtual_size,
         cluster_size=cluster_size,
         needed_l2_cache_size=needed_l2,
         l2_entry_bytes=image.l2_entry_bytes,

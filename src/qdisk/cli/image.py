@@ -75,6 +75,7 @@ def _qcow2_data(image: ImageInfo) -> dict[str, Any]:
     data["refcount-bits"] = image.refcount_bits
     if image.data_file is not None:
         data["data-file"] = image.data_file
+    if image.uses_data_file:
         data["data-file-raw"] = image.data_file_raw
     if version_3:
         data["corrupt"] = image.corrupt

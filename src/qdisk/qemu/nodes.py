@@ -27,12 +27,15 @@ with its defaults). Their names hash ``drive=scsi0,backing=<depth>,volid=<volid>
 (depth 1 = the top's backing image; the ``backing=`` part sits where qemu-server puts
 ``snap=`` for its snapshot nodes), so they depend on the config only, not on where
 the files are. Backing nodes are read-only and get only ``cache-size`` (explicit
-sizes apply to the top image only).
+sizes apply to the top image only); each gets the driver QEMU would open its image
+with (the backing format its overlay's header names, else the probed one), so a raw
+layer gets no qcow2 options. No image of the chain may use an external data file.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,7 +45,8 @@ from qdisk import cache
 from qdisk.cache.options import ignored_qcow2_keys
 from qdisk.drive import IMAGE_FORMATS, Drive
 from qdisk.errors import InvalidInputError
-from qdisk.image import ImageError, ImageInfo, read_chain
+from qdisk.image import DataFileError, ImageInfo, read_chain, refuse_external_data_file
+from qdisk.imagefile import ImageError
 from qdisk.settings import Tools
 from qdisk.storage import IscsiLun, RbdImage, Storage, StorageConfig, Volume, resolve
 from qdisk.storage.schema import IoUring
@@ -56,6 +60,16 @@ CEPH_MON_PORT = "3300"
 HOST_CDROM = "/dev/cdrom"
 # Buses whose devices have no read-only property (qemu-server's drive_is_read_only).
 _NO_READ_ONLY_BUSES = ("ide", "sata")
+# QEMU's protocol drivers for local files and devices, which QEMU accepts as a backing format.
+_PROTOCOL_DRIVERS = ("file", "host_device", "host_cdrom")
+# QEMU's image format drivers: each reads its image from a file child, as a node of the graph.
+_IMAGE_FORMATS = ("qcow2", "raw", "qed", "vmdk", "vpc", "vhdx", "vdi", "luks", "parallels",
+                  "bochs", "cloop", "dmg", "qcow")
+# The deepest chain given a node per image. QEMU 7.2 has no limit of its own: it opens a
+# 1500-image chain from the headers, but builds explicit backing nodes in time cubic in
+# their number (200: 5 s here, 300: 20 s), its JSON parser refuses nesting beyond 1024
+# levels, and one -blockdev argument may not exceed Linux's 128 KiB (about 290 images).
+MAX_EXPLICIT_BACKING_IMAGES = 200
 
 
 class DriveGraphError(InvalidInputError):
@@ -307,8 +321,9 @@ def format_node(disk: Disk, *, tools: Tools | None = None,
     cache from the image, with QEMU's default cache (what opening the chain from the
     header gives): for reopening a running chain whose backing nodes are explicit.
 
-    Reads the image (and its chain) only when the drive sizes its cache from it or
-    ``explicit_backing`` asks for the chain.
+    Reads the image's chain (every format but raw, which has none) to refuse external
+    data files in any image of it; a missing image is left for QEMU to report, unless
+    the drive sizes its cache from it or ``explicit_backing`` asks for the chain.
     """
     return _format_node(disk, tools, explicit_backing=explicit_backing)[0]
 
@@ -317,21 +332,26 @@ def _format_node(disk: Disk, tools: Tools | None, *,
                  explicit_backing: bool = False) -> tuple[Node, list[str]]:
     if disk.volume is None or disk.format is None:
         raise DriveGraphError(f"{disk.key}: an empty drive (none) has no nodes")
-    if disk.format != "qcow2":
-        return _image_node(disk, disk.volume.path, disk.format, depth=0, options={}), []
     auto = cache.uses_auto_size(disk.drive)
-    if not auto and not explicit_backing:
-        options = cache.drive_cache_options(disk.drive).as_qemu()
-        return _image_node(disk, disk.volume.path, "qcow2", depth=0, options=options), []
-    chain = _read_chain(disk, tools)
+    sized = disk.format == "qcow2" and (auto or explicit_backing)
+    chain = _checked_chain(disk, tools, required=sized)
+    if not sized or chain is None:
+        options = (cache.drive_cache_options(disk.drive).as_qemu() if disk.format == "qcow2"
+                   else {})
+        return _image_node(disk, disk.volume.path, disk.format, depth=0, options=options), []
+    if len(chain) - 1 > MAX_EXPLICIT_BACKING_IMAGES:
+        raise DriveGraphError(
+            f"{disk.key}: {chain[0].filename}: its backing chain of {len(chain) - 1} images is "
+            f"too deep for a QEMU node per image (at most {MAX_EXPLICIT_BACKING_IMAGES}), "
+            "which sizing each image's cache needs")
     top_options, warnings = cache.resolved_cache_options(disk.drive, chain[0], _size(disk.drive))
     backing: Node | None = None
     for depth in range(len(chain) - 1, 0, -1):
         image = chain[depth]
         options = ({"cache-size": cache.auto_size(image).cache_size} if auto and image.is_qcow2
                    else {})
-        backing = _image_node(disk, image.filename, image.format, depth=depth, options=options,
-                              backing=backing)
+        backing = _image_node(disk, image.filename, _format_driver(disk, image), depth=depth,
+                              options=options, backing=backing)
     return _image_node(disk, disk.volume.path, "qcow2", depth=0, options=top_options.as_qemu(),
                        backing=backing), warnings
 
@@ -341,13 +361,38 @@ def _size(drive: Drive) -> int | None:
     return size if isinstance(size, int) and not isinstance(size, bool) else None
 
 
-def _read_chain(disk: Disk, tools: Tools | None) -> list[ImageInfo]:
-    assert disk.volume is not None
+def _checked_chain(disk: Disk, tools: Tools | None, *, required: bool) -> list[ImageInfo] | None:
+    """The disk's image and its backing chain, none using an external data file; None for
+    raw (no chain) and, unless ``required``, for an image that does not exist yet."""
+    assert disk.volume is not None and disk.format is not None
+    path = disk.volume.path
+    if disk.format == "raw" or not (required or os.path.lexists(path)):
+        return None
     try:
-        return read_chain(disk.volume.path, format="qcow2", tools=tools)
+        chain = read_chain(path, format=disk.format, tools=tools)
     except ImageError as error:
-        raise DriveGraphError(f"{disk.key}: cannot size the qcow2 cache from the image: "
-                              f"{error}") from None
+        reason = "cannot size the qcow2 cache from the image: " if required else ""
+        raise DriveGraphError(f"{disk.key}: {reason}{error}") from None
+    for image in chain:
+        try:
+            refuse_external_data_file(image)
+        except DataFileError as error:
+            raise DriveGraphError(f"{disk.key}: {error}") from None
+    return chain
+
+
+def _format_driver(disk: Disk, image: ImageInfo) -> str:
+    """The driver of an explicit node for an image QEMU opens as ``image.format`` (the
+    backing format its overlay's header names, or the probed one). A protocol driver
+    (``-F file``) reads the file as it is: a raw node over the file node reads the same
+    bytes. Filters (``-F blkdebug``, ``preallocate``) have no node of this shape."""
+    if image.format in _PROTOCOL_DRIVERS:
+        return "raw"
+    if image.format not in _IMAGE_FORMATS:
+        raise DriveGraphError(f"{disk.key}: {image.filename}: its overlay's header names the "
+                              f"backing format '{image.format}', not an image format: qdisk "
+                              "cannot give it a node of its own")
+    return image.format
 
 
 def _image_node(disk: Disk, path: str, driver: str, *, depth: int, options: Mapping[str, int],

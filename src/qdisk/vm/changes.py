@@ -18,8 +18,8 @@ from pathlib import Path
 from qdisk import storage, vmconfig
 from qdisk.cache import check_drive_cache
 from qdisk.drive import Drive, is_drive_key, parse_drive, print_drive
-from qdisk.errors import DriveError, InvalidInputError
-from qdisk.image import read_image
+from qdisk.errors import DriveError, InvalidInputError, Problem
+from qdisk.image import DataFileError, read_chain, read_image, refuse_external_data_file
 from qdisk.qemu.nodes import resolve_disk
 from qdisk.settings import Settings
 from qdisk.storage import StorageConfig
@@ -189,7 +189,14 @@ def _check_image(drive: Drive, storage_config: StorageConfig) -> list[str]:
     if path is None:
         return []
     if disk.format == "qcow2":
-        problems = check_drive_cache(drive, read_image(path, format="qcow2"))
+        chain = read_chain(path, format="qcow2")
+        problems = check_drive_cache(drive, chain[0])
+        for image in chain[1:]:
+            # QEMU would open a backing image's external data file read-write too.
+            try:
+                refuse_external_data_file(image)
+            except DataFileError as error:
+                problems.append(Problem("file", str(error)))
         if problems:
             raise DriveError(drive.key, problems)
         return []

@@ -98,6 +98,12 @@ def _run_daemon(settings: Settings, vmid: int, argv: list[str]) -> int:
         except FileNotFoundError:
             raise VmError(f"VM {vmid}: {argv[0]}: program not found (install it, or set "
                           f"QDISK_QEMU_SYSTEM)") from None
+        except OSError as error:
+            # E2BIG: one argument over Linux's 128 KiB (a -drive with a long backing chain).
+            longest = max(len(argument) for argument in argv)
+            raise VmError(f"VM {vmid}: QEMU cannot be started: {error.strerror} (the longest "
+                          f"argument has {longest} characters; a long backing chain fits "
+                          f"better in -blockdev syntax: vm start --syntax blockdev)") from None
         except subprocess.TimeoutExpired:
             _kill_leftover(settings, vmid)
             raise VmError(f"VM {vmid}: QEMU did not start within {START_TIMEOUT:g} s "

@@ -1,0 +1,21 @@
+qemu-system-x86_64 \
+  -name 'vm8006,debug-threads=on' \
+  -no-shutdown \
+  -chardev 'socket,id=qmp,path=/TMP/home/run/8006.qmp,server=on,wait=off' \
+  -mon 'chardev=qmp,mode=control' \
+  -pidfile /TMP/home/run/8006.pid \
+  -daemonize \
+  -smp '1,sockets=1,cores=1,maxcpus=1' \
+  -nodefaults \
+  -boot 'menu=on,strict=on,reboot-timeout=1000' \
+  -vnc 'unix:/TMP/home/run/8006.vnc,password=on' \
+  -m 512 \
+  -device 'pci-bridge,id=pci.1,chassis_nr=1,bus=pci.0,addr=0x1e' \
+  -device 'pci-bridge,id=pci.2,chassis_nr=2,bus=pci.0,addr=0x1f' \
+  -device 'VGA,id=vga,bus=pci.0,addr=0x2' \
+  -device 'virtio-scsi-pci,id=scsihw0,bus=pci.0,addr=0x5' \
+  -drive 'file=/TMP/storage/local/images/8006/vm-8006-disk-0.qcow2,if=none,id=drive-scsi0,format=qcow2,cache=none,aio=io_uring,detect-zeroes=on,cache-size=524288,node-name=fcd04be4259153b8293415fefa2a84c,file.node-name=ecd04be4259153b8293415fefa2a84c,backing.cache.direct=on,backing.cache.no-flush=off,backing.detect-zeroes=on,backing.discard=ignore,backing.driver=raw,backing.node-name=f82e0e18bf23e4353361e1a3921d8b4,backing.read-only=on,backing.file.aio=io_uring,backing.file.cache.direct=on,backing.file.cache.no-flush=off,backing.file.detect-zeroes=on,backing.file.discard=ignore,backing.file.driver=file,backing.file.filename=/TMP/storage/local/images/8006/base-8006-disk-0.qcow2,backing.file.node-name=e82e0e18bf23e4353361e1a3921d8b4,backing.file.read-only=on' \
+  -device 'scsi-hd,bus=scsihw0.0,channel=0,scsi-id=0,lun=0,drive=drive-scsi0,id=scsi0' \
+  -drive 'file=/TMP/storage/local/images/8006/vm-8006-disk-1.qcow2,if=none,id=drive-scsi1,format=qcow2,cache=none,aio=io_uring,detect-zeroes=on,cache-size=524288,node-name=f70a10e5fb0473d3fc55686f720db61,file.node-name=e70a10e5fb0473d3fc55686f720db61,backing.cache.direct=on,backing.cache.no-flush=off,backing.detect-zeroes=on,backing.discard=ignore,backing.driver=raw,backing.node-name=fa315969ae2a3d7bd221397eef53b41,backing.read-only=on,backing.file.aio=io_uring,backing.file.cache.direct=on,backing.file.cache.no-flush=off,backing.file.detect-zeroes=on,backing.file.discard=ignore,backing.file.driver=file,backing.file.filename=/TMP/storage/local/images/8006/base-8006-disk-0.qcow2,backing.file.node-name=ea315969ae2a3d7bd221397eef53b41,backing.file.read-only=on' \
+  -device 'scsi-hd,bus=scsihw0.0,channel=0,scsi-id=0,lun=1,drive=drive-scsi1,id=scsi1' \
+  -machine 'type=pc'
