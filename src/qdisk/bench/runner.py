@@ -15,7 +15,7 @@ from typing import Any
 from qdisk import tools
 from qdisk.bench import variants as v
 from qdisk.bench.daemon import EXPORT_NAME, StorageDaemon
-from qdisk.bench.fio import FioResult, fio_version, run_fio
+from qdisk.bench.fio import RANDREAD, FioResult, Workload, fio_version, run_fio
 from qdisk.bench.stats import Summary, ratios, summarize
 from qdisk.cache import MIB
 from qdisk.errors import InvalidInputError
@@ -42,7 +42,7 @@ class Progress:
 ProgressCallback = Callable[[Progress], None]
 
 
-def _ignore_progress(progress: Progress) -> None:
+def ignore_progress(progress: Progress) -> None:
     pass
 
 
@@ -54,29 +54,34 @@ class Measurement:
     rss_bytes: int
 
 
-def measure(variant: v.Variant, settings: Settings, runtime: int, workdir: Path) -> Measurement:
-    """Serve the variant's node graph with qemu-storage-daemon and read it with fio."""
-    arguments = v.blockdev_arguments(variant.drive, settings)
+def measure(variant: v.Variant, settings: Settings, runtime: int, workdir: Path,
+            workload: Workload = RANDREAD) -> Measurement:
+    """Serve the variant's node graph with qemu-storage-daemon and load it with fio (a
+    load that writes is served writable)."""
+    arguments = v.blockdev_arguments(variant.drive, settings, writable=workload.writes)
     with StorageDaemon(settings.tools.qemu_storage_daemon, arguments.objects, arguments.blockdevs,
-                       arguments.top_node_name, workdir) as daemon:
-        result = run_fio(settings.tools.fio, daemon.socket, EXPORT_NAME, runtime, workdir / "fio.json")
+                       arguments.top_node_name, workdir, writable=workload.writes) as daemon:
+        result = run_fio(settings.tools.fio, daemon.socket, EXPORT_NAME, runtime, workdir / "fio.json",
+                         workload)
         return Measurement(result, daemon.rss_bytes())
 
 
 def run_rounds(variants: Sequence[v.Variant], settings: Settings, *, runtime: int, rounds: int,
-               workdir: Path, progress: ProgressCallback) -> dict[str, Summary]:
-    """Measure every variant once per round (A B C A B C ...: drift hits all alike); medians."""
+               workdir: Path, progress: ProgressCallback, workload: Workload = RANDREAD,
+               title: str = "") -> dict[str, Summary]:
+    """Measure every variant once per round (A B C A B C ...: drift hits all alike); medians.
+    ``title`` starts the progress messages."""
     measured: dict[str, list[Measurement]] = {variant.name: [] for variant in variants}
     total = rounds * len(variants)
     done = 0
     for round_number in range(1, rounds + 1):
         for variant in variants:
-            progress(Progress(done, total, f"round {round_number}/{rounds}: {variant.name}"))
-            measurement = measure(variant, settings, runtime, workdir)
+            step = f"{title}round {round_number}/{rounds}: {variant.name}"
+            progress(Progress(done, total, step))
+            measurement = measure(variant, settings, runtime, workdir, workload)
             measured[variant.name].append(measurement)
             done += 1
-            progress(Progress(done, total, f"round {round_number}/{rounds}: {variant.name}: "
-                                           f"{measurement.fio.iops:,.0f} IOPS"))
+            progress(Progress(done, total, f"{step}: {measurement.fio.iops:,.0f} IOPS"))
     return {name: summarize([m.fio for m in runs], [m.rss_bytes for m in runs])
             for name, runs in measured.items()}
 
@@ -110,7 +115,7 @@ def qemu_version_text(settings: Settings) -> str:
     return ".".join(map(str, tools.qemu_version(settings.tools.qemu_storage_daemon)))
 
 
-def _summary_json(summary: Summary) -> dict[str, Any]:
+def summary_json(summary: Summary) -> dict[str, Any]:
     return {"iops": round(summary.iops), "lat-p50-us": round(summary.lat_p50_us, 1),
             "lat-p99-us": round(summary.lat_p99_us, 1), "rss-bytes": summary.rss_bytes}
 
@@ -126,7 +131,7 @@ class BenchReport:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "variants": {name: _summary_json(s) for name, s in self.variants.items()},
+            "variants": {name: summary_json(s) for name, s in self.variants.items()},
             "ratios": {name: round(value, 3) for name, value in self.ratios.items()},
             "machine": self.machine,
             "qemu": self.qemu,
@@ -134,8 +139,8 @@ class BenchReport:
 
 
 @contextmanager
-def _session(settings: Settings, image: Path | None, size: int, runtime: int, rounds: int,
-             tmp_parent: Path | None, progress: ProgressCallback) -> Iterator[tuple[Path, v.BenchImages]]:
+def session(settings: Settings, image: Path | None, size: int, runtime: int, rounds: int,
+            tmp_parent: Path | None, progress: ProgressCallback) -> Iterator[tuple[Path, v.BenchImages]]:
     """A work directory and the images to measure (``image``'s role, or scratch images in it).
 
     Everything a run creates (images, sockets, reports) lives in the work directory and
@@ -154,9 +159,9 @@ def _session(settings: Settings, image: Path | None, size: int, runtime: int, ro
 
 def run_bench(settings: Settings, *, image: Path | None = None, size: int = DEFAULT_SIZE,
               runtime: int = DEFAULT_RUNTIME, rounds: int = DEFAULT_ROUNDS, aio: str = "native",
-              progress: ProgressCallback = _ignore_progress, tmp_parent: Path | None = None) -> BenchReport:
+              progress: ProgressCallback = ignore_progress, tmp_parent: Path | None = None) -> BenchReport:
     """Measure the variants that apply to ``image`` (None: scratch images of ``size`` bytes)."""
-    with _session(settings, image, size, runtime, rounds, tmp_parent, progress) as (workdir, images):
+    with session(settings, image, size, runtime, rounds, tmp_parent, progress) as (workdir, images):
         summaries = run_rounds(v.variants(images, settings, aio), settings, runtime=runtime,
                                rounds=rounds, workdir=workdir, progress=progress)
     return BenchReport(
@@ -196,9 +201,9 @@ class SweepReport:
                             "l2-cache-entry-size": self.default_entry_bytes},
                 "auto": {"l2-cache-size": self.auto_l2_bytes},
                 "points": [{"l2-cache-size": p.l2_cache_bytes, "l2-cache-entry-size": p.entry_bytes,
-                            "coverage": round(p.coverage, 4), **_summary_json(p.summary)}
+                            "coverage": round(p.coverage, 4), **summary_json(p.summary)}
                            for p in self.points],
-                "raw": _summary_json(self.raw) if self.raw else None,
+                "raw": summary_json(self.raw) if self.raw else None,
             },
             "machine": self.machine,
             "qemu": self.qemu,
@@ -213,18 +218,17 @@ def sweep_sizes(l2_needed: int) -> list[int]:
 
 def run_sweep(settings: Settings, *, image: Path | None = None, size: int = DEFAULT_SIZE,
               runtime: int = DEFAULT_RUNTIME, rounds: int = DEFAULT_ROUNDS, aio: str = "native",
-              progress: ProgressCallback = _ignore_progress, tmp_parent: Path | None = None) -> SweepReport:
+              progress: ProgressCallback = ignore_progress, tmp_parent: Path | None = None) -> SweepReport:
     """IOPS of the qcow2 image against L2 cache size and entry size (raw beside, when there is one)."""
-    with _session(settings, image, size, runtime, rounds, tmp_parent, progress) as (workdir, images):
+    with session(settings, image, size, runtime, rounds, tmp_parent, progress) as (workdir, images):
         if images.qcow2 is None:
             raise InvalidInputError(f"{image}: the sweep needs a qcow2 image without backing file")
         geometry = v.l2_geometry(images.qcow2, settings)
         points = [(mib, entry) for entry in SWEEP_ENTRY_SIZES if entry <= geometry.cluster_size
                   for mib in sweep_sizes(geometry.l2_needed)]
         sweep_variants = [
-            v.Variant(f"l2 {mib} MiB, entry {entry}",
-                      v.drive_string(images.qcow2, "qcow2", aio, f"qcow2-l2-cache-size={mib}",
-                                     f"qcow2-l2-cache-entry-size={entry}"))
+            v.Variant(f"l2 {mib} MiB, entry {entry}", images.qcow2, "qcow2", aio,
+                      (f"qcow2-l2-cache-size={mib}", f"qcow2-l2-cache-entry-size={entry}"))
             for mib, entry in points]
         raw_variants = [variant for variant in v.variants(images, settings, aio) if variant.name == v.RAW]
         summaries = run_rounds(raw_variants + sweep_variants, settings, runtime=runtime, rounds=rounds,
