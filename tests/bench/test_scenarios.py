@@ -9,9 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from qdisk.bench import check_workloads
+from qdisk.bench import WORKLOADS, ScenarioReport, Summary, WorkloadResult, check_workloads
 from qdisk.bench.daemon import daemon_argv, emulator_argv
-from qdisk.bench.idle import figures, idle_seconds, released_after
+from qdisk.bench.idle import IdleMemoryReport, figures, idle_seconds, released_after, with_ratios
+from qdisk.bench.livechange import LiveChangeReport, LiveRound, analyse, timeline
+from qdisk.cli.bench import _print_scenarios
 from qdisk.errors import InvalidInputError
 
 from cli_helpers import RunQdisk
@@ -28,11 +30,11 @@ def test_memory_counts_as_given_back_within_ten_percent_of_the_baseline() -> Non
 def test_idle_figures_compare_the_last_sample_with_the_baseline_and_the_resumed_second() -> None:
     result = figures(32 * MIB, 160 * MIB, [(0.25, 160 * MIB), (5.0, 32 * MIB + MIB)],
                      {"cold": 20_000.4, "reading": 80_000, "resumed": 20_000})
-    assert result["rss-bytes"] == {"baseline": 32 * MIB, "reading": 160 * MIB, "idle": 33 * MIB}
-    assert result["idle/baseline"] == round(33 / 32, 3)
-    assert result["released-after-s"] == 5.0
-    assert result["iops"] == {"cold": 20_000, "reading": 80_000, "resumed": 20_000}
-    assert (result["resumed/reading"], result["resumed/cold"]) == (0.25, 1.0)
+    assert result == {"rss-bytes": {"baseline": 32 * MIB, "reading": 160 * MIB, "idle": 33 * MIB},
+                      "released-after-s": 5.0, "iops": {"cold": 20_000, "reading": 80_000, "resumed": 20_000}}
+    ratios = with_ratios(result)
+    assert ratios["idle/baseline"] == round(33 / 32, 3)
+    assert (ratios["resumed/reading"], ratios["resumed/cold"]) == (0.25, 1.0)
 
 
 def test_the_idle_time_covers_two_clean_intervals() -> None:
@@ -104,3 +106,26 @@ def test_a_writing_workload_on_a_users_image_is_refused_before_measuring(
 def test_an_unknown_workload_is_a_usage_error(run_qdisk: RunQdisk) -> None:
     result = run_qdisk("bench", "--workload", "mixed")
     assert result.exit_code == 2 and "'mixed' is not one of 'randread', 'randrw', 'seqread', 'hotset'" in result.stderr
+
+
+def test_the_text_report_shows_every_part(live_round: LiveRound, capsys: pytest.CaptureFixture[str]) -> None:
+    live = LiveChangeReport(1, [analyse(live_round)], timeline(live_round))
+    idle = IdleMemoryReport(2, {"qcow2-auto-clean": [figures(32 * MIB, 160 * MIB, [(2.5, 33 * MIB)],
+                                                             {"cold": 2e4, "reading": 8e4, "resumed": 2e4})],
+                                "qcow2-auto": [figures(32 * MIB, 160 * MIB, [(5.0, 160 * MIB)],
+                                                       {"cold": 2e4, "reading": 8e4, "resumed": 8e4})]})
+    summary = Summary(iops=1000, lat_p50_us=100, lat_p99_us=900, rss_bytes=9 * MIB, rounds=1)
+    seqread = WorkloadResult(WORKLOADS["seqread"], {"raw": summary}, {})
+    machine = {"cores": 2, "memory-bytes": None, "cpu": "cpu", "kernel": "6", "fio": "fio-3.33"}
+    _print_scenarios(ScenarioReport(live, idle, {"seqread": seqread}, machine, "7.2.22"))
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "live change (medians of 1 rounds, phases of 1 s):"
+    assert lines[5].split() == ["fresh-auto", "504", "2707.9"]
+    assert lines[6] == "grown/fresh-auto: 1.00"
+    assert lines[7].startswith("reopen to qcow2-auto: stall 50 ms, QMP 2.3 ms, p99 ")
+    assert lines[9] == "longest gap away from the reopens: 6 ms"
+    assert lines[12].split() == ["qcow2-auto-clean", "32.0", "160.0", "33.0", "2.50", "20,000", "80,000", "20,000"]
+    assert lines[13].split() == ["qcow2-auto", "32.0", "160.0", "160.0", "-", "20,000", "80,000", "80,000"]
+    assert lines[14] == "workload seqread: 1 MiB sequential reads"
+    assert lines[16].split() == ["raw", "1,000", "1,000.0", "100.0", "900.0", "9.0"]  # MiB/s of 1 MiB reads
+    assert lines[-1].startswith("machine: 2 cores, memory unknown, cpu")

@@ -8,7 +8,15 @@ from pathlib import Path
 import pytest
 
 from qdisk.bench.fio import Completions, parse_latency_log
-from qdisk.bench.livechange import LiveRound, Reopen, analyse, phase_windows, timeline
+from qdisk.bench.livechange import (
+    LiveChangeReport,
+    LiveRound,
+    Reopen,
+    analyse,
+    phase_windows,
+    timeline,
+    with_ratio,
+)
 from qdisk.bench.stats import iops_between, iops_series, latency_percentile_us, longest_gap_ms, median_tree
 from qdisk.errors import ToolError
 
@@ -94,7 +102,7 @@ def test_a_recorded_live_change_gives_the_phases_stalls_and_latencies(live_round
     figures = analyse(live_round)
     # fio held to 500 IOPS: every phase runs at about that rate.
     assert figures["iops"] == {"before": 492, "grown": 506, "restored": 501, "fresh-auto": 504}
-    assert figures["grown/fresh-auto"] == pytest.approx(506 / 504, abs=0.002)
+    assert with_ratio(figures)["grown/fresh-auto"] == round(figures["iops"]["grown"] / 504, 3)
     grow, shrink = figures["reopens"]
     assert (grow["to"], grow["qmp-ms"], shrink["to"], shrink["qmp-ms"]) == ("qcow2-auto", 2.3, "qcow2-default", 5.2)
     # The log has completions 30 ms after the first reopen was sent, then none until 80 ms.
@@ -123,3 +131,16 @@ def test_a_phase_without_completions_is_a_tool_error(live_round: LiveRound) -> N
                      live_round.rss_bytes, live_round.fresh)
     with pytest.raises(ToolError, match="^fio: completed no I/O in the live run's before phase"):
         phase_windows(late)
+
+
+def test_the_report_gives_medians_and_the_ratio_of_the_medians(live_round: LiveRound) -> None:
+    rounds = []
+    for grown, fresh in ((100, 50), (300, 290), (200, 400)):
+        figures = analyse(live_round)
+        figures["iops"] = {**figures["iops"], "grown": grown, "fresh-auto": fresh}
+        rounds.append(figures)
+    report = LiveChangeReport(1, rounds, timeline(live_round))
+    summary = report.summary
+    assert (summary["iops"]["grown"], summary["iops"]["fresh-auto"]) == (200, 290)
+    assert summary["grown/fresh-auto"] == round(200 / 290, 3)  # not the median of 2, 1.03 and 0.5
+    assert report.to_json()["rounds"] == rounds and "grown/fresh-auto" not in rounds[0]

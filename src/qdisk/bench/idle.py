@@ -49,15 +49,19 @@ def figures(baseline: int, reading: int, samples: list[tuple[float, int]],
     """One round of one variant, shaped as JSON. ``iops``: of the first second after the
     start (``cold``), of the reads after it (``reading``), of the first second after the
     idle time (``resumed``)."""
-    idle = samples[-1][1]
     return {
-        "rss-bytes": {"baseline": baseline, "reading": reading, "idle": idle},
-        "idle/baseline": round(idle / baseline, 3),
+        "rss-bytes": {"baseline": baseline, "reading": reading, "idle": samples[-1][1]},
         "released-after-s": released_after(samples, baseline),
         "iops": {name: round(value) for name, value in iops.items()},
-        "resumed/reading": round(iops["resumed"] / iops["reading"], 3),
-        "resumed/cold": round(iops["resumed"] / iops["cold"], 3),
     }
+
+
+def with_ratios(figures: dict[str, Any]) -> dict[str, Any]:
+    """:func:`figures` (of a round, or their medians) and the ratios between them."""
+    rss, iops = figures["rss-bytes"], figures["iops"]
+    return {**figures, "idle/baseline": round(rss["idle"] / rss["baseline"], 3),
+            "resumed/reading": round(iops["resumed"] / iops["reading"], 3),
+            "resumed/cold": round(iops["resumed"] / iops["cold"], 3)}
 
 
 @dataclass(frozen=True)
@@ -71,7 +75,7 @@ class IdleMemoryReport:
             "clean-interval-s": self.clean_interval,
             "idle-s": idle_seconds(self.clean_interval),
             "resume-s": RESUME_SECONDS,
-            "variants": {name: median_tree(rounds) for name, rounds in self.rounds.items()},
+            "variants": {name: with_ratios(median_tree(rounds)) for name, rounds in self.rounds.items()},
             "rounds": self.rounds,
         }
 
@@ -92,8 +96,9 @@ def run_idle_memory(qcow2: Path, settings: Settings, *, runtime: int, rounds: in
             result = _measure_idle(variant, settings, runtime, idle_seconds(clean_interval), workdir)
             measured[variant.name].append(result)
             done += 1
-            progress(Progress(done, total, f"{step}: idle/baseline {result['idle/baseline']:.2f}, "
-                                           f"resumed/cold {result['resumed/cold']:.2f}"))
+            ratios = with_ratios(result)
+            progress(Progress(done, total, f"{step}: idle/baseline {ratios['idle/baseline']:.2f}, "
+                                           f"resumed/cold {ratios['resumed/cold']:.2f}"))
     return IdleMemoryReport(clean_interval, measured)
 
 

@@ -98,12 +98,18 @@ def analyse(round_: LiveRound) -> dict[str, Any]:
     return {
         "iops": {name: round(value) for name, value in iops.items()},
         "lat-p99-us": {name: _round(value) for name, value in p99.items()},
-        f"grown/{FRESH}": round(iops["grown"] / iops[FRESH], 3),
         "reopens": [_reopen_figures(live, reopen) for reopen in round_.reopens],
         # The same measure away from any reopen: what the machine's noise alone gives.
         "steady-gap-ms": longest_gap_ms(live, first, steady_end),
         "rss-bytes": dict(round_.rss_bytes),
     }
+
+
+def with_ratio(figures: dict[str, Any]) -> dict[str, Any]:
+    """:func:`analyse`'s figures (of a round, or their medians) and how the grown phase
+    compares with the fresh start."""
+    iops = figures["iops"]
+    return {**figures, f"grown/{FRESH}": round(iops["grown"] / iops[FRESH], 3)}
 
 
 def _reopen_figures(live: Completions, reopen: Reopen) -> dict[str, Any]:
@@ -144,8 +150,8 @@ class LiveChangeReport:
 
     @property
     def summary(self) -> dict[str, Any]:
-        """The median of each figure over the rounds."""
-        return dict(median_tree(self.rounds))
+        """The median of each figure over the rounds, and the ratio of the medians."""
+        return with_ratio(median_tree(self.rounds))
 
     def to_json(self) -> dict[str, Any]:
         return {"phase-seconds": self.phase_seconds, "around-reopen-ms": AROUND_MS, **self.summary,
@@ -168,7 +174,7 @@ def run_live_change(qcow2: Path, settings: Settings, *, runtime: int, rounds: in
         first_timeline = first_timeline or timeline(round_)
         stalls = ", ".join(f"{reopen['stall-ms']:g} ms" for reopen in figures["reopens"])
         progress(Progress(number, rounds, f"{step}: stalls {stalls}, "
-                                          f"grown/{FRESH} {figures[f'grown/{FRESH}']:.2f}"))
+                                          f"grown/{FRESH} {with_ratio(figures)[f'grown/{FRESH}']:.2f}"))
     assert first_timeline is not None
     return LiveChangeReport(runtime, analysed, first_timeline)
 

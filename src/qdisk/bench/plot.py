@@ -94,5 +94,5 @@ def plot_live_change(report: LiveChangeReport, qemu: str, path: Path) -> None:
     axes.set_ylim(bottom=0)
     axes.set_title(f"qcow2 cache changed under load by blockdev-reopen (QEMU {qemu})")
     axes.grid(True, alpha=0.3)
-    axes.legend(loc="center right")
+    axes.legend(loc="center left")
     _save(figure, path)

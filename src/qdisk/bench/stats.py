@@ -88,8 +88,8 @@ def iops_series(completions: Completions, start_ms: float, end_ms: float, bin_ms
 
 def median_tree(trees: Sequence[Any]) -> Any:
     """Trees of one shape (dicts, lists, numbers), one per round, as one tree of medians:
-    each number the median of its own place (None where a round had none; integers stay
-    integers); other values are the first tree's."""
+    each number the median of its place over the rounds that have a number there (None
+    if none has; integers stay integers); other values are the first tree's."""
     first = trees[0]
     if isinstance(first, dict):
         return {key: median_tree([tree[key] for tree in trees]) for key in first}
