@@ -13,10 +13,20 @@ from pathlib import Path
 from typing import Any
 
 from qdisk import tools
-from qdisk.bench import variants as v
 from qdisk.bench.daemon import EXPORT_NAME, StorageDaemon
-from qdisk.bench.fio import FioResult, fio_version, run_fio
+from qdisk.bench.fio import RANDREAD, FioResult, Workload, fio_version, run_fio
 from qdisk.bench.stats import Summary, ratios, summarize
+from qdisk.bench.variants import (
+    RATIOS,
+    RAW,
+    BenchImages,
+    Variant,
+    blockdev_arguments,
+    classify_image,
+    l2_geometry,
+    make_scratch_images,
+    variants_for,
+)
 from qdisk.errors import InvalidInputError
 from qdisk.settings import Settings
 from qdisk.units import MIB
@@ -42,7 +52,7 @@ class Progress:
 ProgressCallback = Callable[[Progress], None]
 
 
-def _ignore_progress(progress: Progress) -> None:
+def ignore_progress(progress: Progress) -> None:
     pass
 
 
@@ -54,29 +64,34 @@ class Measurement:
     rss_bytes: int
 
 
-def measure(variant: v.Variant, settings: Settings, runtime: int, workdir: Path) -> Measurement:
-    """Serve the variant's node graph with qemu-storage-daemon and read it with fio."""
-    arguments = v.blockdev_arguments(variant.drive, settings)
+def measure(variant: Variant, settings: Settings, runtime: int, workdir: Path,
+            workload: Workload = RANDREAD) -> Measurement:
+    """Serve the variant's node graph with qemu-storage-daemon and load it with fio (a
+    load that writes is served writable)."""
+    arguments = blockdev_arguments(variant.drive, settings, writable=workload.writes)
     with StorageDaemon(settings.tools.qemu_storage_daemon, arguments.objects, arguments.blockdevs,
-                       arguments.top_node_name, workdir) as daemon:
-        result = run_fio(settings.tools.fio, daemon.socket, EXPORT_NAME, runtime, workdir / "fio.json")
+                       arguments.top_node_name, workdir, writable=workload.writes) as daemon:
+        result = run_fio(settings.tools.fio, daemon.socket, EXPORT_NAME, runtime, workdir / "fio.json",
+                         workload)
         return Measurement(result, daemon.rss_bytes())
 
 
-def run_rounds(variants: Sequence[v.Variant], settings: Settings, *, runtime: int, rounds: int,
-               workdir: Path, progress: ProgressCallback) -> dict[str, Summary]:
-    """Measure every variant once per round (A B C A B C ...: drift hits all alike); medians."""
+def run_rounds(variants: Sequence[Variant], settings: Settings, *, runtime: int, rounds: int,
+               workdir: Path, progress: ProgressCallback, workload: Workload = RANDREAD,
+               title: str = "") -> dict[str, Summary]:
+    """Measure every variant once per round (A B C A B C ...: drift hits all alike); medians.
+    ``title`` starts the progress messages."""
     measured: dict[str, list[Measurement]] = {variant.name: [] for variant in variants}
     total = rounds * len(variants)
     done = 0
     for round_number in range(1, rounds + 1):
         for variant in variants:
-            progress(Progress(done, total, f"round {round_number}/{rounds}: {variant.name}"))
-            measurement = measure(variant, settings, runtime, workdir)
+            step = f"{title}round {round_number}/{rounds}: {variant.name}"
+            progress(Progress(done, total, step))
+            measurement = measure(variant, settings, runtime, workdir, workload)
             measured[variant.name].append(measurement)
             done += 1
-            progress(Progress(done, total, f"round {round_number}/{rounds}: {variant.name}: "
-                                           f"{measurement.fio.iops:,.0f} IOPS"))
+            progress(Progress(done, total, f"{step}: {measurement.fio.iops:,.0f} IOPS"))
     return {name: summarize([m.fio for m in runs], [m.rss_bytes for m in runs])
             for name, runs in measured.items()}
 
@@ -110,7 +125,7 @@ def qemu_version_text(settings: Settings) -> str:
     return ".".join(map(str, tools.qemu_version(settings.tools.qemu_storage_daemon)))
 
 
-def _summary_json(summary: Summary) -> dict[str, Any]:
+def summary_json(summary: Summary) -> dict[str, Any]:
     return {"iops": round(summary.iops), "lat-p50-us": round(summary.lat_p50_us, 1),
             "lat-p99-us": round(summary.lat_p99_us, 1), "rss-bytes": summary.rss_bytes}
 
@@ -126,7 +141,7 @@ class BenchReport:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "variants": {name: _summary_json(s) for name, s in self.variants.items()},
+            "variants": {name: summary_json(s) for name, s in self.variants.items()},
             "ratios": {name: round(value, 3) for name, value in self.ratios.items()},
             "machine": self.machine,
             "qemu": self.qemu,
@@ -134,8 +149,8 @@ class BenchReport:
 
 
 @contextmanager
-def _session(settings: Settings, image: Path | None, size: int, runtime: int, rounds: int,
-             tmp_parent: Path | None, progress: ProgressCallback) -> Iterator[tuple[Path, v.BenchImages]]:
+def session(settings: Settings, image: Path | None, size: int, runtime: int, rounds: int,
+            tmp_parent: Path | None, progress: ProgressCallback) -> Iterator[tuple[Path, BenchImages]]:
     """A work directory and the images to measure (``image``'s role, or scratch images in it).
 
     Everything a run creates (images, sockets, reports) lives in the work directory and
@@ -146,22 +161,22 @@ def _session(settings: Settings, image: Path | None, size: int, runtime: int, ro
     with tempfile.TemporaryDirectory(prefix="qdisk-bench-", dir=tmp_parent) as name:
         workdir = Path(name)
         if image is not None:
-            yield workdir, v.classify_image(image, settings)
+            yield workdir, classify_image(image, settings)
             return
         progress(Progress(0, 1, f"creating scratch images of {size:,} bytes"))
-        yield workdir, v.make_scratch_images(workdir, size, settings)
+        yield workdir, make_scratch_images(workdir, size, settings)
 
 
 def run_bench(settings: Settings, *, image: Path | None = None, size: int = DEFAULT_SIZE,
               runtime: int = DEFAULT_RUNTIME, rounds: int = DEFAULT_ROUNDS, aio: str = "native",
-              progress: ProgressCallback = _ignore_progress, tmp_parent: Path | None = None) -> BenchReport:
+              progress: ProgressCallback = ignore_progress, tmp_parent: Path | None = None) -> BenchReport:
     """Measure the variants that apply to ``image`` (None: scratch images of ``size`` bytes)."""
-    with _session(settings, image, size, runtime, rounds, tmp_parent, progress) as (workdir, images):
-        summaries = run_rounds(v.variants(images, settings, aio), settings, runtime=runtime,
+    with session(settings, image, size, runtime, rounds, tmp_parent, progress) as (workdir, images):
+        summaries = run_rounds(variants_for(images, settings, aio), settings, runtime=runtime,
                                rounds=rounds, workdir=workdir, progress=progress)
     return BenchReport(
         variants=summaries,
-        ratios=ratios({name: s.iops for name, s in summaries.items()}, v.RATIOS),
+        ratios=ratios({name: s.iops for name, s in summaries.items()}, RATIOS),
         machine=machine_info(settings),
         qemu=qemu_version_text(settings),
     )
@@ -196,9 +211,9 @@ class SweepReport:
                             "l2-cache-entry-size": self.default_entry_bytes},
                 "auto": {"l2-cache-size": self.auto_l2_bytes},
                 "points": [{"l2-cache-size": p.l2_cache_bytes, "l2-cache-entry-size": p.entry_bytes,
-                            "coverage": round(p.coverage, 4), **_summary_json(p.summary)}
+                            "coverage": round(p.coverage, 4), **summary_json(p.summary)}
                            for p in self.points],
-                "raw": _summary_json(self.raw) if self.raw else None,
+                "raw": summary_json(self.raw) if self.raw else None,
             },
             "machine": self.machine,
             "qemu": self.qemu,
@@ -213,20 +228,19 @@ def sweep_sizes(l2_needed: int) -> list[int]:
 
 def run_sweep(settings: Settings, *, image: Path | None = None, size: int = DEFAULT_SIZE,
               runtime: int = DEFAULT_RUNTIME, rounds: int = DEFAULT_ROUNDS, aio: str = "native",
-              progress: ProgressCallback = _ignore_progress, tmp_parent: Path | None = None) -> SweepReport:
+              progress: ProgressCallback = ignore_progress, tmp_parent: Path | None = None) -> SweepReport:
     """IOPS of the qcow2 image against L2 cache size and entry size (raw beside, when there is one)."""
-    with _session(settings, image, size, runtime, rounds, tmp_parent, progress) as (workdir, images):
+    with session(settings, image, size, runtime, rounds, tmp_parent, progress) as (workdir, images):
         if images.qcow2 is None:
             raise InvalidInputError(f"{image}: the sweep needs a qcow2 image without backing file")
-        geometry = v.l2_geometry(images.qcow2, settings)
+        geometry = l2_geometry(images.qcow2, settings)
         points = [(mib, entry) for entry in SWEEP_ENTRY_SIZES if entry <= geometry.cluster_size
                   for mib in sweep_sizes(geometry.l2_needed)]
         sweep_variants = [
-            v.Variant(f"l2 {mib} MiB, entry {entry}",
-                      v.drive_string(images.qcow2, "qcow2", aio, f"qcow2-l2-cache-size={mib}",
-                                     f"qcow2-l2-cache-entry-size={entry}"))
+            Variant(f"l2 {mib} MiB, entry {entry}", images.qcow2, "qcow2", aio,
+                      (f"qcow2-l2-cache-size={mib}", f"qcow2-l2-cache-entry-size={entry}"))
             for mib, entry in points]
-        raw_variants = [variant for variant in v.variants(images, settings, aio) if variant.name == v.RAW]
+        raw_variants = [variant for variant in variants_for(images, settings, aio) if variant.name == RAW]
         summaries = run_rounds(raw_variants + sweep_variants, settings, runtime=runtime, rounds=rounds,
                                workdir=workdir, progress=progress)
     return SweepReport(
@@ -236,7 +250,7 @@ def run_sweep(settings: Settings, *, image: Path | None = None, size: int = DEFA
         default_l2_bytes=geometry.default_l2,
         default_entry_bytes=geometry.default_entry,
         auto_l2_bytes=geometry.auto_l2,
-        raw=summaries.get(v.RAW),
+        raw=summaries.get(RAW),
         machine=machine_info(settings),
         qemu=qemu_version_text(settings),
     )

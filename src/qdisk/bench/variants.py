@@ -2,13 +2,15 @@
 
 A variant is served from the ``-blockdev`` arguments that qdisk's command generation
 makes of its drive string, so the benchmark measures what a VM started by qdisk gets
-(every node forced read-only: the images are never written).
+(every node forced read-only; a load that writes gets scratch copies instead).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from qdisk import cache
@@ -16,6 +18,7 @@ from qdisk.drive import parse_drive
 from qdisk.errors import InvalidInputError
 from qdisk.image import create_image, read_image
 from qdisk.qemu.blockdev import BlockdevArguments, drive_blockdev
+from qdisk.qemu.nodes import Node
 from qdisk.settings import Settings
 from qdisk.units import MIB
 
@@ -30,6 +33,9 @@ QCOW2_AUTO = "qcow2-auto"
 CHAIN_TOP_ONLY = "chain-top-only"
 CHAIN_AUTO = "chain-auto"
 VARIANT_NAMES = (RAW, QCOW2_DEFAULT, QCOW2_AUTO, CHAIN_TOP_ONLY, CHAIN_AUTO)
+# The variants of one image without backing file: what the workloads compare.
+SINGLE_IMAGE_NAMES = (RAW, QCOW2_DEFAULT, QCOW2_AUTO)
+AUTO_KEY = "qcow2-cache-size-based-on-disk=1"
 
 # (numerator, denominator) of each ratio reported.
 RATIOS = ((QCOW2_AUTO, RAW), (QCOW2_AUTO, QCOW2_DEFAULT), (CHAIN_AUTO, CHAIN_TOP_ONLY))
@@ -48,19 +54,33 @@ class BenchImages:
 
 @dataclass(frozen=True)
 class Variant:
-    """One configuration to measure: a name and the drive string that configures it."""
+    """One configuration to measure: a name, its image, and the drive string that
+    configures it (built, and its path checked, when the variant is made)."""
 
     name: str
-    drive: str
+    image: Path
+    format: str
+    aio: str
+    cache_keys: tuple[str, ...] = ()
+    drive: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "drive", drive_string(self.image, self.format, self.aio, *self.cache_keys))
+
+
+def create_scratch_image(path: Path, fmt: str, size: int, settings: Settings) -> None:
+    """A sparse raw file, or a qcow2 whose metadata is preallocated (every L2 table exists)."""
+    # Without preallocated metadata there are no L2 tables to look up: nothing to measure.
+    options = {"preallocation": "metadata"} if fmt == "qcow2" else None
+    create_image(settings.tools, path, fmt, size, options=options)
 
 
 def make_scratch_images(directory: Path, size: int, settings: Settings) -> BenchImages:
-    """A raw file, a metadata-preallocated qcow2 (every L2 table exists) and a thin overlay on it."""
+    """A raw file, a metadata-preallocated qcow2 and a thin overlay on it."""
     raw = directory / "raw.img"
-    create_image(settings.tools, raw, "raw", size)
+    create_scratch_image(raw, "raw", size, settings)
     qcow2 = directory / "base.qcow2"
-    # Without preallocated metadata there are no L2 tables to look up: nothing to measure.
-    create_image(settings.tools, qcow2, "qcow2", size, options={"preallocation": "metadata"})
+    create_scratch_image(qcow2, "qcow2", size, settings)
     overlay = directory / "overlay.qcow2"
     create_image(settings.tools, overlay, "qcow2", size,
                  options={"backing_file": str(qcow2), "backing_fmt": "qcow2"})
@@ -93,23 +113,59 @@ def drive_string(image: Path, fmt: str, aio: str, *cache_keys: str) -> str:
     return ",".join([f"file={image}", f"format={fmt}", "cache=none", f"aio={aio}", *cache_keys])
 
 
-def variants(images: BenchImages, settings: Settings, aio: str) -> list[Variant]:
+def variants_for(images: BenchImages, settings: Settings, aio: str) -> list[Variant]:
     """The variants that apply to the images, in the order of :data:`VARIANT_NAMES`."""
     found: list[Variant] = []
     if images.raw:
-        found.append(Variant(RAW, drive_string(images.raw, "raw", aio)))
+        found.append(Variant(RAW, images.raw, "raw", aio))
     if images.qcow2:
-        found.append(Variant(QCOW2_DEFAULT, drive_string(images.qcow2, "qcow2", aio)))
-        found.append(Variant(QCOW2_AUTO, drive_string(images.qcow2, "qcow2", aio,
-                                                      "qcow2-cache-size-based-on-disk=1")))
+        found += qcow2_variants(images.qcow2, aio)
     if images.overlay:
-        # The seed's behaviour: an explicit size, which reaches the top image only.
+        # The Proxmox VE patch's behaviour: an explicit size, which reaches the top image only.
         top_mib = math.ceil(auto_cache_size(images.overlay, settings) / MIB)
-        found.append(Variant(CHAIN_TOP_ONLY, drive_string(images.overlay, "qcow2", aio,
-                                                          f"qcow2-cache-size={top_mib}")))
-        found.append(Variant(CHAIN_AUTO, drive_string(images.overlay, "qcow2", aio,
-                                                      "qcow2-cache-size-based-on-disk=1")))
+        found.append(Variant(CHAIN_TOP_ONLY, images.overlay, "qcow2", aio, (f"qcow2-cache-size={top_mib}",)))
+        found.append(Variant(CHAIN_AUTO, images.overlay, "qcow2", aio, (AUTO_KEY,)))
     return found
+
+
+def qcow2_variants(image: Path, aio: str) -> tuple[Variant, Variant]:
+    """``qcow2-default`` and ``qcow2-auto`` of a qcow2 image without backing file."""
+    return Variant(QCOW2_DEFAULT, image, "qcow2", aio), Variant(QCOW2_AUTO, image, "qcow2", aio, (AUTO_KEY,))
+
+
+def single_image_variants(images: BenchImages, settings: Settings, aio: str) -> list[Variant]:
+    """``raw``, ``qcow2-default`` and ``qcow2-auto``, as far as the images have them."""
+    found = [variant for variant in variants_for(images, settings, aio) if variant.name in SINGLE_IMAGE_NAMES]
+    if not found:
+        raise InvalidInputError(f"{images.overlay}: the workloads need a raw image or a qcow2 image "
+                                "without backing file")
+    return found
+
+
+def require_qcow2(images: BenchImages, what: str) -> Path:
+    """The qcow2 image without backing file that ``what`` measures."""
+    if images.qcow2 is None:
+        image = images.raw or images.overlay
+        raise InvalidInputError(f"{image}: {what} needs a qcow2 image without backing file")
+    return images.qcow2
+
+
+@contextmanager
+def written_copies(variants: Sequence[Variant], directory: Path, settings: Settings) -> Iterator[list[Variant]]:
+    """Each variant on its own new scratch image of its format and size, for a load that
+    writes; removed afterwards. The measured images stay unwritten, and no variant finds
+    blocks that another one allocated."""
+    copies = []
+    try:
+        for variant in variants:
+            path = directory / f"written-{variant.name}.{variant.format}"
+            size = read_image(variant.image, format=variant.format, tools=settings.tools).virtual_size
+            create_scratch_image(path, variant.format, size, settings)
+            copies.append(replace(variant, image=path))
+        yield copies
+    finally:
+        for copy in copies:
+            copy.image.unlink(missing_ok=True)
 
 
 @dataclass(frozen=True)
@@ -134,10 +190,18 @@ def l2_geometry(path: Path, settings: Settings) -> L2Geometry:
 
 
 def auto_cache_size(path: Path, settings: Settings) -> int:
-    """qdisk's automatic ``cache-size`` for the image (the seed's formula)."""
+    """qdisk's automatic ``cache-size`` for the image (the Proxmox VE patch's formula)."""
     return cache.auto_size(read_image(path, format="qcow2", tools=settings.tools)).cache_size
 
 
-def blockdev_arguments(drive: str, settings: Settings) -> BlockdevArguments:
-    """The ``--object``/``--blockdev`` arguments qdisk generates for ``scsi0: <drive>``, read-only."""
-    return drive_blockdev(parse_drive(BENCH_DRIVE_KEY, drive).drive, settings, read_only=True)
+def blockdev_arguments(drive: str, settings: Settings, *, writable: bool = False) -> BlockdevArguments:
+    """The ``--object``/``--blockdev`` arguments qdisk generates for ``scsi0: <drive>``,
+    read-only unless ``writable``."""
+    return drive_blockdev(parse_drive(BENCH_DRIVE_KEY, drive).drive, settings, read_only=not writable)
+
+
+def format_node(drive: str, settings: Settings) -> Node:
+    """The format node of the drive's graph (below the throttle node), children nested:
+    what a live change reopens."""
+    node: Node = blockdev_arguments(drive, settings).blockdevs[0]["file"]
+    return node

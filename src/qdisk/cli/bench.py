@@ -11,6 +11,7 @@ import click
 
 from qdisk import bench, propstring
 from qdisk.cli.common import echo_json, pass_settings
+from qdisk.errors import InvalidInputError
 from qdisk.settings import Settings
 from qdisk.units import MIB
 
@@ -69,13 +70,21 @@ def parse_size(text: str) -> int:
 
 
 def _print_bench(report: bench.BenchReport) -> None:
-    click.echo(f"{'variant':<16}{'IOPS':>10}{'p50 µs':>10}{'p99 µs':>10}{'RSS MiB':>10}")
-    for name, summary in report.variants.items():
-        click.echo(f"{name:<16}{summary.iops:>10,.0f}{summary.lat_p50_us:>10.1f}"
-                   f"{summary.lat_p99_us:>10.1f}{summary.rss_bytes / MIB:>10.1f}")
-    for name, value in report.ratios.items():
-        click.echo(f"{name}: {value:.2f}")
+    _print_variants(report.variants, report.ratios)
     _print_machine(report.machine, report.qemu)
+
+
+def _print_variants(variants: dict[str, bench.Summary], ratios: dict[str, float],
+                    block_bytes: int | None = None) -> None:
+    """One line per variant (with MiB/s when the block size is given), then the ratios."""
+    rate = f"{'MiB/s':>10}" if block_bytes else ""
+    click.echo(f"{'variant':<16}{'IOPS':>10}{rate}{'p50 µs':>10}{'p99 µs':>10}{'RSS MiB':>10}")
+    for name, summary in variants.items():
+        rate = f"{summary.iops * block_bytes / MIB:>10,.1f}" if block_bytes else ""
+        click.echo(f"{name:<16}{summary.iops:>10,.0f}{rate}{summary.lat_p50_us:>10.1f}"
+                   f"{summary.lat_p99_us:>10.1f}{summary.rss_bytes / MIB:>10.1f}")
+    for name, value in ratios.items():
+        click.echo(f"{name}: {value:.2f}")
 
 
 def _print_sweep(report: bench.SweepReport) -> None:
@@ -91,6 +100,47 @@ def _print_sweep(report: bench.SweepReport) -> None:
     _print_machine(report.machine, report.qemu)
 
 
+def _print_scenarios(report: bench.ScenarioReport) -> None:
+    if report.live_change is not None:
+        _print_live_change(report.live_change)
+    if report.idle_memory is not None:
+        _print_idle_memory(report.idle_memory)
+    for name, result in report.workloads.items():
+        click.echo(f"workload {name}: {result.workload.summary}")
+        _print_variants(result.variants, result.ratios, result.workload.block_bytes)
+    _print_machine(report.machine, report.qemu)
+
+
+def _print_live_change(report: bench.LiveChangeReport) -> None:
+    summary = report.summary
+    click.echo(f"live change (medians of {len(report.rounds)} rounds, phases of {report.phase_seconds} s):")
+    click.echo(f"{'phase':<16}{'IOPS':>10}{'p99 µs':>10}")
+    for phase, iops in summary["iops"].items():
+        click.echo(f"{phase:<16}{iops:>10,.0f}{_number(summary['lat-p99-us'][phase], '.1f'):>10}")
+    click.echo(f"grown/fresh-auto: {summary['grown/fresh-auto']:.2f}")
+    for reopen in summary["reopens"]:
+        click.echo(f"reopen to {reopen['to']}: stall {reopen['stall-ms']:g} ms, QMP {reopen['qmp-ms']:g} ms, "
+                   f"p99 {_number(reopen['lat-p99-us'], '.0f')} µs, max {_number(reopen['lat-max-us'], '.0f')} µs "
+                   f"within {bench.AROUND_MS} ms")
+    click.echo(f"longest gap away from the reopens: {summary['steady-gap-ms']:g} ms")
+
+
+def _number(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def _print_idle_memory(report: bench.IdleMemoryReport) -> None:
+    click.echo(f"idle memory (qemu-system, cache-clean-interval {report.clean_interval} s, "
+               f"{bench.idle_seconds(report.clean_interval):g} s idle; medians):")
+    click.echo(f"{'variant':<18}{'base MiB':>10}{'read MiB':>10}{'idle MiB':>10}{'freed s':>9}"
+               f"{'cold':>9}{'reading':>9}{'resumed':>9}")
+    for name, figures in report.to_json()["variants"].items():
+        rss, iops = figures["rss-bytes"], figures["iops"]
+        click.echo(f"{name:<18}{rss['baseline'] / MIB:>10.1f}{rss['reading'] / MIB:>10.1f}{rss['idle'] / MIB:>10.1f}"
+                   f"{_number(figures['released-after-s'], '.2f'):>9}{iops['cold']:>9,}{iops['reading']:>9,}"
+                   f"{iops['resumed']:>9,}")
+
+
 def _print_machine(machine: dict[str, Any], qemu: str) -> None:
     memory = machine["memory-bytes"]
     memory_text = f"{memory / (1 << 30):.1f} GiB" if memory else "memory unknown"
@@ -103,38 +153,62 @@ def _print_machine(machine: dict[str, Any], qemu: str) -> None:
 @click.option("--size", default="1T", show_default=True, metavar="SIZE",
               help="Size of the scratch images (without IMAGE).")
 @click.option("--runtime", type=click.IntRange(min=1), default=bench.DEFAULT_RUNTIME, show_default=True,
-              help="Seconds of fio per measurement.")
+              help="Seconds of fio per measurement (per phase with --live-change).")
 @click.option("--rounds", type=click.IntRange(min=1), default=bench.DEFAULT_ROUNDS, show_default=True,
               help="Interleaved rounds over the variants; medians are reported.")
 @click.option("--aio", type=click.Choice(bench.AIO_MODES), default="native", show_default=True,
               help="aio mode of the file node.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 @click.option("--sweep", is_flag=True, help="IOPS against L2 cache size and entry size.")
+@click.option("--live-change", is_flag=True,
+              help="Grow and shrink the cache by blockdev-reopen while fio reads: stalls, IOPS before and after.")
+@click.option("--idle-memory", is_flag=True,
+              help="Resident memory after idle time, with and without a short cache-clean-interval.")
+@click.option("--workload", "workloads", multiple=True, type=click.Choice(list(bench.WORKLOADS)),
+              help="Measure this load against raw, qcow2-default and qcow2-auto (repeatable).")
 @click.option("--plot", type=click.Path(dir_okay=False, path_type=Path),
-              help="Draw the sweep into FILE (.png or .svg); implies --sweep.")
+              help="Draw the sweep (implies --sweep), or with --live-change the live change, into FILE "
+                   "(.png or .svg).")
 @pass_settings
 def command(settings: Settings, image: Path | None, size: str, runtime: int, rounds: int, aio: str,
-            as_json: bool, sweep: bool, plot: Path | None) -> None:
-    """Measure random reads through qemu-storage-daemon and fio, per cache variant.
+            as_json: bool, sweep: bool, live_change: bool, idle_memory: bool, workloads: tuple[str, ...],
+            plot: Path | None) -> None:
+    """Measure the qcow2 cache through qemu-storage-daemon and fio, per cache variant.
 
-    Without IMAGE, scratch images of --size are made in a temporary directory (a raw
-    file, a metadata-preallocated qcow2 and a thin overlay on it) and removed after.
-    With IMAGE, the variants that apply to it are measured, read-only.
+    By default: 4 KiB random reads of each variant. Without IMAGE, scratch images of
+    --size are made in a temporary directory (a raw file, a metadata-preallocated qcow2
+    and a thin overlay on it) and removed after. With IMAGE, the variants that apply to
+    it are measured, read-only.
     """
+    scenarios = live_change or idle_memory or bool(workloads)
+    if scenarios and sweep:
+        raise InvalidInputError("--sweep cannot be combined with --live-change, --idle-memory or --workload")
+    if plot and scenarios and not live_change:
+        raise InvalidInputError(f"{plot}: --plot draws the sweep or the live change (--live-change)")
     if plot:
         bench.check_plot_path(plot)
     display = ProgressDisplay(sys.stderr)
-    run = bench.run_sweep if sweep or plot else bench.run_bench
+    options: dict[str, Any] = {"image": image, "size": parse_size(size), "runtime": runtime,
+                               "rounds": rounds, "aio": aio, "progress": display}
     try:
-        report = run(settings, image=image, size=parse_size(size),
-                     runtime=runtime, rounds=rounds, aio=aio, progress=display)
+        if scenarios:
+            report: bench.BenchReport | bench.SweepReport | bench.ScenarioReport = bench.run_scenarios(
+                settings, live_change=live_change, idle_memory=idle_memory, workloads=workloads, **options)
+        elif sweep or plot:
+            report = bench.run_sweep(settings, **options)
+        else:
+            report = bench.run_bench(settings, **options)
     finally:
         display.close()
-    if isinstance(report, bench.SweepReport) and plot:
+    if plot and isinstance(report, bench.SweepReport):
         bench.plot_sweep(report, plot)
+    elif plot and isinstance(report, bench.ScenarioReport) and report.live_change is not None:
+        bench.plot_live_change(report.live_change, report.qemu, plot)
     if as_json:
         echo_json(report.to_json())
     elif isinstance(report, bench.SweepReport):
         _print_sweep(report)
+    elif isinstance(report, bench.ScenarioReport):
+        _print_scenarios(report)
     else:
         _print_bench(report)
