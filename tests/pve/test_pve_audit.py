@@ -14,7 +14,8 @@ from pve_helpers import GIB, MIB, OTHER_NODE, PveTree, vm_size
 pytestmark = pytest.mark.qemu
 
 LAYER_FIELDS = {"filename", "format", "virtual-size", "cluster-size", "extended-l2", "cache",
-                "l2-cache-size", "refcount-cache-size", "coverage-percent", "auto-size", "memory",
+                "l2-cache-size", "refcount-cache-size", "coverage-percent", "allocated-l2-size",
+                "auto-size", "memory",
                 "auto-memory"}
 
 
@@ -130,3 +131,15 @@ def test_a_root_without_a_cluster_file_system_is_refused(tmp_path: Any, run_qdis
     monkeypatch.setenv("QDISK_PVE_ROOT", str(tmp_path))
     result = run_qdisk("pve", "audit")
     assert result.exit_code == 2 and "not a Proxmox VE host" in result.stderr
+
+
+def test_settings_qemu_would_refuse_are_shown_with_qemus_reason(tree: PveTree,
+                                                               run_qdisk: RunQdisk) -> None:
+    tree.settings_path(101).parent.mkdir()
+    # Past `set`'s checks: 128 KiB entries on the image's 64 KiB clusters.
+    tree.settings_path(101).write_text("scsi0: qcow2-l2-cache-entry-size=131072\n")
+    [disk] = disks_of(audit_json(run_qdisk), 101).values()
+    assert disk["readable"] and disk["cache-source"] == "default"
+    assert disk["settings-problem"].endswith("vm-101-disk-0.qcow2: L2 cache entry size must be a "
+                                             "power of two between 512 and the cluster size (65536)")
+    assert disk["layers"][0]["cache"] == {}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -11,7 +12,7 @@ from pathlib import Path
 import click
 
 from qdisk.cache import describe_options, format_bytes
-from qdisk.cli.common import echo_json, pass_settings, warn
+from qdisk.cli.common import pass_settings, warn
 from qdisk.cli.vm import parse_key_values
 from qdisk.propstring import parse_size
 from qdisk.pve import apply, audit, changes, hook
@@ -61,7 +62,9 @@ def audit_(settings: Settings, as_json: bool, node: str | None, all_nodes: bool,
     nodes = host.nodes() if all_nodes else [node] if node is not None else None
     results = audit.audit(host, nodes, budget=budget_bytes)
     if as_json:
-        echo_json({"nodes": [result.as_json() for result in results]})
+        # Compact: a host's report is large (every image of every disk).
+        click.echo(json.dumps({"nodes": [result.as_json() for result in results]},
+                              separators=(",", ":")))
         return
     click.echo("\n\n".join(_node_text(result) for result in results))
 
@@ -90,6 +93,8 @@ def _vm_lines(vm: audit.VmAudit) -> list[str]:
         if disk.problem:
             lines.append(f"    not read: {disk.problem}")
             continue
+        if disk.settings_problem:
+            lines.append(f"    its settings would be refused: {disk.settings_problem}")
         for layer in disk.layers:
             lines.append("    " + _layer_text(layer))
     lines.append(f"  VM {vm.vmid}: {format_bytes(vm.memory)} now, {format_bytes(vm.auto_memory)} "
@@ -213,7 +218,7 @@ def hook_(settings: Settings, vmid: str | None, phase: str | None, print_snippet
         if result.waiting_pid is not None:
             click.echo(f"VM {vmid} is the target of a migration: its qcow2 cache settings are "
                        f"applied once it runs (in the background, pid {result.waiting_pid}, log "
-                       f"{host.paths.layout.run_files(int(vmid)).log})")
+                       f"{host.layout.run_files(int(vmid)).log})")
         _report(result.outcomes)
     except Exception as error:  # noqa: BLE001  (a failing post-start marks the VM's start failed)
         warn(f"VM {vmid}: qcow2 cache settings not applied: {error}")

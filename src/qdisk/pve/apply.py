@@ -114,7 +114,7 @@ def read_record(host: PveHost, vmid: int, pid: int) -> Record:
     is of an earlier QEMU of the VM (whose nodes are gone)."""
     start_time = process_start_time(pid)
     try:
-        data = json.loads(host.paths.layout.run_files(vmid).state.read_text(encoding="utf-8"))
+        data = json.loads(host.layout.run_files(vmid).state.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         data = None
     record = Record.from_json(data)
@@ -124,7 +124,7 @@ def read_record(host: PveHost, vmid: int, pid: int) -> Record:
 
 
 def _write_record(host: PveHost, vmid: int, record: Record) -> None:
-    fileio.atomic_write(host.paths.layout.run_files(vmid).state,
+    fileio.atomic_write(host.layout.run_files(vmid).state,
                         json.dumps(record.as_json(), indent=2) + "\n",
                         home=host.paths.qdisk_run_dir)
 
@@ -206,7 +206,7 @@ def _apply_drive(host: PveHost, vm: HostVm, key: str, values: Mapping[str, Value
             return DriveOutcome(key, Outcome.SKIPPED, (
                 f"{key}: the disk's format is {disk.format or 'none'}: it has no qcow2 cache",))
         wanted = format_node(disk, tools=host.tools, explicit_backing=True)
-        with qmp_session(host.paths.layout.run_files(vm.vmid).qmp) as qmp:
+        with qmp_session(host.layout.run_files(vm.vmid).qmp) as qmp:
             qemu = qmp.execute("query-version")["qemu"]
             wanted = _for_running_qemu(wanted, (qemu["major"], qemu["minor"]))
             running = live.running_chain(qmp, key, _device_node(qmp, key))
@@ -278,7 +278,7 @@ def apply_stored(host: PveHost, vmid: int, *,
 
 def running_vmids(host: PveHost) -> list[int]:
     """The VMs running on this node (qemu-server's pid files, each checked)."""
-    run_dir = host.paths.layout.run_dir
+    run_dir = host.layout.run_dir
     try:
         names = [path.stem for path in run_dir.glob("*.pid")]
     except OSError:

@@ -17,12 +17,15 @@ virtual size, as a ``qcow2-cache-size`` of their top image.
 
 from __future__ import annotations
 
+import functools
+import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from qdisk import cache
-from qdisk.cache import MIB, CacheOptions, EffectiveCache
+from qdisk.cache import MIB, CacheOptions, EffectiveCache, QemuCacheError
 from qdisk.drive import Drive, parse_drive
 from qdisk.errors import DriveError, InvalidInputError
 from qdisk.image import ImageInfo, read_chain
@@ -62,13 +65,16 @@ class LayerAudit:
                 "extended-l2": self.image.extended_l2, "cache": dict(self.options),
                 "l2-cache-size": effective.l2_cache_size if effective else None,
                 "refcount-cache-size": effective.refcount_cache_size if effective else None,
-                "coverage-percent": _rounded(self.coverage), "auto-size": self.auto_size,
+                "coverage-percent": _rounded(self.coverage),
+                # The L2 tables the image has: all an L2 cache can fill until more is written.
+                "allocated-l2-size": self.image.allocated_l2_bytes, "auto-size": self.auto_size,
                 "memory": self.memory, "auto-memory": self.auto_memory}
 
 
 @dataclass(frozen=True)
 class DiskAudit:
-    """A disk of a VM; ``problem`` says why it could not be read from this node."""
+    """A disk of a VM; ``problem`` says why it could not be read from this node,
+    ``settings_problem`` why QEMU would refuse its settings."""
 
     key: str
     volume: str
@@ -78,6 +84,7 @@ class DiskAudit:
     cache_source: str
     layers: tuple[LayerAudit, ...] = ()
     problem: str | None = None
+    settings_problem: str | None = None
 
     @property
     def top(self) -> LayerAudit | None:
@@ -101,7 +108,8 @@ class DiskAudit:
                 "format": self.format, "readable": self.problem is None, "reason": self.problem,
                 "virtual-size": top.image.virtual_size if top else None,
                 "cluster-size": top.image.cluster_size if top else None,
-                "settings": self.settings, "cache-source": self.cache_source,
+                "settings": self.settings, "settings-problem": self.settings_problem,
+                "cache-source": self.cache_source,
                 "coverage-percent": _rounded(top.coverage) if top else None,
                 "layers": [layer.as_json() for layer in self.layers],
                 "memory": self.memory, "auto-memory": self.auto_memory}
@@ -203,22 +211,46 @@ def audit(host: PveHost, nodes: Sequence[str] | None = None, *,
     for node in nodes or ():
         if node not in known:
             raise PveRefusedError(f"node '{node}' does not exist (nodes: {', '.join(known)})")
-    storage = host.storage_config()
+    scan = _Scan(host, host.storage_config(), _vmids_with(host.paths.settings_dir, ".conf"),
+                 _vmids_with(host.layout.run_dir, ".pid"))
     results = []
     for node in nodes or [host.node]:
-        vms = tuple(audit_vm(host, node, vmid, storage) for vmid in host.vmids(node))
+        vms = tuple(audit_vm(scan, node, vmid) for vmid in host.vmids(node))
         results.append(NodeAudit(node, vms, None if budget is None else plan_budget(vms, budget)))
     return results
 
 
-def audit_vm(host: PveHost, node: str, vmid: int, storage: StorageConfig) -> VmAudit:
+@dataclass(frozen=True)
+class _Scan:
+    """What one audit reads once: the storages, which VMs have settings and pid files."""
+
+    host: PveHost
+    storage: StorageConfig
+    with_settings: frozenset[int]
+    with_pid_file: frozenset[int]
+
+
+def _vmids_with(directory: Path, suffix: str) -> frozenset[int]:
+    """The VMs with a ``<vmid><suffix>`` file in ``directory`` (listed once, not looked up
+    per VM: a host has thousands)."""
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return frozenset()
+    return frozenset(int(name[:-len(suffix)]) for name in names
+                     if name.endswith(suffix) and name[:-len(suffix)].isdigit())
+
+
+def audit_vm(scan: _Scan, node: str, vmid: int) -> VmAudit:
+    host = scan.host
     try:
         vm = host.load_vm(node, vmid)
-        settings = read_settings(host.paths.cache_settings(vmid), vmid)
+        settings = read_settings(host.paths.cache_settings(vmid), vmid) \
+            if vmid in scan.with_settings else {}
     except InvalidInputError as error:
         return VmAudit(vmid, node, None, False, None, (), str(error))
     # Running here: on its node, or on this one as the target of a migration.
-    pid = host.running_pid(vmid)
+    pid = host.running_pid(vmid) if vmid in scan.with_pid_file else None
     record = read_record(host, vmid, pid) if pid is not None else None
     disks = []
     for key, text in vm.disk_lines():
@@ -229,7 +261,7 @@ def audit_vm(host: PveHost, node: str, vmid: int, storage: StorageConfig) -> VmA
                                    problem="; ".join(error.lines())))
             continue
         if is_disk(drive):
-            disks.append(_audit_disk(host, vm, drive, settings, record, storage))
+            disks.append(_audit_disk(host, vm, drive, settings, record, scan.storage))
     return VmAudit(vmid, node, vm.name, pid is not None, vm.lock, tuple(disks))
 
 
@@ -243,17 +275,22 @@ def _audit_disk(host: PveHost, vm: HostVm, drive: Drive, settings: CacheSettings
         disk = resolve_disk(with_settings(drive, values), storage)
     except InvalidInputError as error:
         return DiskAudit(key, drive.file, None, None, setting_text, source, problem=str(error))
-    found = DiskAudit(key, drive.file, disk.storage.id if disk.storage else None, disk.format,
-                      setting_text, source)
+    found = (key, drive.file, disk.storage.id if disk.storage else None, disk.format,
+             setting_text, source)
     problem = host.unreadable_reason(vm, disk)
-    if problem is not None or disk.path is None:
-        return replace(found, problem=problem)
-    try:
-        chain = read_chain(disk.path, format="qcow2" if disk.format == "qcow2" else "raw",
-                           tools=host.tools)
-        return replace(found, layers=_layers(disk, chain, source, record, host))
-    except InvalidInputError as error:
-        return replace(found, problem=str(error))
+    if problem is None and disk.path is not None:
+        try:
+            chain = read_chain(disk.path, format="qcow2" if disk.format == "qcow2" else "raw",
+                               tools=host.tools)
+        except InvalidInputError as error:
+            return DiskAudit(*found, problem=str(error))
+        try:
+            return DiskAudit(*found, layers=_layers(disk, chain, source, record, host))
+        except QemuCacheError as error:
+            # Its settings would not reach QEMU (which refuses them): QEMU's defaults stay.
+            return DiskAudit(*found[:-1], "default", _layers(disk, chain, "default", None, host),
+                             settings_problem=str(error))
+    return DiskAudit(*found, problem=problem)
 
 
 def _cache_source(key: str, values: Mapping[str, object], record: Record | None) -> str:
@@ -275,11 +312,29 @@ def _layers(disk: Disk, chain: list[ImageInfo], source: str, record: Record | No
         if not image.is_qcow2:
             layers.append(LayerAudit(image, {}, None, None, 0))
             continue
-        auto = cache.auto_size(image).cache_size
-        layers.append(LayerAudit(
-            image, image_options, cache.effective_cache(image, _cache_options(image_options)),
-            auto, _memory(cache.effective_cache(image, CacheOptions(cache_size=auto)))))
+        try:
+            effective, auto, auto_memory = _caches(
+                image.virtual_size, image.cluster_size, image.refcount_bits, image.extended_l2,
+                tuple(image_options.items()))
+        except QemuCacheError:
+            # Again on the image itself: QEMU's refusal names its file.
+            cache.effective_cache(image, _cache_options(image_options))
+            raise
+        layers.append(LayerAudit(image, image_options, effective, auto, auto_memory))
     return tuple(layers)
+
+
+@functools.lru_cache(maxsize=4096)
+def _caches(virtual_size: int, cluster_size: int | None, refcount_bits: int | None,
+            extended_l2: bool, options: tuple[tuple[str, int], ...]
+            ) -> tuple[EffectiveCache, int, int]:
+    """An image's cache with ``options``, its auto size and what that costs, from the facts
+    they depend on: a host's images come in few sizes and layouts."""
+    image = ImageInfo("", "qcow2", virtual_size, cluster_size=cluster_size,
+                      refcount_bits=refcount_bits, extended_l2=extended_l2)
+    auto = cache.auto_size(image).cache_size
+    return (cache.effective_cache(image, _cache_options(dict(options))), auto,
+            _memory(cache.effective_cache(image, CacheOptions(cache_size=auto))))
 
 
 def _options_now(disk: Disk, chain: list[ImageInfo], source: str, record: Record | None,

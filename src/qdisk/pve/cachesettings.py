@@ -124,6 +124,8 @@ def read_settings(path: Path, vmid: int) -> CacheSettings:
 def with_settings(drive: Drive, values: Mapping[str, Value]) -> Drive:
     """The drive with its qcow2 options replaced by ``values``, checked with every rule of
     the drive language."""
+    if not values and not any(name in drive.values for name in QCOW2_CACHE_KEYS):
+        return drive
     kept = {name: value for name, value in drive.values.items() if name not in QCOW2_CACHE_KEYS}
     return make_drive(drive.key, {**kept, **values}).drive
 
@@ -146,9 +148,11 @@ def cluster_lock(path: Path, *, timeout: float | None = None) -> Iterator[None]:
             os.mkdir(path, 0o700)
             break
         except FileExistsError:
+            if not path.is_dir():
+                raise PveRefusedError(f"{path}: not a directory, where the cluster lock is "
+                                      f"taken: remove it") from None
             if _age(path) > LOCK_STALE_AFTER:
-                with contextlib.suppress(FileNotFoundError):
-                    os.rmdir(path)
+                _remove_stale(path)
                 continue
             if time.monotonic() >= deadline:
                 raise PveError(f"{path}: the lock is held by another command (on some node) for "
@@ -166,6 +170,16 @@ def cluster_lock(path: Path, *, timeout: float | None = None) -> Iterator[None]:
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.rmdir(path)
+
+
+def _remove_stale(path: Path) -> None:
+    try:
+        os.rmdir(path)
+    except FileNotFoundError:
+        pass  # another command removed it first
+    except OSError as error:
+        raise PveError(f"{path}: a lock left behind that cannot be removed: "
+                       f"{error.strerror}") from None
 
 
 def _age(path: Path) -> float:
@@ -186,6 +200,8 @@ def replace_file(path: Path, text: str | None) -> None:
         with contextlib.suppress(FileExistsError):
             os.mkdir(path.parent, PMXCFS_DIR_MODE)
         temporary = path.with_name(f"{path.name}.tmp.{os.getpid()}")
+        # One of this process's name can only be left by a killed command of the same pid.
+        temporary.unlink(missing_ok=True)
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
                      PMXCFS_FILE_MODE)
         try:

@@ -70,7 +70,7 @@ def _run_state(host: PveHost, vmid: int) -> str:
     if host.running_pid(vmid) is None:
         raise PveRefusedError(f"VM {vmid} is not running on this node ({host.node})")
     try:
-        with qmp_session(host.paths.layout.run_files(vmid).qmp) as qmp:
+        with qmp_session(host.layout.run_files(vmid).qmp) as qmp:
             return str(qmp.execute("query-status")["status"])
     except QmpError as error:
         raise PveRefusedError(f"VM {vmid}: {error}") from None
@@ -80,7 +80,7 @@ def _spawn_migration_waiter(host: PveHost, vmid: int) -> int:
     """Start ``qdisk pve hook --wait-for-migration VMID post-start`` detached: its own
     session, stdin from /dev/null, stdout and stderr to the VM's log. The hookscript's
     caller reads the hook's output until it closes, so the child must not hold it."""
-    log_path = host.paths.layout.run_files(vmid).log
+    log_path = host.layout.run_files(vmid).log
     with fileio.truncated_output(log_path, home=host.paths.qdisk_run_dir) as log_file:
         argv = [sys.executable, "-c", _CHILD_SOURCE, "pve", "hook", "--wait-for-migration",
                 str(vmid), "post-start"]

@@ -12,7 +12,7 @@ import os
 import re
 import socket
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from qdisk import processes
@@ -20,7 +20,7 @@ from qdisk.configtext import read_config
 from qdisk.drive import Drive, drive_keys, parse_drive
 from qdisk.errors import InvalidInputError, QdiskError
 from qdisk.image import has_protocol
-from qdisk.layout import PveLayout
+from qdisk.layout import Layout, PveLayout
 from qdisk.qemu.nodes import Disk
 from qdisk.settings import Tools
 from qdisk.storage import StorageConfig, StorageError, parse_storage_cfg
@@ -87,10 +87,15 @@ def is_disk(drive: Drive) -> bool:
 
 @dataclass(frozen=True)
 class PveHost:
-    """The host's paths (``paths.node`` is this node) and the QEMU tools."""
+    """The host's paths (``paths.node`` is this node, ``layout`` its VM configs and run
+    files) and the QEMU tools."""
 
     paths: PveLayout
     tools: Tools
+    layout: Layout = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "layout", self.paths.layout)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> PveHost:
@@ -154,7 +159,7 @@ class PveHost:
     def running_pid(self, vmid: int) -> int | None:
         """The pid of VM ``vmid``'s QEMU on this node: the live process its pid file names,
         told the VM's QMP socket (qemu-server always writes the pid file)."""
-        files = self.paths.layout.run_files(vmid)
+        files = self.layout.run_files(vmid)
         try:
             pid = int(files.pid.read_text().strip())
         except (OSError, ValueError):
