@@ -152,7 +152,7 @@ def vm_size(pid: int) -> int:
 def make_tree(root: Path) -> PveTree:
     """The host: storages, and the VMs every test finds (their images made here).
 
-    - 100 (pve1): scsi0 32 TiB thin qcow2; scsi1 a linked clone of template 900's base;
+    - 100 (pve1): scsi0 32 TiB thin qcow2 in an I/O thread (Proxmox VE's default); scsi1 a linked clone of template 900's base;
       scsi2 on a volume chain (128 KiB clusters and extended L2 over a 64 KiB base);
       scsi3 raw; ide2 a CD-ROM drive.
     - 101 (pve1): a pinned machine older than 10.0 (qemu-server starts it with -drive).
@@ -176,9 +176,9 @@ def make_tree(root: Path) -> PveTree:
     tree.image(local, 100, "vm-100-disk-3.raw", "1M")
     tree.write_vm(100, {
         "hookscript": "local:snippets/qdisk-hook.sh", "memory": "32", "name": "db",
-        "parent": "s1", "scsihw": "virtio-scsi-pci",
+        "parent": "s1", "scsihw": "virtio-scsi-single",
         "ide2": "none,media=cdrom",
-        "scsi0": "local:100/vm-100-disk-0.qcow2,discard=on,size=32T",
+        "scsi0": "local:100/vm-100-disk-0.qcow2,discard=on,iothread=1,size=32T",
         "scsi1": "local:900/base-900-disk-0.qcow2/100/vm-100-disk-1.qcow2,size=4T",
         "scsi2": "vc:100/vm-100-disk-2.qcow2,cache=writeback,size=2T",
         "scsi3": "local:100/vm-100-disk-3.raw,size=1M",

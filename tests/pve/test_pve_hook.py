@@ -25,6 +25,12 @@ pytestmark = pytest.mark.qemu
 APPLY_WAIT = 30.0
 
 
+def test_post_start_without_settings_does_not_even_ask_qemu(tree: PveTree,
+                                                           run_qdisk: RunQdisk) -> None:
+    result = run_qdisk("pve", "hook", "100", "post-start")  # VM 100 does not run
+    assert (result.exit_code, result.stdout, result.stderr) == (0, "", "")
+
+
 @pytest.mark.parametrize("phase", ["pre-start", "pre-stop", "post-stop", "some-future-phase"])
 def test_other_phases_do_nothing(tree: PveTree, run_qdisk: RunQdisk, phase: str) -> None:
     # Even for a VM that does not run, whose settings could not be applied.
@@ -37,6 +43,10 @@ def test_other_phases_do_nothing(tree: PveTree, run_qdisk: RunQdisk, phase: str)
 
 @pytest.mark.parametrize("vmid", ["100", "555", "not-a-vmid"])
 def test_post_start_never_fails_the_start(tree: PveTree, run_qdisk: RunQdisk, vmid: str) -> None:
+    # Settings that cannot be applied: VM 100 does not run, VM 555 does not exist.
+    tree.settings_path(100).parent.mkdir()
+    for number in (100, 555):
+        tree.settings_path(number).write_text("scsi0: qcow2-l2-cache-size=64\n")
     result = run_qdisk("pve", "hook", vmid, "post-start")
     assert result.exit_code == 0
     assert result.stderr.startswith(f"warning: VM {vmid}: qcow2 cache settings not applied: ")

@@ -110,8 +110,7 @@ def _layer_text(layer: audit.LayerAudit) -> str:
     return (f"{head}, clusters {format_bytes(image.cluster_size or 0)}"
             f"{', extended L2' if image.extended_l2 else ''}; {describe_options(layer.options)}: "
             f"L2 {format_bytes(layer.effective.l2_cache_size)} covers {layer.coverage:.1f}%, "
-            f"{format_bytes(layer.memory)}; auto {format_bytes(layer.auto_size or 0)} covers 100%, "
-            f"{format_bytes(layer.auto_memory)}")
+            f"{format_bytes(layer.memory)}; auto size {format_bytes(layer.auto_memory)} covers all")
 
 
 def _budget_lines(plan: audit.BudgetPlan) -> list[str]:

@@ -46,7 +46,8 @@ class HookResult:
 
 def run_hook(host: PveHost, vmid: int, phase: str) -> HookResult:
     """Phase ``phase`` of VM ``vmid``; every phase but ``post-start`` does nothing."""
-    if phase != "post-start":
+    if phase != "post-start" or not host.paths.cache_settings(vmid).exists():
+        # A QEMU just started has QEMU's defaults: without settings there is nothing to do.
         return HookResult()
     if _run_state(host, vmid) == "inmigrate":
         return HookResult(waiting_pid=_spawn_migration_waiter(host, vmid))
