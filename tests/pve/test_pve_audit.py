@@ -129,8 +129,11 @@ def test_bad_arguments_are_refused(tree: PveTree, run_qdisk: RunQdisk, args: tup
 def test_a_root_without_a_cluster_file_system_is_refused(tmp_path: Any, run_qdisk: RunQdisk,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("QDISK_PVE_ROOT", str(tmp_path))
-    result = run_qdisk("pve", "audit")
-    assert result.exit_code == 2 and "not a Proxmox VE host" in result.stderr
+    for command in (("audit",), ("set", "100", "--scsi0", "qcow2-l2-cache-size=8"),
+                    ("apply", "100")):
+        result = run_qdisk("pve", *command)
+        assert result.exit_code == 2 and "not a Proxmox VE host" in result.stderr
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_settings_qemu_would_refuse_are_shown_with_qemus_reason(tree: PveTree,

@@ -143,7 +143,7 @@ def test_a_value_qemu_refuses_leaves_qemu_and_the_record_as_they_were(
     assert result.exit_code == 1
     assert "scsi0: QEMU refused blockdev-reopen: L2 cache entry size must be a power of two" \
         in result.stderr
-    assert "QEMU refused the settings of VM 100 scsi0" in result.stderr
+    assert "not applied: VM 100 scsi0" in result.stderr
     assert_grown(pid, before, 0)
     assert nodes(tree, 100) == nodes_before and tree.record(100) == record_before
 

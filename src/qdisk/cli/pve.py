@@ -146,7 +146,7 @@ def set_(ctx: click.Context, vmid: int, deletes: tuple[str, ...]) -> None:
     click.echo(f"stored in {host.paths.cache_settings(vmid)}: {', '.join(result.stored)}"
                if result.stored else "the stored settings are unchanged")
     if result.refused:
-        raise PveRefusedError(f"VM {vmid}: QEMU refused, nothing changed for "
+        raise PveRefusedError(f"VM {vmid}: not applied, and not stored: "
                               f"{', '.join(outcome.key for outcome in result.refused)}")
 
 
@@ -181,9 +181,9 @@ def apply_(settings: Settings, vmid: int | None, all_vms: bool) -> None:
             continue
         _report(outcomes)
         failed += [f"VM {each} {outcome.key}" for outcome in outcomes
-                   if outcome.outcome is Outcome.REFUSED]
+                   if outcome.outcome in (Outcome.REFUSED, Outcome.FAILED)]
     if failed:
-        raise PveError(f"QEMU refused the settings of {', '.join(failed)}")
+        raise PveError(f"not applied: {', '.join(failed)}")
 
 
 # --- hook ---------------------------------------------------------------------------------

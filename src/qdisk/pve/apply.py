@@ -57,6 +57,7 @@ class Outcome(enum.Enum):
     APPLIED = "applied"    # QEMU has the settings now
     LEFT = "left"          # the disk cannot take them live: left as it is
     REFUSED = "refused"    # QEMU refused them: nothing changed
+    FAILED = "failed"      # QEMU's monitor failed: what QEMU has is not known
     SKIPPED = "skipped"    # not a qcow2 disk of the VM
 
 
@@ -218,14 +219,17 @@ def _apply_drive(host: PveHost, vm: HostVm, key: str, values: Mapping[str, Value
             added = [*(previous.added if previous else []),
                      *(node["node-name"] for node in _nested(plan.added))]
             messages += _delete_unused(qmp, key, [name for name in added if name not in plan.chain])
-    except live.NotLive as error:
-        return DriveOutcome(key, Outcome.LEFT, (f"{error}: left as it is",))
     except QmpCommandError as error:
         return DriveOutcome(key, Outcome.REFUSED, (f"{key}: {error}",))
+    except QmpError as error:
+        return DriveOutcome(key, Outcome.FAILED, (f"{key}: {error}",))
     except DriveError as error:
         return DriveOutcome(key, Outcome.LEFT, tuple(f"{line}: left as it is" for line in error.lines()))
-    except InvalidInputError as error:
-        return DriveOutcome(key, Outcome.LEFT, (f"{key}: {error}: left as it is",))
+    except (live.NotLive, InvalidInputError) as error:
+        # No such drive, an image that cannot be read, nodes that cannot be reopened.
+        text = str(error)
+        return DriveOutcome(key, Outcome.LEFT, (
+            f"{text if text.startswith(f'{key}:') else f'{key}: {text}'}: left as it is",))
     record.disks[key] = DiskRecord(
         [(name, level.filename) for name, level in zip(plan.chain, running)], plan.applied_nodes,
         [name for name in added if name in plan.chain])

@@ -27,7 +27,7 @@ from typing import Any
 from qdisk import cache
 from qdisk.cache import MIB, CacheOptions, EffectiveCache, QemuCacheError
 from qdisk.drive import Drive, parse_drive
-from qdisk.errors import DriveError, InvalidInputError
+from qdisk.errors import DriveError, InvalidInputError, QdiskError
 from qdisk.image import ImageInfo, read_chain
 from qdisk.pve.apply import Record, read_record
 from qdisk.pve.cachesettings import CacheSettings, print_settings_value, read_settings, with_settings
@@ -215,7 +215,7 @@ def audit(host: PveHost, nodes: Sequence[str] | None = None, *,
                  _vmids_with(host.layout.run_dir, ".pid"))
     results = []
     for node in nodes or [host.node]:
-        vms = tuple(audit_vm(scan, node, vmid) for vmid in host.vmids(node))
+        vms = tuple(_audit_vm(scan, node, vmid) for vmid in host.vmids(node))
         results.append(NodeAudit(node, vms, None if budget is None else plan_budget(vms, budget)))
     return results
 
@@ -241,13 +241,14 @@ def _vmids_with(directory: Path, suffix: str) -> frozenset[int]:
                      if name.endswith(suffix) and name[:-len(suffix)].isdigit())
 
 
-def audit_vm(scan: _Scan, node: str, vmid: int) -> VmAudit:
+def _audit_vm(scan: _Scan, node: str, vmid: int) -> VmAudit:
     host = scan.host
     try:
         vm = host.load_vm(node, vmid)
         settings = read_settings(host.paths.cache_settings(vmid), vmid) \
             if vmid in scan.with_settings else {}
-    except InvalidInputError as error:
+    except QdiskError as error:
+        # A VM whose files cannot be read is reported; the audit goes on with the others.
         return VmAudit(vmid, node, None, False, None, (), str(error))
     # Running here: on its node, or on this one as the target of a migration.
     pid = host.running_pid(vmid) if vmid in scan.with_pid_file else None
@@ -290,6 +291,8 @@ def _audit_disk(host: PveHost, vm: HostVm, drive: Drive, settings: CacheSettings
             # Its settings would not reach QEMU (which refuses them): QEMU's defaults stay.
             return DiskAudit(*found[:-1], "default", _layers(disk, chain, "default", None, host),
                              settings_problem=str(error))
+        except InvalidInputError as error:
+            problem = str(error)
     return DiskAudit(*found, problem=problem)
 
 

@@ -99,7 +99,7 @@ def parse_settings(text: str, *, source: str) -> CacheSettings:
         try:
             settings[key] = parse_settings_value(key, value.strip(BLANKS))
         except DriveError as error:
-            problems += [f"{source}: line {number}: {line}" for line in error.lines()]
+            problems += [f"{source}: line {number}: {message}" for message in error.lines()]
     if problems:
         raise ConfigFileError("\n".join(problems))
     return settings

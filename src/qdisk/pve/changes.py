@@ -49,7 +49,9 @@ class SetResult:
 
     @property
     def refused(self) -> tuple[DriveOutcome, ...]:
-        return tuple(outcome for outcome in self.outcomes if outcome.outcome is Outcome.REFUSED)
+        """The changes QEMU refused, or that could not reach it: not stored."""
+        return tuple(outcome for outcome in self.outcomes
+                     if outcome.outcome in (Outcome.REFUSED, Outcome.FAILED))
 
 
 def set_cache(host: PveHost, vmid: int, changes: Mapping[str, str],
@@ -57,6 +59,7 @@ def set_cache(host: PveHost, vmid: int, changes: Mapping[str, str],
     """Set (``changes``: drive key -> options) and remove (``deletes``) VM ``vmid``'s
     settings; see the module. Raises InvalidOptionsError with every problem found."""
     check_vmid(vmid)
+    host.check()  # before the lock: nothing is made under a root that is no host
     problems: list[str] = []
     parsed: CacheSettings = {}
     for key, text in changes.items():
@@ -90,7 +93,7 @@ def set_cache(host: PveHost, vmid: int, changes: Mapping[str, str],
         if host.running_pid(vmid) is not None:
             outcomes = apply_settings(host, vm, wanted, [*parsed, *removed], storage=storage)
             for outcome in outcomes:
-                if outcome.outcome is Outcome.REFUSED:
+                if outcome.outcome in (Outcome.REFUSED, Outcome.FAILED):
                     _keep_as_before(wanted, current, outcome.key)
         else:
             notes.append(_where_it_applies(host, vm))
