@@ -9,6 +9,18 @@ paths under the home. Today's tree (``QDISK_HOME``) is one layout::
       lock/<vmid>.lock        a VM's lock; <vmid>.alloc: images a command is creating
       run/<vmid>.{qmp,pid,vnc,log,state.json}   a running VM's files
       storage/local/          the default storage's directory
+
+A Proxmox VE host is the other (:meth:`Layout.proxmox_ve`, and :class:`PveLayout` for
+what only a host has), every path under a root (``/`` on a host)::
+
+    etc/pve/                  pmxcfs, the cluster file system (every node sees all of it)
+      storage.cfg
+      nodes/<node>/qemu-server/<vmid>.conf   VM configs (qemu-server's, never written)
+      qdisk/<vmid>.conf       qdisk's qcow2 cache settings of a VM, one line per drive
+      priv/lock/<name>/       cluster-wide locks (a directory each)
+    var/run/qemu-server/<vmid>.{qmp,pid,vnc}   a running VM's files (qemu-server's)
+    var/run/qdisk/<vmid>.{state.json,log,lock} qdisk's record of what it applied (this node)
+    var/lock/qdisk/           qdisk's own locks
 """
 
 from __future__ import annotations
@@ -35,17 +47,32 @@ class RunFiles:
 
 @dataclass(frozen=True)
 class Layout:
+    """``own_run_dir``: where qdisk keeps its own files of a running VM (log, state), when
+    they do not live beside QEMU's (None: in ``run_dir``)."""
+
     config_dir: Path
     storage_cfg: Path
     lock_dir: Path
     run_dir: Path
     default_storage_dir: Path
+    own_run_dir: Path | None = None
 
     @classmethod
     def under_home(cls, home: Path) -> Layout:
         return cls(config_dir=home / "qemu-server", storage_cfg=home / "storage.cfg",
                    lock_dir=home / "lock", run_dir=home / "run",
                    default_storage_dir=home.absolute() / "storage" / "local")
+
+    @classmethod
+    def proxmox_ve(cls, root: Path, node: str) -> Layout:
+        """Node ``node`` of a Proxmox VE host whose files are under ``root``: its VM configs,
+        qemu-server's run files, and qdisk's own beside them (never in qemu-server's)."""
+        host = PveLayout(root, node)
+        return cls(config_dir=host.node_config_dir(node), storage_cfg=host.storage_cfg,
+                   lock_dir=root / "var" / "lock" / "qdisk",
+                   run_dir=root / "var" / "run" / "qemu-server",
+                   default_storage_dir=root / "var" / "lib" / "vz",
+                   own_run_dir=host.qdisk_run_dir)
 
     def vm_config(self, vmid: int) -> Path:
         return self.config_dir / f"{vmid}.conf"
@@ -59,5 +86,55 @@ class Layout:
         return self.lock_dir / f"{vmid}.alloc"
 
     def run_files(self, vmid: int) -> RunFiles:
-        return RunFiles(*(self.run_dir / f"{vmid}.{suffix}"
-                          for suffix in ("qmp", "pid", "vnc", "log", "state.json")))
+        own = self.own_run_dir or self.run_dir
+        return RunFiles(qmp=self.run_dir / f"{vmid}.qmp", pid=self.run_dir / f"{vmid}.pid",
+                        vnc=self.run_dir / f"{vmid}.vnc", log=own / f"{vmid}.log",
+                        state=own / f"{vmid}.state.json")
+
+
+@dataclass(frozen=True)
+class PveLayout:
+    """The paths of a Proxmox VE host that only a host has: pmxcfs (``etc/pve``), every
+    node's VM configs, qdisk's settings and the cluster locks there, and qdisk's run
+    directory of this node (``node``). ``root`` is ``/`` on a host."""
+
+    root: Path
+    node: str
+
+    @property
+    def cluster_dir(self) -> Path:
+        return self.root / "etc" / "pve"
+
+    @property
+    def storage_cfg(self) -> Path:
+        return self.cluster_dir / "storage.cfg"
+
+    @property
+    def nodes_dir(self) -> Path:
+        return self.cluster_dir / "nodes"
+
+    def node_config_dir(self, node: str) -> Path:
+        return self.nodes_dir / node / "qemu-server"
+
+    @property
+    def settings_dir(self) -> Path:
+        return self.cluster_dir / "qdisk"
+
+    def cache_settings(self, vmid: int) -> Path:
+        """qdisk's qcow2 cache settings of VM ``vmid`` (cluster-wide: they follow the VM)."""
+        return self.settings_dir / f"{vmid}.conf"
+
+    def cluster_lock(self, name: str) -> Path:
+        return self.cluster_dir / "priv" / "lock" / name
+
+    @property
+    def qdisk_run_dir(self) -> Path:
+        return self.root / "var" / "run" / "qdisk"
+
+    def apply_lock(self, vmid: int) -> Path:
+        """This node's lock of a running VM's record and QMP sessions."""
+        return self.qdisk_run_dir / f"{vmid}.lock"
+
+    @property
+    def layout(self) -> Layout:
+        return Layout.proxmox_ve(self.root, self.node)

@@ -14,7 +14,7 @@ import sys
 import click
 
 from qdisk import __version__
-from qdisk.cli import bench, cache, demo, drive, image, serve, storage, token, vm
+from qdisk.cli import bench, cache, demo, drive, image, pve, serve, storage, token, vm
 from qdisk.cli.common import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_INVALID, EXIT_OK
 from qdisk.errors import InvalidInputError, QdiskError
 from qdisk.settings import Settings
@@ -32,7 +32,7 @@ def cli(ctx: click.Context, verbose: int) -> None:
     ctx.obj = Settings.from_env()
 
 
-for _module in (drive, image, cache, storage, vm, bench, serve, token, demo):
+for _module in (drive, image, cache, storage, vm, pve, bench, serve, token, demo):
     cli.add_command(_module.command)
 
 

@@ -18,6 +18,11 @@ cache, which qemu-server keeps pending and qdisk applies live:
 
 What was applied is recorded in the VM's state (:mod:`qdisk.vm.state`), written at start
 (:func:`initial_state`) and after each reopen.
+
+The reopen itself (:func:`running_chain`, :func:`plan_reopen`, :func:`reopen`) takes the
+QMP connection, the wanted graph and what was applied, not the settings, so it also
+serves VMs that qdisk did not start (a Proxmox VE host's, :mod:`qdisk.pve.apply`): the
+running chain is read from QEMU, node names and all.
 """
 
 from __future__ import annotations
@@ -25,9 +30,9 @@ from __future__ import annotations
 import contextlib
 import enum
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from qdisk import cache
+from qdisk import cache, processes
 from qdisk.cache.options import QCOW2_OPTIONS
 from qdisk.drive import Drive
 from qdisk.errors import QdiskError
@@ -83,9 +88,10 @@ class DriveChange:
         return self.cache | self.throttle
 
 
-class _NotLive(QdiskError):
-    """The running VM is not the one the change can be applied to live (unknown state,
-    other node names): the change waits for the next start."""
+class NotLive(QdiskError):
+    """The running VM's disk cannot take the change live (unknown state, other images or
+    options, nodes QEMU named itself); the message says why, the caller what happens
+    instead (``vm set``: the change waits for the next start)."""
 
 
 def classify(old: Drive, new: Drive) -> DriveChange:
@@ -129,8 +135,9 @@ def apply_drive_change(settings: Settings, vmid: int, old: Drive, new: Drive,
     try:
         messages += _apply(settings, vmid, old, new, disk, cache_changed=bool(cache_keys),
                            throttle_changed=bool(change.throttle))
-    except _NotLive as error:
-        return LiveResult(LiveOutcome.PENDING, (str(error),))
+    except NotLive as error:
+        return LiveResult(LiveOutcome.PENDING,
+                          (f"{error}: the change takes effect at the next start",))
     return LiveResult(LiveOutcome.LIVE, tuple(messages))
 
 
@@ -148,21 +155,23 @@ def _apply(settings: Settings, vmid: int, old: Drive, new: Drive, disk: Disk, *,
     nothing), then reopen; if QEMU refuses the reopen, the old limits are restored."""
     state = read_state(settings, vmid)
     if state is None:
-        raise _NotLive(f"{new.key}: no readable record of how the VM was started "
-                       f"({settings.layout.run_files(vmid).state}): the change takes effect at "
-                       f"the next start")
+        raise NotLive(f"{new.key}: no readable record of how the VM was started "
+                      f"({settings.layout.run_files(vmid).state})")
     syntax = state.syntax
     with QmpConnection(settings.layout.run_files(vmid).qmp) as qmp:
         plan = None
         if cache_changed:
-            plan = _plan_reopen(qmp, disk, settings, state.disks.get(new.key, []))
+            wanted = format_node(disk, tools=settings.tools, explicit_backing=True)
+            plan = plan_reopen(disk.key, wanted, running_chain(qmp, disk.key, wanted["node-name"]),
+                               state.disks.get(new.key, []),
+                               replace_qemu_levels=cache.uses_auto_size(disk.drive))
         messages = []
         if throttle_changed:
             _set_throttle(qmp, syntax, new)
             messages.append(f"{new.key}: throttle limits applied live")
         if plan is not None:
             try:
-                _reopen(qmp, plan)
+                reopen(qmp, plan)
             except QmpError:
                 if throttle_changed:
                     # QEMU's refusal is the error to report.
@@ -197,60 +206,169 @@ def _set_throttle(qmp: QmpConnection, syntax: Syntax, drive: Drive) -> None:
 
 
 @dataclass(frozen=True)
-class _ReopenPlan:
+class RunningLevel:
+    """One image of a running disk's backing chain as QEMU reports it: its format node,
+    the node under it (``file``), and the options a reopen must keep as they are."""
+
+    node_name: str
+    file_node_name: str | None
+    filename: str
+    driver: str
+    read_only: bool
+    detect_zeroes: str
+    cache: Mapping[str, bool] = field(default_factory=dict)
+
+    @property
+    def named_by_qemu(self) -> bool:
+        """QEMU generated the node's name (``#block123``): it opened the node itself, from
+        the header of the image above or from a ``-drive`` without names. QEMU cannot
+        reopen such a node (7.2: "Cannot change the option 'node-name'")."""
+        return self.node_name.startswith("#")
+
+
+def running_chain(qmp: QmpConnection, key: str, node_name: str) -> list[RunningLevel]:
+    """The running backing chain from the format node ``node_name`` down (a throttle node
+    named instead, as qemu-server's ``drive-scsi0``, stands for the node under it).
+    Refused while a block job (backup, mirror, commit, stream) uses one of its nodes."""
+    graph = qmp.execute("x-debug-query-block-graph")
+    names = {node["id"]: node["name"] for node in graph["nodes"]
+             if node["type"] == "block-driver"}
+    if node_name not in names.values():
+        raise NotLive(f"{key}: QEMU has no node '{node_name}'")
+    children = {(names[edge["parent"]], edge["name"]): names[edge["child"]]
+                for edge in graph["edges"] if edge["parent"] in names and edge["child"] in names}
+    jobs = {node["id"]: node["name"] for node in graph["nodes"] if node["type"] == "block-job"}
+    used_by_jobs = {names.get(edge["child"]): jobs[edge["parent"]] for edge in graph["edges"]
+                    if edge["parent"] in jobs}
+    infos = {info["node-name"]: info
+             for info in qmp.execute("query-named-block-nodes", {"flat": True})}
+    chain: list[RunningLevel] = []
+    name: str | None = node_name
+    while name is not None:
+        if name in used_by_jobs:
+            raise NotLive(f"{key}: block job '{used_by_jobs[name]}' is using node {name}")
+        info, file_node = infos[name], children.get((name, "file"))
+        if info["drv"] == "throttle" and not chain:
+            name = file_node
+            continue
+        # The protocol node's filename: a format node with explicit children reports a
+        # json:{...} one.
+        filename = infos[file_node]["file"] if file_node in infos else info["file"]
+        chain.append(RunningLevel(
+            name, file_node, filename, info["drv"], info["ro"], info["detect_zeroes"],
+            {option: info["cache"][option] for option in ("direct", "no-flush")}))
+        name = children.get((name, "backing"))
+    return chain
+
+
+@dataclass(frozen=True)
+class ReopenPlan:
     """What brings a running chain to the new drive's cache: the backing node to add
     first (with its own backing nodes nested), the ``blockdev-reopen`` options (one
-    transaction), the state's node list afterwards and the messages."""
+    transaction), the chain's node names afterwards, the qcow2 nodes' caches afterwards
+    (the state's node list) and the messages."""
 
     added: Node | None
     options: list[Node]
+    chain: list[str]
     applied_nodes: list[AppliedNode]
     messages: list[str]
 
 
-def _plan_reopen(qmp: QmpConnection, disk: Disk, settings: Settings,
-                 applied: list[AppliedNode]) -> _ReopenPlan:
-    """The wanted chain is built with every backing node explicit. Levels QEMU opened
-    itself (auto-generated names, which cannot be reopened) are left alone unless the
-    new drive sizes the backing images' caches: then they are replaced by qdisk's nodes,
-    added read-only with ``blockdev-add`` and attached by reopening their parent (QEMU
-    drops the implicit nodes no parent uses any more). Of the other levels, the qcow2
-    nodes whose cache differs from the one last applied are reopened.
+def plan_reopen(key: str, wanted_top: Node, running: list[RunningLevel],
+                applied: list[AppliedNode], *, replace_qemu_levels: bool) -> ReopenPlan:
+    """The reopen that gives the running chain the caches of ``wanted_top`` (the format
+    node with every backing node explicit, :func:`format_node` with ``explicit_backing``).
+
+    Each level is matched by depth; it must run the image the wanted graph names. Levels
+    opened under a name (by qdisk, or by qemu-server) are reopened in place, under their
+    running names, with the wanted options; each must already run with the options a
+    reopen gives it besides the cache (read-only, detect-zeroes, cache mode), else QEMU
+    would change those too. Levels QEMU opened itself (``#block`` names) cannot be
+    reopened: with ``replace_qemu_levels`` (the drive sizes the backing images' caches)
+    they are replaced by the wanted nodes, added read-only with ``blockdev-add`` and
+    attached by reopening their parent (QEMU drops the nodes no parent uses any more);
+    else they keep QEMU's defaults. Of the levels reopened in place, only the qcow2 nodes
+    whose cache differs from the one ``applied`` are.
     """
-    wanted = _backing_chain(format_node(disk, tools=settings.tools, explicit_backing=True))
-    running = _running_chain(qmp, disk.key, wanted[0]["node-name"])
+    wanted = _backing_chain(wanted_top)
     if len(running) != len(wanted):
-        raise _NotLive(f"{disk.key}: the running backing chain has {len(running)} images, the "
-                       f"image's header {len(wanted)}: the change takes effect at the next start")
-    # The first level QEMU did not open under qdisk's name; below it, none are.
-    first_foreign = next((depth for depth, node in enumerate(wanted)
-                          if running[depth] != node["node-name"]), len(wanted))
+        raise NotLive(f"{key}: the running backing chain has {len(running)} images, the "
+                      f"image's header {len(wanted)}")
+    for node, level in zip(wanted, running):
+        _check_same_image(key, node, level)
+    # The first level QEMU opened itself; below it, QEMU opened every one.
+    first_foreign = next((depth for depth, level in enumerate(running) if level.named_by_qemu),
+                         len(running))
+    if first_foreign == 0:
+        raise NotLive(f"{key}: QEMU named the disk's node itself ({running[0].node_name}: a VM "
+                      f"started with -drive) and cannot reopen such a node")
+    for depth in range(first_foreign):
+        _check_reopen_keeps(key, wanted[depth], running[depth])
+    names = [level.node_name for level in running]
     added = None
-    if first_foreign < len(wanted) and cache.uses_auto_size(disk.drive):
+    if first_foreign < len(wanted) and replace_qemu_levels:
         added = wanted[first_foreign]
-        running[first_foreign:] = [node["node-name"] for node in wanted[first_foreign:]]
+        names[first_foreign:] = [node["node-name"] for node in wanted[first_foreign:]]
     was = {node.node_name: dict(node.cache) for node in applied}
     options, messages = [], []
     for depth in range(first_foreign):
-        node = wanted[depth]
+        node, level = wanted[depth], running[depth]
         new_backing = added is not None and depth == first_foreign - 1
-        if node["driver"] != "qcow2" or (was.get(node["node-name"]) == _cache_of(node)
+        if node["driver"] != "qcow2" or (was.get(level.node_name) == _cache_of(node)
                                          and not new_backing):
             continue
-        reopen = reopen_options(node)
-        if depth + 1 < len(wanted):
-            reopen["backing"] = running[depth + 1]
-        options.append(reopen)
-        messages.append(_applied_message(disk.key, node))
+        options.append(_reopen_options(node, level, names[depth + 1:depth + 2]))
+        messages.append(_applied_message(key, node))
     if added is not None:
-        messages += [_applied_message(disk.key, node) for node in _backing_chain(added)
+        messages += [_applied_message(key, node) for node in _backing_chain(added)
                      if node["driver"] == "qcow2"]
-    named = wanted[:first_foreign] if added is None else wanted
-    return _ReopenPlan(added, options, _applied_nodes(named), messages or [
-        f"{disk.key}: QEMU already has these qcow2 cache options"])
+    named = len(wanted) if added is not None else first_foreign
+    applied_nodes = [AppliedNode(names[depth], _filename(wanted[depth]), _cache_of(wanted[depth]))
+                     for depth in range(named) if wanted[depth]["driver"] == "qcow2"]
+    return ReopenPlan(added, options, names, applied_nodes, messages or [
+        f"{key}: QEMU already has these qcow2 cache options"])
 
 
-def _reopen(qmp: QmpConnection, plan: _ReopenPlan) -> None:
+def _reopen_options(node: Node, level: RunningLevel, backing: list[str]) -> Node:
+    """The wanted node's options for a reopen, under the running node's names."""
+    options = {**reopen_options(node), "node-name": level.node_name}
+    if level.file_node_name is not None:
+        options["file"] = level.file_node_name
+    if backing:
+        options["backing"] = backing[0]
+    return options
+
+
+def _filename(node: Node) -> str:
+    return str(node["file"].get("filename", node["file"]["node-name"]))
+
+
+def _check_same_image(key: str, node: Node, level: RunningLevel) -> None:
+    filename = _filename(node)
+    if level.driver != node["driver"] or not processes.same_path(level.filename, filename):
+        raise NotLive(f"{key}: QEMU runs {level.driver} image {level.filename} (node "
+                      f"{level.node_name}) where the config's chain has {node['driver']} image "
+                      f"{filename}")
+
+
+def _check_reopen_keeps(key: str, node: Node, level: RunningLevel) -> None:
+    """A reopen gives the node every option: refused when one besides the cache differs
+    from what the node runs with (QEMU would change it)."""
+    differences = [f"{name} {running!r} (the config gives {wanted!r})"
+                   for name, running, wanted in (
+                       ("read-only", level.read_only, node["read-only"]),
+                       ("detect-zeroes", level.detect_zeroes, node.get("detect-zeroes", "off")),
+                       ("cache", dict(level.cache), node["cache"]))
+                   if running != wanted]
+    if differences:
+        raise NotLive(f"{key}: node {level.node_name} ({level.filename}) runs with "
+                      f"{', '.join(differences)}: a reopen would change that")
+
+
+def reopen(qmp: QmpConnection, plan: ReopenPlan) -> None:
+    """Carry out ``plan``; raises QmpCommandError when QEMU refuses (then nothing changed,
+    a node added for it is deleted again)."""
     if plan.added is not None:
         qmp.execute("blockdev-add", plan.added)
     if not plan.options:
@@ -263,24 +381,6 @@ def _reopen(qmp: QmpConnection, plan: _ReopenPlan) -> None:
             with contextlib.suppress(QmpError):
                 qmp.execute("blockdev-del", {"node-name": plan.added["node-name"]})
         raise
-
-
-def _running_chain(qmp: QmpConnection, key: str, top_name: str) -> list[str]:
-    """The node names of the running backing chain from ``top_name`` down (QEMU's
-    ``#blockN`` for images it opened itself)."""
-    graph = qmp.execute("x-debug-query-block-graph")
-    names = {node["id"]: node["name"] for node in graph["nodes"]
-             if node["type"] == "block-driver"}
-    if top_name not in names.values():
-        raise _NotLive(f"{key}: QEMU has no node '{top_name}' (the VM was not started with "
-                       "qdisk's node names for this drive): the change takes effect at the "
-                       "next start")
-    backing = {names[edge["parent"]]: names[edge["child"]] for edge in graph["edges"]
-               if edge["name"] == "backing" and edge["parent"] in names}
-    chain = [top_name]
-    while chain[-1] in backing:
-        chain.append(backing[chain[-1]])
-    return chain
 
 
 def _backing_chain(node: Node | None) -> list[Node]:

@@ -1,0 +1,232 @@
+"""`qdisk pve`: Proxmox VE host mode, on the host's own files and running VMs."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import sys
+from pathlib import Path
+
+import click
+
+from qdisk.cache import describe_options
+from qdisk.cli.common import pass_settings, warn
+from qdisk.cli.vm import parse_key_values
+from qdisk.propstring import parse_size
+from qdisk.pve import apply, audit, changes, hook
+from qdisk.pve.apply import DriveOutcome, Outcome
+from qdisk.pve.host import PveError, PveHost, PveRefusedError
+from qdisk.settings import Settings
+from qdisk.units import format_bytes
+
+# `set` takes arbitrary `--DRIVE OPTIONS`, as `vm set` and qm do.
+_KEY_VALUE_COMMAND = {"ignore_unknown_options": True, "allow_extra_args": True}
+
+
+def _host(settings: Settings) -> PveHost:
+    host = PveHost.from_env()
+    return PveHost(host.paths, settings.tools)
+
+
+@click.group(name="pve")
+def command() -> None:
+    """Proxmox VE host mode: audit and tune the qcow2 caches of this host's VMs, live
+    ($QDISK_PVE_ROOT: the host's root, default /; $QDISK_PVE_NODE: this node's name)."""
+
+
+# --- audit --------------------------------------------------------------------------------
+
+
+@command.command(name="audit")
+@click.option("--json", "as_json", is_flag=True, help="JSON for machines.")
+@click.option("--node", "node", metavar="NAME", help="The VMs of node NAME (default: this node).")
+@click.option("--all-nodes", is_flag=True, help="The VMs of every node.")
+@click.option("--budget", metavar="SIZE",
+              help="Share SIZE of memory (e.g. 16G) among each node's qcow2 disks, and print "
+                   "the plan.")
+@pass_settings
+def audit_(settings: Settings, as_json: bool, node: str | None, all_nodes: bool,
+           budget: str | None) -> None:
+    """Every VM and disk: its images, the qcow2 cache each has now, what it covers and costs,
+    and the automatic size. Read-only."""
+    if node is not None and all_nodes:
+        raise click.UsageError("--node and --all-nodes exclude each other")
+    budget_bytes = None
+    if budget is not None:
+        budget_bytes = parse_size(budget)
+        if budget_bytes is None:
+            raise click.BadParameter(f"'{budget}' is not a size (e.g. 512M, 16G, 1.5T)",
+                                     param_hint="--budget")
+    host = _host(settings)
+    nodes = host.nodes() if all_nodes else [node] if node is not None else None
+    results = audit.audit(host, nodes, budget=budget_bytes)
+    if as_json:
+        # Compact: a host's report is large (every image of every disk).
+        click.echo(json.dumps({"nodes": [result.as_json() for result in results]},
+                              separators=(",", ":")))
+        return
+    click.echo("\n\n".join(_node_text(result) for result in results))
+
+
+def _node_text(node: audit.NodeAudit) -> str:
+    lines = [f"node {node.node}: {len(node.vms)} VMs"]
+    for vm in node.vms:
+        lines += _vm_lines(vm)
+    lines.append(f"node {node.node}: qcow2 caches {format_bytes(node.memory)} now, "
+                 f"{format_bytes(node.auto_memory)} to cover every disk whole")
+    if node.budget is not None:
+        lines += _budget_lines(node.budget)
+    return "\n".join(lines)
+
+
+def _vm_lines(vm: audit.VmAudit) -> list[str]:
+    state = "running here" if vm.running else "not running here"
+    lock = f", locked ({vm.lock})" if vm.lock else ""
+    lines = [f"VM {vm.vmid}{f' ({vm.name})' if vm.name else ''}: {state}{lock}"]
+    if vm.problem:
+        return [*lines, f"  {vm.problem}"]
+    for disk in vm.disks:
+        settings = f", settings {disk.settings}" if disk.settings else ""
+        lines.append(f"  {disk.key}: {disk.volume}, {disk.format or '?'}{settings}, "
+                     f"cache: {disk.cache_source}")
+        if disk.problem:
+            lines.append(f"    not read: {disk.problem}")
+            continue
+        if disk.settings_problem:
+            lines.append(f"    its settings would be refused: {disk.settings_problem}")
+        for layer in disk.layers:
+            lines.append("    " + _layer_text(layer))
+    lines.append(f"  VM {vm.vmid}: {format_bytes(vm.memory)} now, {format_bytes(vm.auto_memory)} "
+                 "whole")
+    return lines
+
+
+def _layer_text(layer: audit.LayerAudit) -> str:
+    image = layer.image
+    head = f"{os.path.basename(image.filename)}: {image.format} {format_bytes(image.virtual_size)}"
+    if layer.effective is None:
+        return f"{head}, no qcow2 cache"
+    return (f"{head}, clusters {format_bytes(image.cluster_size or 0)}"
+            f"{', extended L2' if image.extended_l2 else ''}; {describe_options(layer.options)}: "
+            f"L2 {format_bytes(layer.effective.l2_cache_size)} covers {layer.coverage:.1f}%, "
+            f"{format_bytes(layer.memory)}; auto size {format_bytes(layer.auto_memory)} covers all")
+
+
+def _budget_lines(plan: audit.BudgetPlan) -> list[str]:
+    lines = [f"budget {format_bytes(plan.budget)}: {format_bytes(plan.memory)} planned"
+             + (f", {format_bytes(plan.memory - plan.budget)} over (each disk needs at least "
+                "1 MiB)" if plan.memory > plan.budget else "")]
+    for entry in plan.entries:
+        lines.append(f"  VM {entry.vmid} {entry.key}: {format_bytes(entry.memory)} of "
+                     f"{format_bytes(entry.need)}, covers {entry.coverage:.1f}%: "
+                     f"qdisk pve set {entry.vmid} --{entry.key} {entry.setting}")
+    return lines
+
+
+# --- set and apply ------------------------------------------------------------------------
+
+
+@command.command(name="set", context_settings=_KEY_VALUE_COMMAND)
+@click.argument("vmid", type=int)
+@click.option("--delete", "deletes", metavar="DRIVE,...", multiple=True,
+              help="Drives whose settings to remove (comma-separated).")
+@click.pass_context
+def set_(ctx: click.Context, vmid: int, deletes: tuple[str, ...]) -> None:
+    """Store VM VMID's qcow2 cache settings (--scsi0 qcow2-cache-size-based-on-disk=1 ...)
+    in /etc/pve/qdisk/VMID.conf, and apply them at once if the VM runs on this node."""
+    host = _host(ctx.ensure_object(Settings))
+    keys = [key for text in deletes for key in re.split(r"[,;\s]+", text) if key]
+    result = changes.set_cache(host, vmid, parse_key_values(ctx.args), keys)
+    for message in result.warnings:
+        warn(message)
+    _report(result.outcomes)
+    for message in result.notes:
+        click.echo(message)
+    click.echo(f"stored in {host.paths.cache_settings(vmid)}: {', '.join(result.stored)}"
+               if result.stored else "the stored settings are unchanged")
+    if result.refused:
+        raise PveRefusedError(f"VM {vmid}: not applied, and not stored: "
+                              f"{', '.join(outcome.key for outcome in result.refused)}")
+
+
+def _report(outcomes: tuple[DriveOutcome, ...] | list[DriveOutcome]) -> None:
+    for outcome in outcomes:
+        for message in outcome.messages:
+            if outcome.outcome in (Outcome.APPLIED, Outcome.SKIPPED):
+                click.echo(message)
+            else:
+                warn(message)
+
+
+@command.command(name="apply")
+@click.argument("vmid", type=int, required=False)
+@click.option("--all", "all_vms", is_flag=True, help="Every VM running on this node.")
+@pass_settings
+def apply_(settings: Settings, vmid: int | None, all_vms: bool) -> None:
+    """Apply the stored settings to VM VMID (or --all VMs) running on this node again (after
+    a snapshot operation replaced the nodes); what QEMU already has is left alone."""
+    if (vmid is None) == (not all_vms):
+        raise click.UsageError("give a VMID or --all")
+    host = _host(settings)
+    failed = []
+    for each in apply.running_vmids(host) if all_vms else [vmid]:
+        assert each is not None
+        try:
+            outcomes = apply.apply_stored(host, each)
+        except PveRefusedError as error:
+            if not all_vms:
+                raise
+            warn(str(error))
+            continue
+        _report(outcomes)
+        failed += [f"VM {each} {outcome.key}" for outcome in outcomes
+                   if outcome.outcome in (Outcome.REFUSED, Outcome.FAILED)]
+    if failed:
+        raise PveError(f"not applied: {', '.join(failed)}")
+
+
+# --- hook ---------------------------------------------------------------------------------
+
+
+@command.command(name="hook")
+@click.argument("vmid", required=False)
+@click.argument("phase", required=False)
+@click.option("--print-snippet", is_flag=True,
+              help=f"Print the hookscript to install as snippets/{hook.SNIPPET_NAME}.")
+@click.option("--wait-for-migration", is_flag=True, hidden=True)
+@pass_settings
+def hook_(settings: Settings, vmid: str | None, phase: str | None, print_snippet: bool,
+          wait_for_migration: bool) -> None:
+    """Hookscript entry point: VMID PHASE as Proxmox VE calls it. At post-start the VM's
+    settings are applied (on a migration target once it runs); other phases do nothing.
+    Never fails: a problem is reported on stderr (the task log)."""
+    if print_snippet:
+        click.echo(hook.snippet(_qdisk_command()), nl=False)
+        return
+    if vmid is None or phase is None:
+        raise click.UsageError("give VMID PHASE (or --print-snippet)")
+    if phase != "post-start":
+        return
+    try:
+        host = _host(settings)
+        if wait_for_migration:
+            _report(hook.wait_for_migration(host, int(vmid)))
+            return
+        result = hook.run_hook(host, int(vmid), phase)
+        if result.waiting_pid is not None:
+            click.echo(f"VM {vmid} is the target of a migration: its qcow2 cache settings are "
+                       f"applied once it runs (in the background, pid {result.waiting_pid}, log "
+                       f"{host.layout.run_files(int(vmid)).log})")
+        _report(result.outcomes)
+    except Exception as error:  # noqa: BLE001  (a failing post-start marks the VM's start failed)
+        warn(f"VM {vmid}: qcow2 cache settings not applied: {error}")
+
+
+def _qdisk_command() -> str:
+    """This qdisk's absolute path (a hookscript runs with a short PATH)."""
+    running = Path(sys.argv[0])
+    if running.name == "qdisk" and running.exists():
+        return str(running.absolute())
+    return shutil.which("qdisk") or "qdisk"
