@@ -337,7 +337,7 @@ def _caches(virtual_size: int, cluster_size: int | None, refcount_bits: int | No
     image = ImageInfo("", "qcow2", virtual_size, cluster_size=cluster_size,
                       refcount_bits=refcount_bits, extended_l2=extended_l2)
     auto = cache.auto_size(image).cache_size
-    return (cache.effective_cache(image, CacheOptions.from_qemu(options)), auto,
+    return (cache.effective_cache(image, CacheOptions.from_qemu(dict(options))), auto,
             _memory(cache.effective_cache(image, CacheOptions(cache_size=auto))))
 
 
