@@ -6,11 +6,14 @@ import json
 import subprocess
 from pathlib import Path
 
+import pytest
+
+from qdisk.units import MIB
+
 from cli_helpers import RunQdisk
 
-MIB = 2**20
 
-
+@pytest.mark.qemu
 def test_image_info_json_matches_qemu_img(run_qdisk: RunQdisk, images: dict[str, Path]) -> None:
     result = run_qdisk("image", "info", "--json", str(images["c2m-extl2"]))
     assert result.exit_code == 0
@@ -32,6 +35,7 @@ def test_image_info_bad_image(run_qdisk: RunQdisk, tmp_path: Path) -> None:
     assert result.exit_code == 2 and "version 4" in json.loads(result.stdout)["errors"][0]["message"]
 
 
+@pytest.mark.qemu
 def test_plan_one_node_per_qcow2_image(run_qdisk: RunQdisk, images: dict[str, Path],
                                        tmp_path: Path) -> None:
     top = tmp_path / "top.qcow2"
@@ -61,6 +65,7 @@ def test_plan_one_node_per_qcow2_image(run_qdisk: RunQdisk, images: dict[str, Pa
         "  default: L2 32 MiB in entries of 4 KiB, refcount 256 KiB, covers 256 GiB (25%)"]
 
 
+@pytest.mark.qemu
 def test_explain(run_qdisk: RunQdisk, images: dict[str, Path]) -> None:
     result = run_qdisk("cache", "explain", "--json", str(images["c64k-1t"]),
                        "--set", "l2-cache-size=64M", "--set", "l2-cache-entry-size=8k")
@@ -80,6 +85,7 @@ def test_explain(run_qdisk: RunQdisk, images: dict[str, Path]) -> None:
         "  cache-clean-interval: 600"]
 
 
+@pytest.mark.qemu
 def test_explain_gives_qemus_error(run_qdisk: RunQdisk, images: dict[str, Path]) -> None:
     result = run_qdisk("cache", "explain", "--json", str(images["c64k-2g"]),
                        "--set", "l2-cache-entry-size=128k")
@@ -107,6 +113,7 @@ def test_explain_and_plan_need_a_qcow2_top(run_qdisk: RunQdisk, tmp_path: Path) 
             2, f"qdisk: {raw}: is not a qcow2 image (no qcow2 magic 'QFI\\xfb')\n")
 
 
+@pytest.mark.qemu
 def test_vm_set_refuses_an_image_with_an_external_data_file(run_qdisk: RunQdisk,
                                                            home: Path) -> None:
     assert run_qdisk("vm", "create", "100", "--memory", "64").exit_code == 0

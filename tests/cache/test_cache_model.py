@@ -49,15 +49,17 @@ def seed_formula(size: int, cluster: int, refcount_bits: int, extended_l2: bool)
 @pytest.mark.parametrize(("size", "cluster", "bits", "extended"), [
     (TIB, 65536, 16, False), (2 * GIB, 65536, 16, False), (64 * MIB, 512, 16, False),
     (3 * TIB, 2 * MIB, 64, True), (100 * GIB + 512, 4096, 1, False), (1, 65536, 16, False)])
-def test_auto_size_is_the_seed_formula(size: int, cluster: int, bits: int, extended: bool) -> None:
+def test_auto_size_is_the_proxmox_ve_patch_formula(size: int, cluster: int, bits: int, extended: bool) -> None:
     assert auto_size_for(size, cluster, bits, extended).cache_size == \
         seed_formula(size, cluster, bits, extended)
 
 
+@pytest.mark.qemu
 def test_auto_size_reads_the_image_header(images: dict[str, Path]) -> None:
     assert auto_size(read_image(images["c64k-1t"])) == AutoSize(160 * MIB, 128 * MIB, 32 * MIB)
 
 
+@pytest.mark.qemu
 def test_auto_size_falls_back_to_size_with_a_warning(images: dict[str, Path]) -> None:
     auto, warnings = auto_size_or_fallback(None, 2 * GIB, "scsi0")
     assert auto == auto_size_for(2 * GIB) and "does not exist yet" in warnings[0]
@@ -65,6 +67,7 @@ def test_auto_size_falls_back_to_size_with_a_warning(images: dict[str, Path]) ->
     assert auto.l2_cache_size == 128 * MIB and "differs from the image's virtual size" in warnings[0]
 
 
+@pytest.mark.qemu
 def test_default_on_a_large_image(images: dict[str, Path]) -> None:
     cache = default_cache(read_image(images["c64k-1t"]))
     assert (cache.l2_cache_size, cache.l2_cache_entry_size, cache.refcount_cache_size,
@@ -72,6 +75,7 @@ def test_default_on_a_large_image(images: dict[str, Path]) -> None:
         (32 * MIB, 4096, 4 * 65536, 256 * GIB, 600)
 
 
+@pytest.mark.qemu
 def test_default_on_extended_l2(images: dict[str, Path]) -> None:
     cache = default_cache(read_image(images["c2m-extl2"]))
     # 16-byte entries: 3 TiB of 2 MiB clusters need 24 MiB, within the 32 MiB default.
@@ -130,6 +134,7 @@ def test_model_agrees_with_qemu(images: dict[str, Path], name: str,
     assert model_error == qemu_open_error(images[name], settings)
 
 
+@pytest.mark.qemu
 def test_explicit_sizes(images: dict[str, Path]) -> None:
     image = read_image(images["c64k-2g"])  # needs 256 KiB of L2
     capped = effective_cache(image, CacheOptions(l2_cache_size=GIB))
@@ -145,6 +150,7 @@ def test_explicit_sizes(images: dict[str, Path]) -> None:
         (4 * 65536, 2, 4096)
 
 
+@pytest.mark.qemu
 def test_advice(images: dict[str, Path]) -> None:
     image = read_image(images["c64k-1t"])
     notes = advise(image, CacheOptions(), default_cache(image))
@@ -192,6 +198,7 @@ def test_drive_cache_options_converts_units() -> None:
                                  "l2-cache-entry-size": 4096, "cache-clean-interval": 30}
 
 
+@pytest.mark.qemu
 def test_check_drive_cache_uses_the_image(images: dict[str, Path]) -> None:
     image = read_image(images["c512-v2"])
     drive = parse_drive("scsi0", "local:100/x.qcow2,qcow2-l2-cache-entry-size=1024").drive
@@ -203,12 +210,14 @@ def test_check_drive_cache_uses_the_image(images: dict[str, Path]) -> None:
     assert isinstance(problem, Problem)
 
 
+@pytest.mark.qemu
 def test_resolved_cache_options_adds_the_auto_size(images: dict[str, Path]) -> None:
     drive = parse_drive("scsi0", "local:100/x.qcow2,qcow2-cache-size-based-on-disk=1").drive
     options, warnings = resolved_cache_options(drive, read_image(images["c64k-1t"]))
     assert (options.cache_size, warnings) == (160 * MIB, [])
 
 
+@pytest.mark.qemu
 def test_check_drive_cache_refuses_an_external_data_file(tmp_path: Path) -> None:
     path = tmp_path / "x.qcow2"
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-o",

@@ -74,7 +74,13 @@ def showcmd(run_qdisk: Callable[..., Any], headers: Headers) -> Any:
     return run_qdisk(*args)
 
 
-@pytest.mark.parametrize("case", CASES, ids=[case.stem for case in CASES])
+def _case(case: Path) -> Any:
+    """A golden case; one that makes images (``# IMAGE:``) runs qemu-img."""
+    marks = [pytest.mark.qemu] if "\n# IMAGE:" in f"\n{case.read_text()}" else []
+    return pytest.param(case, marks=marks, id=case.stem)
+
+
+@pytest.mark.parametrize("case", [_case(case) for case in CASES])
 def test_cfg2cmd(case: Path, qemu_home: QemuHome, run_qdisk: Callable[..., Any], regen_golden: bool) -> None:
     text = case.read_text()
     headers = read_headers(text)

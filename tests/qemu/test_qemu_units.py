@@ -125,6 +125,7 @@ def test_vm_config_load_names_the_missing_file(tmp_path: Path) -> None:
         load(Settings(home=tmp_path, tools=Tools()), 5)
 
 
+@pytest.mark.qemu
 def test_reopen_options_are_the_format_nodes_options_with_children_by_name(
         qemu_home: QemuHome) -> None:
     qemu_home.create_image("local/images/8006/base.qcow2", "1G")
@@ -145,6 +146,7 @@ def test_reopen_options_are_the_format_nodes_options_with_children_by_name(
     assert [n["driver"] for n in walk(node)] == ["qcow2", "file", "qcow2", "file"]
 
 
+@pytest.mark.qemu
 def test_drive_blockdev_for_the_storage_daemon(make_qcow2: Callable[..., Path],
                                                tmp_path: Path) -> None:
     image = make_qcow2("x.qcow2", "100G")
