@@ -16,6 +16,10 @@ from pathlib import Path
 
 from qdisk.cli.image import image_json
 from qdisk.image import read_image
+from qdisk.settings import Tools
+
+# The QEMU tools on PATH.
+TOOLS = Tools()
 
 IMAGE_COUNT = 1000
 # A few layouts, so the reader sees different cluster sizes, L1 tables, versions and
@@ -56,7 +60,7 @@ def main() -> int:
         native_passes = []
         for _ in range(NATIVE_PASSES):
             start = time.perf_counter()
-            native = [read_image(path) for path in paths]
+            native = [read_image(path, tools=TOOLS) for path in paths]
             native_passes.append(time.perf_counter() - start)
         start = time.perf_counter()
         via_qemu_img = [json.loads(subprocess.run(

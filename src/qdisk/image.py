@@ -118,8 +118,8 @@ def resolve_backing(naming_image: str, backing_name: str) -> str:
     return os.path.join(os.path.dirname(naming_image), backing_name)
 
 
-def read_image(path: str | os.PathLike[str], *, format: str | None = None,
-               tools: Tools | None = None) -> ImageInfo:
+def read_image(path: str | os.PathLike[str], *, tools: Tools,
+               format: str | None = None) -> ImageInfo:
     """The facts of the image at ``path``, as QEMU opens it.
 
     ``format`` is the format QEMU is told (a drive's ``format=``, a backing format from
@@ -205,9 +205,9 @@ def _qcow2_info(image: ImageFile) -> ImageInfo:
     )
 
 
-def _qemu_img_info(filename: str, format: str | None, tools: Tools | None) -> ImageInfo:
+def _qemu_img_info(filename: str, format: str | None, tools: Tools) -> ImageInfo:
     """The facts from ``qemu-img info`` (-U: shared, so a running QEMU's image works too)."""
-    program = (tools or Tools.from_env()).qemu_img
+    program = tools.qemu_img
     format_args = ["-f", format] if format else []
     try:
         output = run([program, "info", "--output=json", "-U", *format_args, filename]).stdout
@@ -255,8 +255,8 @@ def _optional_str(value: object) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def read_chain(path: str | os.PathLike[str], *, format: str | None = None,
-               tools: Tools | None = None) -> list[ImageInfo]:
+def read_chain(path: str | os.PathLike[str], *, tools: Tools,
+               format: str | None = None) -> list[ImageInfo]:
     """The image and every image below it, top first; a loop or a missing file is an ImageError."""
     chain = [read_image(path, format=format, tools=tools)]
     seen = {_identity(chain[0].filename)}

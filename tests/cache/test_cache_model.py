@@ -29,8 +29,12 @@ from qdisk.cache import (
 from qdisk.drive import parse_drive
 from qdisk.errors import Problem
 from qdisk.image import read_image
+from qdisk.settings import Tools
 
 from cache_images import qemu_open_error
+
+# The QEMU tools on PATH.
+TOOLS = Tools()
 
 MIB, GIB, TIB = 2**20, 2**30, 2**40
 
@@ -56,20 +60,20 @@ def test_auto_size_is_the_proxmox_ve_patch_formula(size: int, cluster: int, bits
 
 @pytest.mark.qemu
 def test_auto_size_reads_the_image_header(images: dict[str, Path]) -> None:
-    assert auto_size(read_image(images["c64k-1t"])) == AutoSize(160 * MIB, 128 * MIB, 32 * MIB)
+    assert auto_size(read_image(images["c64k-1t"], tools=TOOLS)) == AutoSize(160 * MIB, 128 * MIB, 32 * MIB)
 
 
 @pytest.mark.qemu
 def test_auto_size_falls_back_to_size_with_a_warning(images: dict[str, Path]) -> None:
     auto, warnings = auto_size_or_fallback(None, 2 * GIB, "scsi0")
     assert auto == auto_size_for(2 * GIB) and "does not exist yet" in warnings[0]
-    auto, warnings = auto_size_or_fallback(read_image(images["c64k-1t"]), 2 * GIB, "scsi0")
+    auto, warnings = auto_size_or_fallback(read_image(images["c64k-1t"], tools=TOOLS), 2 * GIB, "scsi0")
     assert auto.l2_cache_size == 128 * MIB and "differs from the image's virtual size" in warnings[0]
 
 
 @pytest.mark.qemu
 def test_default_on_a_large_image(images: dict[str, Path]) -> None:
-    cache = default_cache(read_image(images["c64k-1t"]))
+    cache = default_cache(read_image(images["c64k-1t"], tools=TOOLS))
     assert (cache.l2_cache_size, cache.l2_cache_entry_size, cache.refcount_cache_size,
             cache.l2_coverage, cache.cache_clean_interval) == \
         (32 * MIB, 4096, 4 * 65536, 256 * GIB, 600)
@@ -77,7 +81,7 @@ def test_default_on_a_large_image(images: dict[str, Path]) -> None:
 
 @pytest.mark.qemu
 def test_default_on_extended_l2(images: dict[str, Path]) -> None:
-    cache = default_cache(read_image(images["c2m-extl2"]))
+    cache = default_cache(read_image(images["c2m-extl2"], tools=TOOLS))
     # 16-byte entries: 3 TiB of 2 MiB clusters need 24 MiB, within the 32 MiB default.
     assert (cache.needed_l2_cache_size, cache.l2_cache_size, cache.l2_cache_entry_size,
             cache.l2_coverage) == (24 * MIB, 24 * MIB, 2 * MIB, 3 * TIB)
@@ -126,7 +130,7 @@ QEMU_CASES = [
 def test_model_agrees_with_qemu(images: dict[str, Path], name: str,
                                 settings: dict[str, str]) -> None:
     try:
-        effective_cache(read_image(images[name]), parse_cache_options(settings),
+        effective_cache(read_image(images[name], tools=TOOLS), parse_cache_options(settings),
                         allocation_limit=host_allocation_limit())
         model_error = None
     except QemuCacheError as error:
@@ -136,7 +140,7 @@ def test_model_agrees_with_qemu(images: dict[str, Path], name: str,
 
 @pytest.mark.qemu
 def test_explicit_sizes(images: dict[str, Path]) -> None:
-    image = read_image(images["c64k-2g"])  # needs 256 KiB of L2
+    image = read_image(images["c64k-2g"], tools=TOOLS)  # needs 256 KiB of L2
     capped = effective_cache(image, CacheOptions(l2_cache_size=GIB))
     assert (capped.l2_cache_size, capped.l2_cache_entry_size) == (256 * 1024, 65536)
     # cache-size with refcount-cache-size: L2 gets the rest, not capped at the need.
@@ -152,7 +156,7 @@ def test_explicit_sizes(images: dict[str, Path]) -> None:
 
 @pytest.mark.qemu
 def test_advice(images: dict[str, Path]) -> None:
-    image = read_image(images["c64k-1t"])
+    image = read_image(images["c64k-1t"], tools=TOOLS)
     notes = advise(image, CacheOptions(), default_cache(image))
     assert "covers 256 GiB of the 1 TiB disk (25%)" in notes[0]
     options = CacheOptions(cache_size=512 * MIB, refcount_cache_size=MIB, l2_cache_entry_size=512)
@@ -200,7 +204,7 @@ def test_drive_cache_options_converts_units() -> None:
 
 @pytest.mark.qemu
 def test_check_drive_cache_uses_the_image(images: dict[str, Path]) -> None:
-    image = read_image(images["c512-v2"])
+    image = read_image(images["c512-v2"], tools=TOOLS)
     drive = parse_drive("scsi0", "local:100/x.qcow2,qcow2-l2-cache-entry-size=1024").drive
     [problem] = check_drive_cache(drive, image)
     assert problem.property == "qcow2-l2-cache-entry-size"
@@ -213,7 +217,7 @@ def test_check_drive_cache_uses_the_image(images: dict[str, Path]) -> None:
 @pytest.mark.qemu
 def test_resolved_cache_options_adds_the_auto_size(images: dict[str, Path]) -> None:
     drive = parse_drive("scsi0", "local:100/x.qcow2,qcow2-cache-size-based-on-disk=1").drive
-    options, warnings = resolved_cache_options(drive, read_image(images["c64k-1t"]))
+    options, warnings = resolved_cache_options(drive, read_image(images["c64k-1t"], tools=TOOLS))
     assert (options.cache_size, warnings) == (160 * MIB, [])
 
 
@@ -223,6 +227,6 @@ def test_check_drive_cache_refuses_an_external_data_file(tmp_path: Path) -> None
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-o",
                     f"data_file={tmp_path}/x.data", str(path), "1G"], check=True)
     drive = parse_drive("scsi0", "local:100/x.qcow2,qcow2-l2-cache-entry-size=1024").drive
-    assert check_drive_cache(drive, read_image(path)) == [Problem(
+    assert check_drive_cache(drive, read_image(path, tools=TOOLS)) == [Problem(
         "file", f"{path}: qcow2 image with an external data file ({tmp_path}/x.data) is not "
                 "supported (Proxmox VE refuses them)")]

@@ -14,9 +14,13 @@ from qdisk.cli.image import image_json
 from qdisk.image import read_chain, read_image
 from qdisk.imagefile import ImageError
 from qdisk.qcow2 import EXT_BACKING_FORMAT
+from qdisk.settings import Tools
 
 from cli_helpers import RunQdisk
 from image_kinds import crafted, extensions, qemu_img, qemu_img_verdict
+
+# The QEMU tools on PATH.
+TOOLS = Tools()
 
 pytestmark = pytest.mark.qemu
 
@@ -34,7 +38,7 @@ def qemu_img_chain(path: Path, *extra: str) -> list[dict[str, object]] | str:
 
 def our_chain(path: Path, image_format: str | None = None) -> list[dict[str, object]]:
     return [{key: value for key, value in image_json(image).items() if key != "qdisk"}
-            for image in read_chain(path, format=image_format)]
+            for image in read_chain(path, format=image_format, tools=TOOLS)]
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +74,7 @@ def test_chain_agrees_with_qemu_img(overlays: Path, name: str) -> None:
     expected = qemu_img_chain(overlays / name)
     if isinstance(expected, str):
         with pytest.raises(ImageError) as caught:
-            read_chain(overlays / name)
+            read_chain(overlays / name, tools=TOOLS)
         # The overlay, the backing name and QEMU's reason.
         message = str(caught.value)
         assert message.startswith(f"{overlays / name}: backing file 'base.qcow2' "), message
@@ -91,7 +95,7 @@ def test_qemu_img_does_what_the_header_says(overlays: Path) -> None:
 
 
 def test_a_qcow2_file_named_raw_is_read_as_raw(overlays: Path) -> None:
-    top, base = read_chain(overlays / "raw.qcow2")
+    top, base = read_chain(overlays / "raw.qcow2", tools=TOOLS)
     assert (top.backing_format, base.format, base.cluster_size, base.header) == \
         ("raw", "raw", None, None)
     assert base.virtual_size == (overlays / "base.qcow2").stat().st_size
@@ -99,7 +103,7 @@ def test_a_qcow2_file_named_raw_is_read_as_raw(overlays: Path) -> None:
 
 def test_no_backing_format_is_probed_and_not_shown(overlays: Path) -> None:
     for name in ("probe-qcow2.qcow2", "empty-format.qcow2"):
-        top, base = read_chain(overlays / name)
+        top, base = read_chain(overlays / name, tools=TOOLS)
         assert (top.backing_format, base.format) == (None, "qcow2")
         assert "backing-filename-format" not in image_json(top)
 
@@ -111,7 +115,7 @@ def test_the_format_given_for_the_top_is_used_without_probing(overlays: Path,
     expected = qemu_img_chain(path, "-f", image_format)
     if isinstance(expected, str):
         with pytest.raises(ImageError, match="qemu-img info failed: .*invalid VMDK"):
-            read_image(path, format=image_format)
+            read_image(path, format=image_format, tools=TOOLS)
     else:
         assert our_chain(path, image_format) == expected
 
@@ -155,7 +159,7 @@ def test_a_backing_format_qemu_has_no_driver_for(overlays: Path, tmp_path: Path,
     (tmp_path / "base.qcow2").write_bytes((overlays / "base.qcow2").read_bytes())
     assert "Unknown driver" in qemu_img_chain(path)
     with pytest.raises(ImageError) as caught:
-        read_chain(path)
+        read_chain(path, tools=TOOLS)
     base = tmp_path / "base.qcow2"
     assert str(caught.value) == \
         f"{path}: backing file 'base.qcow2' ({base}): {problem.format(base=base)}"

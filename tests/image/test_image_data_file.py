@@ -10,9 +10,13 @@ import pytest
 
 from qdisk.image import DataFileError, read_image, refuse_external_data_file
 from qdisk.qcow2 import AUTOCLEAR_DATA_FILE_RAW, EXT_DATA_FILE, INCOMPAT_DATA_FILE
+from qdisk.settings import Tools
 
 from cli_helpers import RunQdisk
 from image_kinds import Patch, crafted, extensions, put
+
+# The QEMU tools on PATH.
+TOOLS = Tools()
 
 pytestmark = pytest.mark.qemu
 
@@ -21,7 +25,7 @@ UNSUPPORTED = "is not supported (Proxmox VE refuses them)"
 
 def refusal(path: Path) -> str:
     with pytest.raises(DataFileError) as caught:
-        refuse_external_data_file(read_image(path))
+        refuse_external_data_file(read_image(path, tools=TOOLS))
     assert caught.value.filename == str(path)
     return str(caught.value)
 
@@ -38,7 +42,7 @@ def test_real_images_with_a_data_file_are_refused(image_dir: Path, name: str,
 @pytest.mark.parametrize("name", ["c64k.qcow2", "v2.qcow2", "on-raw.qcow2", "disk.raw",
                                   "other.vmdk"])
 def test_images_without_a_data_file_pass(image_dir: Path, name: str) -> None:
-    refuse_external_data_file(read_image(image_dir / name))
+    refuse_external_data_file(read_image(image_dir / name, tools=TOOLS))
 
 
 @pytest.mark.parametrize(("patches", "problem"), [

@@ -12,9 +12,13 @@ import pytest
 
 from qdisk.image import read_chain
 from qdisk.qemu.nodes import MAX_EXPLICIT_BACKING_IMAGES
+from qdisk.settings import Tools
 
 from cli_helpers import RunQdisk
 from image_kinds import deep_chain
+
+# The QEMU tools on PATH.
+TOOLS = Tools()
 
 pytestmark = pytest.mark.qemu
 
@@ -42,7 +46,7 @@ def test_the_reader_follows_the_whole_chain_as_qemu_img(storage: Path) -> None:
     assert result.returncode == 0, result.stderr
     expected = [(document["filename"], document["format"], document["virtual-size"])
                 for document in json.loads(result.stdout)]
-    chain = read_chain(top)
+    chain = read_chain(top, tools=TOOLS)
     assert [(image.filename, image.format, image.virtual_size) for image in chain] == expected
     assert len(chain) == DEPTH + 1
 

@@ -17,8 +17,12 @@ from hypothesis import strategies as st
 from qdisk.image import ImageInfo, read_chain, read_image
 from qdisk.imagefile import ImageError
 from qdisk.qcow2 import MAX_L1_ENTRIES
+from qdisk.settings import Tools
 
 from image_kinds import Patch, put, qemu_img
+
+# The QEMU tools on PATH.
+TOOLS = Tools()
 
 pytestmark = pytest.mark.qemu
 
@@ -57,7 +61,7 @@ def reads(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]]:
 def refuse(path: Path, problem: str, **kwargs: str) -> ImageError:
     """The one-line ImageError that reading ``path`` gives, which must name it first."""
     with pytest.raises(ImageError, match=rf"^{re.escape(str(path))}: .*{problem}") as caught:
-        read_image(path, **kwargs)
+        read_image(path, **kwargs, tools=TOOLS)
     assert "\n" not in str(caught.value)
     return caught.value
 
@@ -131,21 +135,21 @@ def test_only_the_l1_entries_that_map_the_disk_are_read(tmp_path: Path, real_ima
     path = tmp_path / "big-l1.qcow2"
     path.write_bytes(data)
     os.truncate(path, L1_TABLE_OFFSET + MAX_L1_ENTRIES * 8)
-    assert read_image(path).allocated_l2_tables == 0
+    assert read_image(path, tools=TOOLS).allocated_l2_tables == 0
     assert reads == [(0, 4096), (L1_TABLE_OFFSET, 16)]
 
 
 def test_no_magic_is_raw_unless_qcow2_is_expected(tmp_path: Path) -> None:
     path = tmp_path / "data.img"
     path.write_bytes(b"\1" * 4096)
-    assert read_image(path).format == "raw"
+    assert read_image(path, tools=TOOLS).format == "raw"
     refuse(path, r"is not a qcow2 image \(no qcow2 magic 'QFI\\xfb'\)", format="qcow2")
 
 
 def test_an_empty_raw_file_is_a_raw_image_when_raw_is_expected(tmp_path: Path) -> None:
     path = tmp_path / "empty.raw"
     path.touch()
-    image = read_image(path, format="raw")
+    image = read_image(path, format="raw", tools=TOOLS)
     assert (image.format, image.virtual_size) == ("raw", 0)
 
 
@@ -214,7 +218,7 @@ def test_mutated_headers_give_clean_errors(tmp_path: Path, real_image: bytes,
     # The backing file (if the mutated name still says base.qcow2) is empty: refused too.
     (tmp_path / "base.qcow2").write_bytes(b"")
     try:
-        chain = read_chain(path)
+        chain = read_chain(path, tools=TOOLS)
     except ImageError as error:
         assert str(error).startswith(f"{path}: ") and "\n" not in str(error)
     else:

@@ -17,8 +17,12 @@ from qdisk.qcow2 import (
     INCOMPAT_COMPRESSION,
     INCOMPAT_DATA_FILE,
 )
+from qdisk.settings import Tools
 
 from image_kinds import Patch, crafted, extensions, put, qemu_img_verdict
+
+# The QEMU tools on PATH.
+TOOLS = Tools()
 
 pytestmark = pytest.mark.qemu
 
@@ -93,7 +97,7 @@ CASES: dict[str, tuple[tuple[Patch, ...], str | None]] = {
 
 
 def ours(path: Path, **kwargs: str) -> dict[str, object]:
-    return {key: value for key, value in image_json(read_image(path, **kwargs)).items()
+    return {key: value for key, value in image_json(read_image(path, **kwargs, tools=TOOLS)).items()
             if key != "qdisk"}
 
 
@@ -107,11 +111,11 @@ def test_crafted_header_as_qemu_img_sees_it(tmp_path: Path, template: bytes, nam
         assert ours(path) == expected
     else:
         with pytest.raises(ImageError, match=rf"^{path}: .*{problem}"):
-            read_image(path)
+            read_image(path, tools=TOOLS)
 
 
 def test_virtual_size_is_in_whole_sectors(tmp_path: Path, template: bytes) -> None:
-    image = read_image(crafted(tmp_path / "odd.qcow2", template, size(1000)))
+    image = read_image(crafted(tmp_path / "odd.qcow2", template, size(1000)), tools=TOOLS)
     assert image.header is not None
     assert (image.header.size, image.virtual_size) == (1000, 512)
 

@@ -12,10 +12,14 @@ import pytest
 
 from qdisk.drive import parse_drive
 from qdisk.qemu.nodes import format_node, reopen_options, resolve_disk
+from qdisk.settings import Tools
 from qdisk.storage import parse_storage_cfg
 
 from cli_helpers import RunQdisk
 from pve_helpers import GIB, MIB, NOISE, PveTree, vm_size
+
+# The QEMU tools on PATH.
+TOOLS = Tools()
 
 pytestmark = pytest.mark.qemu
 
@@ -121,7 +125,7 @@ def rebuild_like_qemu_server(tree: PveTree, key: str) -> None:
     config = tree.config_path(100).read_text()
     text = next(line.split(": ", 1)[1] for line in config.splitlines() if line.startswith(f"{key}:"))
     storage = parse_storage_cfg((tree.pve / "storage.cfg").read_text(), config_dir=tree.pve)
-    top = format_node(resolve_disk(parse_drive(key, text).drive, storage), explicit_backing=True)
+    top = format_node(resolve_disk(parse_drive(key, text).drive, storage), explicit_backing=True, tools=TOOLS)
     backing = {**top["backing"], "node-name": "fsnapshotrebuilt"}
     backing["file"] = {**backing["file"], "node-name": "esnapshotrebuilt"}
     with tree.qmp(100) as qmp:

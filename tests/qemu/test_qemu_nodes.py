@@ -14,8 +14,12 @@ from qdisk import storage
 from qdisk.drive import parse_drive
 from qdisk.qemu.blockdev import drive_blockdev, to_json
 from qdisk.qemu.nodes import DriveGraphError, format_node, resolve_disk
+from qdisk.settings import Tools
 
 from cmdline_helpers import VMID, QemuHome, storage_daemon_nodes, walk
+
+# The QEMU tools on PATH.
+TOOLS = Tools()
 
 pytestmark = pytest.mark.qemu
 
@@ -57,7 +61,7 @@ def test_a_raw_backing_layer_gets_no_qcow2_cache_options(qemu_home: QemuHome) ->
     qemu_home.create_image(f"local/images/{VMID}/base.qcow2", "1T")
     qemu_home.create_image(TOP, "2G", "-b", "base.qcow2", "-F", "raw")
     node = format_node(resolve_disk(parse_drive("scsi0", AUTO).drive,
-                                    storage.load(qemu_home.settings)))
+                                    storage.load(qemu_home.settings)), tools=TOOLS)
     backing = node["backing"]
     assert (node["driver"], node["cache-size"]) == ("qcow2", 524288)
     assert backing["driver"] == "raw" and "cache-size" not in backing
@@ -68,7 +72,7 @@ def test_a_protocol_driver_as_backing_format_reads_the_file_as_raw(qemu_home: Qe
     base = qemu_home.create_image(f"local/images/{VMID}/base.qcow2", "1G")
     qemu_home.create_image(TOP, "2G", "-b", "base.qcow2", "-F", "file")
     node = format_node(resolve_disk(parse_drive("scsi0", AUTO).drive,
-                                    storage.load(qemu_home.settings)))
+                                    storage.load(qemu_home.settings)), tools=TOOLS)
     assert [(n["driver"], n.get("filename")) for n in walk(node)] == [
         ("qcow2", None), ("file", str(qemu_home.storage / TOP)), ("raw", None),
         ("file", str(base))]
@@ -78,7 +82,7 @@ def test_a_protocol_driver_as_backing_format_reads_the_file_as_raw(qemu_home: Qe
 def graph_error(qemu_home: QemuHome, drive_text: str, **kwargs: Any) -> str:
     disk = resolve_disk(parse_drive("scsi0", drive_text).drive, storage.load(qemu_home.settings))
     with pytest.raises(DriveGraphError) as caught:
-        format_node(disk, **kwargs)
+        format_node(disk, **kwargs, tools=TOOLS)
     return str(caught.value)
 
 
@@ -100,7 +104,7 @@ def test_a_data_file_anywhere_in_the_chain_is_refused(qemu_home: QemuHome, drive
 
 def test_a_missing_image_without_the_auto_size_is_left_to_qemu(qemu_home: QemuHome) -> None:
     node = format_node(resolve_disk(parse_drive("scsi0", PLAIN).drive,
-                                    storage.load(qemu_home.settings)))
+                                    storage.load(qemu_home.settings)), tools=TOOLS)
     assert node["file"]["filename"] == str(qemu_home.storage / TOP) and "backing" not in node
 
 

@@ -18,9 +18,13 @@ from qdisk.qemu.blockdev import to_json
 from qdisk.qemu.command import Syntax, build_command, format_command, parse_version
 from qdisk.qemu.drivestr import drive_string
 from qdisk.qemu.nodes import drive_graph
+from qdisk.settings import Tools
 from qdisk.vmconfig import parse_vm_config
 
 from cmdline_helpers import VMID, QemuHome, drive_set_nodes, iter_node_names, storage_daemon_nodes, walk
+
+# The QEMU tools on PATH.
+TOOLS = Tools()
 
 pytestmark = pytest.mark.qemu
 
@@ -108,7 +112,7 @@ def test_hostile_names_cannot_inject_options(syntax: Syntax,
     home, paths = hostile_chain
     drive = parse_drive("scsi0", "file=hostile:8006/it's\"x\"=y.qcow2,"
                                  "qcow2-cache-size-based-on-disk=1").drive
-    graph = drive_graph(drive, storage.load(home.settings))
+    graph = drive_graph(drive, storage.load(home.settings), tools=TOOLS)
     if syntax == "blockdev":
         nodes = storage_daemon_nodes([to_json(graph.throttle_group)], [to_json(graph.top)])
     else:

@@ -19,6 +19,9 @@ from qdisk.vmconfig import VmConfigError, load, parse_vm_config, pending_delete_
 
 from cmdline_helpers import VMID, QemuHome, walk
 
+# The QEMU tools on PATH.
+TOOLS = Tools()
+
 
 @pytest.mark.parametrize(("argument", "quoted"), [
     ("-m", "-m"),
@@ -59,7 +62,7 @@ def test_pretty_breaks_where_qm_does_on_the_quoted_text() -> None:
                                               ("/srv/x.iso", "file")])
 def test_file_driver_of_a_cdrom_path(path: str, driver: str) -> None:
     drive = parse_drive("ide2", f"{path},media=cdrom").drive
-    node = format_node(resolve_disk(drive, storage.StorageConfig()))
+    node = format_node(resolve_disk(drive, storage.StorageConfig()), tools=TOOLS)
     assert node["file"]["driver"] == driver and node["driver"] == "raw"
 
 
@@ -133,7 +136,7 @@ def test_reopen_options_are_the_format_nodes_options_with_children_by_name(
                            "-F", "qcow2")
     drive = parse_drive("scsi0", "local:8006/vm-8006-disk-0.qcow2,discard=on,"
                                  "qcow2-cache-size-based-on-disk=1").drive
-    node = format_node(resolve_disk(drive, storage.load(qemu_home.settings)))
+    node = format_node(resolve_disk(drive, storage.load(qemu_home.settings)), tools=TOOLS)
     options = reopen_options(node)
     assert options["file"] == node["file"]["node-name"]
     assert options["backing"] == node["backing"]["node-name"]

@@ -11,8 +11,12 @@ import pytest
 from qdisk.cache import auto_size
 from qdisk.image import read_image
 from qdisk.qemu.qmp import QmpConnection
+from qdisk.settings import Tools
 
 from cli_helpers import RunQdisk
+
+# The QEMU tools on PATH.
+TOOLS = Tools()
 
 pytestmark = [pytest.mark.qemu, pytest.mark.losetup]
 
@@ -22,7 +26,7 @@ GIB = 1024**3
 def test_the_header_is_read_from_the_device(loop_qcow2: Path) -> None:
     # A block device's st_size is 0: the reader seeks to its end.
     assert loop_qcow2.stat().st_size == 0
-    image = read_image(loop_qcow2, format="qcow2")
+    image = read_image(loop_qcow2, format="qcow2", tools=TOOLS)
     assert (image.format, image.virtual_size, image.cluster_size) == ("qcow2", GIB, 65536)
 
 
@@ -31,12 +35,12 @@ def test_cache_plan_of_the_device(loop_qcow2: Path, run_qdisk: RunQdisk, home: P
     assert result.exit_code == 0, result.stderr
     [node] = json.loads(result.stdout)["nodes"]
     assert (node["filename"], node["virtual-size"]) == (str(loop_qcow2), GIB)
-    assert node["auto"]["cache-size"] == auto_size(read_image(loop_qcow2, format="qcow2")).cache_size
+    assert node["auto"]["cache-size"] == auto_size(read_image(loop_qcow2, format="qcow2", tools=TOOLS)).cache_size
 
 
 def test_showcmd_renders_a_host_device_with_the_auto_size(loop_qcow2: Path, vm_home: Path,
                                                           run_qdisk: RunQdisk) -> None:
-    expected = auto_size(read_image(loop_qcow2, format="qcow2")).cache_size
+    expected = auto_size(read_image(loop_qcow2, format="qcow2", tools=TOOLS)).cache_size
     _create_vm(run_qdisk, loop_qcow2)
     shown = run_qdisk("vm", "showcmd", "100", "--syntax", "blockdev")
     assert shown.exit_code == 0, shown.stderr
@@ -50,7 +54,7 @@ def test_showcmd_renders_a_host_device_with_the_auto_size(loop_qcow2: Path, vm_h
 @pytest.mark.parametrize("syntax", ["blockdev", "drive"])
 def test_vm_starts_on_the_device_with_the_auto_size(loop_qcow2: Path, vm_home: Path,
                                                     run_qdisk: RunQdisk, syntax: str) -> None:
-    expected = auto_size(read_image(loop_qcow2, format="qcow2")).cache_size
+    expected = auto_size(read_image(loop_qcow2, format="qcow2", tools=TOOLS)).cache_size
     _create_vm(run_qdisk, loop_qcow2)
 
     started = run_qdisk("vm", "start", "100", "--syntax", syntax)

@@ -14,6 +14,10 @@ from qdisk.drive import parse_drive
 from qdisk.qemu.blockdev import to_json
 from qdisk.qemu.drivestr import drive_string
 from qdisk.qemu.nodes import Node, drive_graph
+from qdisk.settings import Tools
+
+# The QEMU tools on PATH.
+TOOLS = Tools()
 
 pytestmark = pytest.mark.qemu
 
@@ -70,7 +74,7 @@ def _blockdev_arguments(top: Node, group: Node) -> tuple[str, ...]:
 @pytest.mark.parametrize("syntax", ["blockdev", "drive"])
 def test_qemu_parses_the_network_node_and_tries_to_connect(
         network_storages: storage.StorageConfig, volid: str, connection_error: str, syntax: str) -> None:
-    graph = drive_graph(parse_drive("scsi0", volid).drive, network_storages)
+    graph = drive_graph(parse_drive("scsi0", volid).drive, network_storages, tools=TOOLS)
     assert graph.top is not None
     if syntax == "blockdev":
         stderr = _qemu(*_blockdev_arguments(graph.top, graph.throttle_group))
@@ -83,7 +87,7 @@ def test_qemu_parses_the_network_node_and_tries_to_connect(
 def test_qemu_refuses_a_wrong_node_before_connecting(network_storages: storage.StorageConfig) -> None:
     """The check above means something: a wrong option is reported as such, not as a
     connection failure."""
-    graph = drive_graph(parse_drive("scsi0", "san:lun1").drive, network_storages)
+    graph = drive_graph(parse_drive("scsi0", "san:lun1").drive, network_storages, tools=TOOLS)
     assert graph.top is not None
     graph.top["file"]["file"]["lun"] = "one"
     stderr = _qemu(*_blockdev_arguments(graph.top, graph.throttle_group))

@@ -297,8 +297,8 @@ def _format(drive: Drive, volume: Volume | None) -> str:
     return str(explicit or "raw")
 
 
-def drive_graph(drive: Drive, storage: StorageConfig, *, template: bool = False,
-                read_only: bool = False, tools: Tools | None = None) -> DriveGraph:
+def drive_graph(drive: Drive, storage: StorageConfig, *, tools: Tools, template: bool = False,
+                read_only: bool = False) -> DriveGraph:
     """The whole graph of a drive: throttle group object and node tree, and the warnings."""
     disk = resolve_disk(drive, storage, template=template, read_only=read_only)
     group = throttle_group(drive)
@@ -311,8 +311,7 @@ def drive_graph(drive: Drive, storage: StorageConfig, *, template: bool = False,
     return DriveGraph(disk, group, top, (*ignored_cache_options(disk), *warnings))
 
 
-def format_node(disk: Disk, *, tools: Tools | None = None,
-                explicit_backing: bool = False) -> Node:
+def format_node(disk: Disk, *, tools: Tools, explicit_backing: bool = False) -> Node:
     """The format node's complete options, children nested (file node, explicit backing
     nodes): the node ``-blockdev`` opens. For ``blockdev-reopen`` send
     :func:`reopen_options` of it (and of each explicit backing node below it).
@@ -328,7 +327,7 @@ def format_node(disk: Disk, *, tools: Tools | None = None,
     return _format_node(disk, tools, explicit_backing=explicit_backing)[0]
 
 
-def _format_node(disk: Disk, tools: Tools | None, *,
+def _format_node(disk: Disk, tools: Tools, *,
                  explicit_backing: bool = False) -> tuple[Node, list[str]]:
     if disk.volume is None or disk.format is None:
         raise DriveGraphError(f"{disk.key}: an empty drive (none) has no nodes")
@@ -361,7 +360,7 @@ def _size(drive: Drive) -> int | None:
     return size if isinstance(size, int) and not isinstance(size, bool) else None
 
 
-def _checked_chain(disk: Disk, tools: Tools | None, *, required: bool) -> list[ImageInfo] | None:
+def _checked_chain(disk: Disk, tools: Tools, *, required: bool) -> list[ImageInfo] | None:
     """The disk's image and its backing chain, none using an external data file; None for
     raw (no chain) and, unless ``required``, for an image that does not exist yet."""
     assert disk.volume is not None and disk.format is not None

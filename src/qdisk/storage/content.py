@@ -67,7 +67,7 @@ def storage_content(settings: Settings, storage_id: str, *, content: str | None 
         if owner.isdigit():
             entry["vmid"] = int(owner)
         try:
-            entry["size"] = read_image(volume.path, format=volume.format).virtual_size
+            entry["size"] = read_image(volume.path, format=volume.format, tools=settings.tools).virtual_size
         except InvalidInputError:
             pass  # a damaged image is still listed, without a size
         if (content is None or content == volume.content) and (vmid is None or entry.get("vmid") == vmid):

@@ -21,7 +21,7 @@ from qdisk.drive import Drive, is_drive_key, parse_drive, print_drive
 from qdisk.errors import DriveError, InvalidInputError, Problem
 from qdisk.image import DataFileError, read_chain, read_image, refuse_external_data_file
 from qdisk.qemu.nodes import resolve_disk
-from qdisk.settings import Settings
+from qdisk.settings import Settings, Tools
 from qdisk.storage import StorageConfig
 from qdisk.vm.allocation import Allocator, allocating
 from qdisk.vm.errors import InvalidOptionsError, StaleDigestError, VmRefusedError
@@ -167,7 +167,8 @@ def _prepare(config: VmConfig, changes: Mapping[str, str], deletes: Sequence[str
     for drive in drives:
         try:
             drive = allocator.allocated(drive)
-            prepared.warnings += _check_image(drive, allocator.storage_config)
+            prepared.warnings += _check_image(drive, allocator.storage_config,
+                                              allocator.settings.tools)
         except InvalidInputError as error:
             problems += [(drive.key, line) for line in _problem_lines(drive.key, error)]
             continue
@@ -177,7 +178,7 @@ def _prepare(config: VmConfig, changes: Mapping[str, str], deletes: Sequence[str
     return prepared
 
 
-def _check_image(drive: Drive, storage_config: StorageConfig) -> list[str]:
+def _check_image(drive: Drive, storage_config: StorageConfig, tools: Tools) -> list[str]:
     """The drive's rules that need its volume: the storage resolves it, and the cache keys
     fit the qcow2 image (entry size within the cluster size, ...) when it exists. Returns
     warnings (a qcow2 image the drive will pass as raw)."""
@@ -189,7 +190,7 @@ def _check_image(drive: Drive, storage_config: StorageConfig) -> list[str]:
     if path is None:
         return []
     if disk.format == "qcow2":
-        chain = read_chain(path, format="qcow2")
+        chain = read_chain(path, format="qcow2", tools=tools)
         problems = check_drive_cache(drive, chain[0])
         for image in chain[1:]:
             # QEMU would open a backing image's external data file read-write too.
@@ -201,7 +202,7 @@ def _check_image(drive: Drive, storage_config: StorageConfig) -> list[str]:
             raise DriveError(drive.key, problems)
         return []
     if drive.get("format") is None and disk.volume is not None and disk.volume.format is None \
-            and _probed_qcow2(path):
+            and _probed_qcow2(path, tools):
         # qemu-server's rule for a path without format=: QEMU opens it raw, never probing.
         return [f"{drive.key}: '{drive.file}' is a qcow2 image, but without format=qcow2 it is "
                 f"passed to QEMU as raw: the guest sees the qcow2 file's bytes and the qcow2-* "
@@ -209,9 +210,9 @@ def _check_image(drive: Drive, storage_config: StorageConfig) -> list[str]:
     return []
 
 
-def _probed_qcow2(path: Path) -> bool:
+def _probed_qcow2(path: Path, tools: Tools) -> bool:
     try:
-        return read_image(path).is_qcow2
+        return read_image(path, tools=tools).is_qcow2
     except InvalidInputError:
         return False  # not a readable image: the guest gets the bytes, as it asked
 
