@@ -32,6 +32,7 @@ from qdisk.qcow2 import (
     l2_entry_bytes,
     read_qcow2,
 )
+from qdisk.qemuopts import option_value
 from qdisk.settings import Tools
 from qdisk.tools import run
 
@@ -322,13 +323,6 @@ def create_image(tools: Tools, path: str | os.PathLike[str], fmt: str, size_byte
                          else "already exists: not overwriting it")
     argv = [tools.qemu_img, "create", "-q", "-f", fmt]
     if options:
-        argv += ["-o", ",".join(f"{key}={_option_value(value)}" for key, value in options.items())]
+        argv += ["-o", ",".join(f"{key}={option_value(value)}" for key, value in options.items())]
     run([*argv, filename, str(size_bytes)])
     return read_image(filename, format=fmt, tools=tools)
-
-
-def _option_value(value: str | int | bool) -> str:
-    if isinstance(value, bool):
-        return "on" if value else "off"
-    # QEMU's option syntax escapes a comma by doubling it.
-    return str(value).replace(",", ",,")

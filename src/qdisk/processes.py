@@ -14,6 +14,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from qdisk.qemuopts import unescape
+
 _PROC = Path("/proc")
 
 
@@ -80,7 +82,7 @@ def _candidates(argument: str, prefix: str, suffix: str) -> Iterator[str]:
         while suffix == "," and end >= 0 and argument.startswith(",,", end):
             end = argument.find(suffix, end + 2)
         value = argument[value_start:] if end < 0 else argument[value_start:end]
-        yield value.replace(",,", ",") if suffix == "," else value
+        yield unescape(value) if suffix == "," else value
         start = argument.find(prefix, value_start)
 
 

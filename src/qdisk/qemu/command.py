@@ -24,8 +24,9 @@ from qdisk import storage, vmconfig
 from qdisk.drive import Drive, parse_drive
 from qdisk.errors import InvalidInputError
 from qdisk.qemu.blockdev import to_json
-from qdisk.qemu.drivestr import drive_string, escape
+from qdisk.qemu.drivestr import drive_string
 from qdisk.qemu.nodes import DriveGraph, cache_mode, drive_graph, template_read_only
+from qdisk.qemuopts import escape
 from qdisk.settings import Settings
 from qdisk.storage import StorageConfig
 from qdisk.tools import qemu_version as installed_qemu_version

@@ -28,16 +28,12 @@ from qdisk.qemu.nodes import (
     detect_zeroes,
     throttle_limits,
 )
+from qdisk.qemuopts import escape
 
 # Drive keys qemu-server copies as they are, in this order.
 _PLAIN_OPTIONS = ("media", "cache", "rerror", "werror", "discard")
 # The order the Proxmox VE patch appends the qcow2 options to a -drive string.
 _QCOW2_OPTION_ORDER = tuple(str(option.qemu_name) for option in drive_string_order())
-
-
-def escape(value: str) -> str:
-    """A value for QEMU's ``key=value,...`` syntax: ``,`` doubled."""
-    return value.replace(",", ",,")
 
 
 def drive_string(graph: DriveGraph, *, template_read_only: bool = False) -> str:
