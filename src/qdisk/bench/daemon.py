@@ -16,6 +16,7 @@ from qdisk import fileio
 from qdisk.errors import ToolError
 from qdisk.qemu.blockdev import to_json
 from qdisk.qemu.qmp import QmpConnection
+from qdisk.qemuopts import escape
 from qdisk.tools import last_message, process_memory
 
 log = logging.getLogger(__name__)
@@ -69,7 +70,7 @@ def _export(top_node: str, writable: bool) -> dict[str, Any]:
 
 def _qmp_chardev(path: Path) -> str:
     # QEMU's option syntax: a comma in the path is doubled.
-    return f"socket,id={QMP_CHARDEV},path={str(path).replace(',', ',,')},server=on,wait=off"
+    return f"socket,id={QMP_CHARDEV},path={escape(str(path))},server=on,wait=off"
 
 
 class StorageDaemon:
