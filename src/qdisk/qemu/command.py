@@ -14,6 +14,7 @@ in ``QDISK_HOME/run``.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -111,7 +112,7 @@ def build_command(config: VmConfig, storage_config: StorageConfig, settings: Set
         version = qemu_version()
     chosen: Syntax = syntax or ("blockdev" if version is not None
                                 and version[:2] >= BLOCKDEV_MIN_VERSION else "drive")
-    builder = _Builder(config, options, storage_config, settings, chosen)
+    builder = _Builder(config, options, storage_config, settings, chosen, functools.cache(qemu_version))
     argv = builder.argv(accelerator(options, accel))
     return VmCommand(argv, chosen, builder.graphs, tuple(builder.warnings))
 
@@ -129,8 +130,11 @@ class _Builder:
     """One command under construction: qemu-server's $cmd (options, objects) and $devices."""
 
     def __init__(self, config: VmConfig, options: VmOptions, storage_config: StorageConfig,
-                 settings: Settings, syntax: Syntax) -> None:
+                 settings: Settings, syntax: Syntax, qemu_version: Callable[[], Version]) -> None:
         self.config = config
+        # The QEMU that runs the VM decides which node options exist (-drive refuses the
+        # volume chains that need one).
+        self.qemu_version = qemu_version if syntax == "blockdev" else None
         self.options = options
         self.storage = storage_config
         self.settings = settings
@@ -191,7 +195,8 @@ class _Builder:
 
     def _add_drive(self, drive: Drive, bootindex: int | None) -> None:
         self._add_controller(drive)
-        graph = drive_graph(drive, self.storage, template=self.template, tools=self.settings.tools)
+        graph = drive_graph(drive, self.storage, template=self.template, tools=self.settings.tools,
+                            qemu_version=self.qemu_version)
         self.graphs[drive.key] = graph
         self.warnings.extend(graph.warnings)
         if self.syntax == "blockdev":
