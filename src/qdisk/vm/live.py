@@ -96,9 +96,15 @@ def classify(old: Drive, new: Drive) -> DriveChange:
 
 def initial_state(syntax: Syntax, graphs: Mapping[str, DriveGraph], pid: int) -> VmState:
     """The state of a VM just started with ``graphs`` (``VmCommand.graphs``)."""
-    disks = {key: _applied_nodes(_backing_chain(graph.format_node))
+    disks = {key: applied_chain(graph.format_node)
              for key, graph in graphs.items() if graph.format_node is not None}
     return VmState(syntax, pid, {key: nodes for key, nodes in disks.items() if nodes})
+
+
+def applied_chain(node: Node) -> list[AppliedNode]:
+    """What the state records of a format node and its explicit backing nodes: each qcow2
+    node's name, file and cache options."""
+    return _applied_nodes(_backing_chain(node))
 
 
 def apply_drive_change(settings: Settings, vmid: int, old: Drive, new: Drive,

@@ -1,0 +1,327 @@
+"""A snapshot operation on a disk of a running VM, over QMP, as steps that can be resumed.
+
+Internal qcow2 snapshots are one QMP command each (``blockdev-snapshot-internal-sync``,
+``blockdev-snapshot-delete-internal-sync`` on the drive's top node ``drive-<key>``).
+
+A volume chain changes its files as pve-storage does (:mod:`.snapshot_volumes`) while
+QEMU keeps its nodes on them, and every node qdisk adds or reopens is the layer's node
+from :func:`qdisk.qemu.nodes.format_node`, as a start would build it. qemu-server's own
+sequence does not work on QEMU 7.2, which is right to refuse it: a second node on a file
+another node has open read-write fails ("Failed to get "write" lock"), so a node cannot be
+opened on the renamed current image while the old one holds it. And a node whose file was
+renamed must be replaced, never reopened: QEMU reopens a file by its old name when the
+node's flags change (a commit into it does), which then opens another file. So:
+
+- a node is replaced on a backing level by reopening the old one read-only (QEMU then
+  keeps its file descriptor), adding the new one read-only, pointing the level above at
+  it, deleting the old one and reopening the new one read-write;
+- the top node is replaced under a temporary overlay (``.qdisk-overlay-<file>``):
+  ``blockdev-snapshot`` puts it above the top, which becomes a backing level; once the
+  new top is in place below it, an active ``block-commit`` folds it into the new top.
+
+So the nodes keep qemu-server's names (``f``/``e`` + the hash of the drive, the snapshot
+and the volume) and their files' real names. Taking snapshot ``s``: the files as
+pve-storage makes them, the temporary overlay pushed, the layer of ``s`` added below it,
+a new top added below it, the overlay committed. Deleting the oldest snapshot: its
+child's data committed into it (``block-commit``), its file renamed to the child's name
+and its node replaced (under a temporary overlay when the child is the top). Deleting
+another one: ``block-stream`` from it into its child, then its file deleted.
+
+Each step checks whether it already happened, so a killed command's steps are resumed
+by the next one (:mod:`.snapshot_journal`). A block job runs in QEMU and survives qdisk.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from typing import Any
+
+from qdisk.qemu.nodes import Node, format_node, node_name, reopen_options, top_node_name
+from qdisk.qemu.qmp import QmpConnection
+from qdisk.settings import Settings
+from qdisk.vm.errors import VmError
+from qdisk.vm.snapshot_volumes import (
+    SnapshotVolume,
+    ensure_overlay,
+    give_child_name,
+    internal_snapshots,
+    keep_as_layer,
+    new_overlay,
+)
+
+Step = tuple[str, Callable[[], None]]
+# What the temporary overlay's node names hash where a snapshot name would be (a snapshot
+# name starts with a letter, so no snapshot's node is named alike).
+TEMPORARY_LAYER = ".qdisk-overlay"
+JOB_POLL_SECONDS = 0.05
+
+
+def qemu_version(qmp: QmpConnection) -> tuple[int, int, int]:
+    version = qmp.execute("query-version")["qemu"]
+    return int(version["major"]), int(version["minor"]), int(version["micro"])
+
+
+def read_only(node: Node) -> Node:
+    """The node, and its file node, opened read-only."""
+    return {**node, "read-only": True, "file": {**node["file"], "read-only": True}}
+
+
+class LiveDisk:
+    """A running disk's chain in QEMU and the changes qdisk makes to it. ``volume`` is the
+    drive the VM runs with (its key names the nodes)."""
+
+    def __init__(self, qmp: QmpConnection, settings: Settings, volume: SnapshotVolume) -> None:
+        self.qmp = qmp
+        self.tools = settings.tools
+        self.volume = volume
+        self.key = volume.key
+        self.version = qemu_version(qmp)
+
+    # --- what QEMU has ----------------------------------------------------------------
+
+    def chain(self) -> list[str]:
+        """The named format nodes below the drive's throttle node, top first (filters a
+        block job inserts are passed through)."""
+        graph = self.qmp.execute("x-debug-query-block-graph")
+        names = {node["id"]: node["name"] for node in graph["nodes"]}
+        children: dict[tuple[int, str], int] = {(edge["parent"], edge["name"]): edge["child"]
+                                                for edge in graph["edges"]}
+        top = next((node_id for node_id, name in names.items()
+                    if name == top_node_name(self.key)), None)
+        if top is None:
+            raise VmError(f"{self.key}: the running QEMU has no node '{top_node_name(self.key)}' "
+                          "(it was not started by qdisk with -blockdev)")
+        chain: list[str] = []
+        current = children.get((top, "file"))
+        while current is not None:
+            name = names[current]
+            if name.startswith("#"):
+                current = children.get((current, "file"), children.get((current, "backing")))
+                continue
+            chain.append(name)
+            current = children.get((current, "backing"))
+        return chain
+
+    def has(self, name: str) -> bool:
+        return any(node["node-name"] == name
+                   for node in self.qmp.execute("query-named-block-nodes", {"flat": True}))
+
+    # --- the nodes the files call for ------------------------------------------------------
+
+    def tree(self) -> Node:
+        """The volume's format node with its layers nested, as the files are now (what a
+        start would give)."""
+        return format_node(self.volume.disk, tools=self.tools, qemu_version=self.version)
+
+    def layers(self) -> list[Node]:
+        """The format node of each layer of the chain as the files are now, top first, each
+        with its backing given by name (what ``blockdev-add`` and ``blockdev-reopen`` take)."""
+        node: Node | None = self.tree()
+        layers = []
+        while node is not None:
+            below = node.get("backing")
+            layer = dict(node)
+            if isinstance(below, dict):
+                layer["backing"] = below["node-name"]
+            layers.append(layer)
+            node = below if isinstance(below, dict) else None
+        return layers
+
+    def layer(self, snapshot: str | None) -> Node:
+        """The layer of ``snapshot`` (None: the volume's own image) as the files are now."""
+        for layer in self.layers():
+            if layer["node-name"] == self.name(snapshot):
+                return layer
+        raise VmError(f"{self.key}: the volume chain of '{self.volume.volid}' has no layer "
+                      f"for {snapshot or 'the current state'}")
+
+    def name(self, snapshot: str | None, prefix: str = "f") -> str:
+        """qemu-server's name of the node of ``snapshot``'s layer (None: the volume's image)."""
+        return node_name(prefix, self.key, self.volume.volid, snapshot=snapshot)
+
+    def renamed(self, node: Node, snapshot: str | None) -> Node:
+        """``node`` under the names of ``snapshot``'s layer."""
+        return {**node, "node-name": self.name(snapshot),
+                "file": {**node["file"], "node-name": self.name(snapshot, "e")}}
+
+    def temporary(self) -> Node:
+        """The temporary overlay's node: the drive's node on that file, its own names."""
+        volume = self.volume.disk.volume
+        assert volume is not None
+        disk = dataclasses.replace(self.volume.disk, volume=dataclasses.replace(
+            volume, path=str(self.volume.temporary_path)))
+        top = format_node(disk, tools=self.tools, qemu_version=self.version)
+        return {**self.renamed(top, TEMPORARY_LAYER), "backing": None}
+
+    # --- changes -------------------------------------------------------------------------
+
+    def add(self, node: Node) -> None:
+        if not self.has(node["node-name"]):
+            self.qmp.execute("blockdev-add", node)
+
+    def drop(self, name: str) -> None:
+        """Delete a node qdisk added (QEMU drops the command line's once unused)."""
+        if self.has(name):
+            self.qmp.execute("blockdev-del", {"node-name": name})
+
+    def attach(self, parent: Node, backing: str) -> None:
+        """Point ``parent`` (its complete options) at the node ``backing``."""
+        self.qmp.execute("blockdev-reopen", {"options": [{**reopen_options(parent),
+                                                          "backing": backing}]})
+
+    def writable(self, node: Node) -> None:
+        """Reopen a node qdisk added read-only with its real options, its file node too."""
+        self.qmp.execute("blockdev-reopen", {"options": [reopen_options(node), node["file"]]})
+
+    def release(self, node: Node) -> None:
+        """Reopen a node read-only, its file node left as it is (QEMU keeps the open file),
+        so a read-only node on the same file can be added."""
+        self.qmp.execute("blockdev-reopen", {"options": [{**reopen_options(node),
+                                                          "read-only": True}]})
+
+    def make_temporary(self) -> None:
+        ensure_overlay(self.tools, self.volume.temporary_path, self.volume.path)
+
+    def push_temporary(self) -> None:
+        temporary = self.temporary()
+        self.add(temporary)
+        top = self.chain()[0]
+        if top != temporary["node-name"]:
+            self.qmp.execute("blockdev-snapshot", {"node": top, "overlay": temporary["node-name"]})
+
+    def pop_temporary(self) -> None:
+        """Commit the temporary overlay into the node below it, then delete it."""
+        name = self.name(TEMPORARY_LAYER)
+        self.job("block-commit", f"commit-{top_node_name(self.key)}",
+                 {"device": top_node_name(self.key), "top-node": name,
+                  "base-node": self.name(None)},
+                 done=lambda: name not in self.chain(), active=True)
+        self.drop(name)
+        self.volume.temporary_path.unlink(missing_ok=True)
+
+    def job(self, command: str, job_id: str, arguments: dict[str, Any], *,
+            done: Callable[[], bool], active: bool = False) -> None:
+        """Run a block job to its end (resuming one that runs already); an active commit is
+        completed once it is ready. ``done``: whether its effect is there already."""
+        if self._job(job_id) is None:
+            if done():
+                return
+            self.qmp.execute(command, {"job-id": job_id, "auto-dismiss": False, **arguments})
+        completing = False
+        while (job := self._job(job_id)) is not None:
+            if job["status"] == "ready" and active and not completing:
+                self.qmp.execute("job-complete", {"id": job_id})
+                completing = True
+            elif job["status"] == "concluded":
+                self.qmp.execute("job-dismiss", {"id": job_id})
+                if job.get("error"):
+                    raise VmError(f"{self.key}: QEMU's {command} job failed: {job['error']}")
+                return
+            time.sleep(JOB_POLL_SECONDS)
+
+    def _job(self, job_id: str) -> dict[str, Any] | None:
+        return next((job for job in self.qmp.execute("query-jobs") if job["id"] == job_id), None)
+
+
+# --- the operations --------------------------------------------------------------------
+
+
+def internal_snapshot_steps(live: LiveDisk, snapshot: str, *, delete: bool) -> list[Step]:
+    command = "blockdev-snapshot-delete-internal-sync" if delete else "blockdev-snapshot-internal-sync"
+
+    def change() -> None:
+        if (snapshot in internal_snapshots(live.tools, live.volume.path)) == delete:
+            live.qmp.execute(command, {"device": top_node_name(live.key), "name": snapshot})
+
+    return [(command, change)]
+
+
+def snapshot_steps(live: LiveDisk, snapshot: str) -> list[Step]:
+    """Take ``snapshot`` of a running volume chain (see the module)."""
+    volume = live.volume
+    top = live.name(None)
+
+    def snapshot_layer() -> Node:
+        # The volume's image under the layer's names, before its new overlay exists.
+        layer = live.renamed(live.layer(None), snapshot)
+        return {**layer, "file": {**layer["file"], "filename": str(volume.layer_path(snapshot))}}
+
+    return [
+        ("link the volume's image as the snapshot layer", lambda: keep_as_layer(volume, snapshot)),
+        ("temporary overlay", live.make_temporary),
+        ("push the temporary overlay", live.push_temporary),
+        ("add the snapshot layer", lambda: live.add(read_only(snapshot_layer()))),
+        ("attach the snapshot layer", lambda: live.attach(live.temporary(), live.name(snapshot))),
+        ("drop the old top node", lambda: live.drop(top)),
+        ("new volume image on the snapshot layer", lambda: new_overlay(live.tools, volume, snapshot)),
+        ("add the new top node", lambda: live.add(live.layer(None))),
+        ("attach the new top node", lambda: live.attach(live.temporary(), top)),
+        ("commit the temporary overlay", live.pop_temporary),
+        ("snapshot layer read-write", lambda: live.writable(live.layer(snapshot))),
+    ]
+
+
+@dataclasses.dataclass(frozen=True)
+class Neighbours:
+    """The layers around the one deleted, when the operation began: the image above it
+    (``child``: its snapshot, None for the volume's own image) and the snapshot below it
+    (``parent``, None when it is the oldest)."""
+
+    child: str | None
+    parent: str | None
+    child_file: str
+    parent_file: str | None
+
+
+def delete_steps(live: LiveDisk, snapshot: str, around: Neighbours) -> list[Step]:
+    """Delete the layer of ``snapshot`` from a running volume chain (see the module)."""
+    volume = live.volume
+    layer_name = live.name(snapshot)
+    child_name = live.name(around.child)
+    if around.parent is not None:
+        assert around.parent_file is not None
+        parent_file = around.parent_file
+        return [
+            ("stream the snapshot layer into its child", lambda: live.job(
+                "block-stream", f"stream-{top_node_name(live.key)}",
+                {"device": child_name, "base-node": live.name(around.parent),
+                 "backing-file": parent_file},
+                done=lambda: layer_name not in live.chain())),
+            ("drop the snapshot layer's node", lambda: live.drop(layer_name)),
+            ("delete the snapshot layer", lambda: volume.layer_path(snapshot).unlink(missing_ok=True)),
+        ]
+    steps: list[Step] = []
+    top_child = around.child is None
+    if top_child:
+        steps += [("temporary overlay", live.make_temporary),
+                  ("push the temporary overlay", live.push_temporary)]
+
+    def parent_of_child() -> Node:
+        if top_child:
+            return live.temporary()
+        layers = live.layers()
+        index = next(i for i, node in enumerate(layers) if node["node-name"] == child_name)
+        return layers[index - 1]
+
+    steps += [
+        ("commit the child into the snapshot layer", lambda: live.job(
+            "block-commit", f"commit-{top_node_name(live.key)}",
+            {"device": top_node_name(live.key), "top-node": child_name, "base-node": layer_name,
+             "backing-file": around.child_file},
+            done=lambda: child_name not in live.chain())),
+        ("drop the child's node", lambda: live.drop(child_name)),
+        ("give the snapshot layer the child's name", lambda: give_child_name(
+            volume, snapshot, volume.path.parent / around.child_file)),
+        ("release the snapshot layer's node", lambda: live.release(
+            live.renamed(live.layer(around.child), snapshot))),
+        ("add the child's new node", lambda: live.add(read_only(live.layer(around.child)))),
+        ("attach the child's new node", lambda: live.attach(parent_of_child(), child_name)),
+        ("drop the snapshot layer's node", lambda: live.drop(layer_name)),
+        ("remove the snapshot layer's name", lambda: volume.layer_path(snapshot).unlink(missing_ok=True)),
+        ("child's node read-write", lambda: live.writable(live.layer(around.child))),
+    ]
+    if top_child:
+        steps.append(("commit the temporary overlay", live.pop_temporary))
+    return steps
