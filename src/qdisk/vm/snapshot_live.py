@@ -55,7 +55,7 @@ Step = tuple[str, Callable[[], None]]
 # What the temporary overlay's node names hash where a snapshot name would be (a snapshot
 # name starts with a letter, so no snapshot's node is named alike).
 TEMPORARY_LAYER = ".qdisk-overlay"
-JOB_POLL_SECONDS = 0.05
+JOB_POLL_SECONDS = 0.01
 
 
 def qemu_version(qmp: QmpConnection) -> tuple[int, int, int]:
@@ -238,6 +238,14 @@ def internal_snapshot_steps(live: LiveDisk, snapshot: str, *, delete: bool) -> l
     return [(command, change)]
 
 
+def _all(*actions: Callable[[], object]) -> Callable[[], None]:
+    """One step of several actions, each skipping what is done: run again, it ends the same."""
+    def step() -> None:
+        for action in actions:
+            action()
+    return step
+
+
 def snapshot_steps(live: LiveDisk, snapshot: str) -> list[Step]:
     """Take ``snapshot`` of a running volume chain (see the module)."""
     volume = live.volume
@@ -249,17 +257,18 @@ def snapshot_steps(live: LiveDisk, snapshot: str) -> list[Step]:
         return {**layer, "file": {**layer["file"], "filename": str(volume.layer_path(snapshot))}}
 
     return [
-        ("link the volume's image as the snapshot layer", lambda: keep_as_layer(volume, snapshot)),
-        ("temporary overlay", live.make_temporary),
-        ("push the temporary overlay", live.push_temporary),
-        ("add the snapshot layer", lambda: live.add(read_only(snapshot_layer()))),
-        ("attach the snapshot layer", lambda: live.attach(live.temporary(), live.name(snapshot))),
-        ("drop the old top node", lambda: live.drop(top)),
-        ("new volume image on the snapshot layer", lambda: new_overlay(live.tools, volume, snapshot)),
-        ("add the new top node", lambda: live.add(live.layer(None))),
-        ("attach the new top node", lambda: live.attach(live.temporary(), top)),
-        ("commit the temporary overlay", live.pop_temporary),
-        ("snapshot layer read-write", lambda: live.writable(live.layer(snapshot))),
+        ("link the volume's image as the snapshot layer, push a temporary overlay", _all(
+            lambda: keep_as_layer(volume, snapshot), live.make_temporary, live.push_temporary)),
+        ("replace the old top node by the snapshot layer's", _all(
+            lambda: live.add(read_only(snapshot_layer())),
+            lambda: live.attach(live.temporary(), live.name(snapshot)),
+            lambda: live.drop(top))),
+        ("new volume image and its node under the temporary overlay", _all(
+            lambda: new_overlay(live.tools, volume, snapshot),
+            lambda: live.add(live.layer(None)),
+            lambda: live.attach(live.temporary(), top))),
+        ("commit the temporary overlay, the snapshot layer read-write", _all(
+            live.pop_temporary, lambda: live.writable(live.layer(snapshot)))),
     ]
 
 
@@ -280,6 +289,7 @@ def delete_steps(live: LiveDisk, snapshot: str, around: Neighbours) -> list[Step
     volume = live.volume
     layer_name = live.name(snapshot)
     child_name = live.name(around.child)
+    remove_layer = (lambda: volume.layer_path(snapshot).unlink(missing_ok=True))
     if around.parent is not None:
         assert around.parent_file is not None
         parent_file = around.parent_file
@@ -289,14 +299,9 @@ def delete_steps(live: LiveDisk, snapshot: str, around: Neighbours) -> list[Step
                 {"device": child_name, "base-node": live.name(around.parent),
                  "backing-file": parent_file},
                 done=lambda: layer_name not in live.chain())),
-            ("drop the snapshot layer's node", lambda: live.drop(layer_name)),
-            ("delete the snapshot layer", lambda: volume.layer_path(snapshot).unlink(missing_ok=True)),
+            ("drop the snapshot layer", _all(lambda: live.drop(layer_name), remove_layer)),
         ]
-    steps: list[Step] = []
     top_child = around.child is None
-    if top_child:
-        steps += [("temporary overlay", live.make_temporary),
-                  ("push the temporary overlay", live.push_temporary)]
 
     def parent_of_child() -> Node:
         if top_child:
@@ -305,22 +310,24 @@ def delete_steps(live: LiveDisk, snapshot: str, around: Neighbours) -> list[Step
         index = next(i for i, node in enumerate(layers) if node["node-name"] == child_name)
         return layers[index - 1]
 
+    steps: list[Step] = []
+    if top_child:
+        steps.append(("push a temporary overlay", _all(live.make_temporary, live.push_temporary)))
     steps += [
         ("commit the child into the snapshot layer", lambda: live.job(
             "block-commit", f"commit-{top_node_name(live.key)}",
             {"device": top_node_name(live.key), "top-node": child_name, "base-node": layer_name,
              "backing-file": around.child_file},
             done=lambda: child_name not in live.chain())),
-        ("drop the child's node", lambda: live.drop(child_name)),
-        ("give the snapshot layer the child's name", lambda: give_child_name(
-            volume, snapshot, volume.path.parent / around.child_file)),
-        ("release the snapshot layer's node", lambda: live.release(
-            live.renamed(live.layer(around.child), snapshot))),
-        ("add the child's new node", lambda: live.add(read_only(live.layer(around.child)))),
-        ("attach the child's new node", lambda: live.attach(parent_of_child(), child_name)),
-        ("drop the snapshot layer's node", lambda: live.drop(layer_name)),
-        ("remove the snapshot layer's name", lambda: volume.layer_path(snapshot).unlink(missing_ok=True)),
-        ("child's node read-write", lambda: live.writable(live.layer(around.child))),
+        ("give the snapshot layer the child's name", _all(
+            lambda: live.drop(child_name),
+            lambda: give_child_name(volume, snapshot, volume.path.parent / around.child_file),
+            lambda: live.release(live.renamed(live.layer(around.child), snapshot)))),
+        ("replace the snapshot layer's node by the child's", _all(
+            lambda: live.add(read_only(live.layer(around.child))),
+            lambda: live.attach(parent_of_child(), child_name),
+            lambda: live.drop(layer_name), remove_layer,
+            lambda: live.writable(live.layer(around.child)))),
     ]
     if top_child:
         steps.append(("commit the temporary overlay", live.pop_temporary))

@@ -1,0 +1,129 @@
+"""Snapshots of a stopped VM with the real qemu-img: volume chains (a thin 1 TiB image on a
+``snapshot-as-volume-chain`` dir storage) and internal qcow2 snapshots, the guest's data
+after each operation, the config's tree against the files, and every command killed at
+each of its steps and finished by the next command."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from qdisk.vm import lifecycle, snapshots
+from qdisk.vm.snapshot_volumes import SnapshotRefusedError
+
+from snapshot_helpers import (
+    CHUNK,
+    VMID,
+    GuestData,
+    SnapshotHome,
+    ancestry,
+    assert_consistent,
+    chain_files,
+    internal_names,
+    kill_self,
+    run_killed,
+)
+
+pytestmark = pytest.mark.qemu
+
+
+def take(home: SnapshotHome, name: str) -> None:
+    snapshots.snapshot(home.settings, VMID, name)
+
+
+def delete(home: SnapshotHome, name: str) -> None:
+    snapshots.delete_snapshot(home.settings, VMID, name)
+
+
+def rollback(home: SnapshotHome, name: str) -> None:
+    snapshots.rollback(home.settings, VMID, name)
+
+
+def test_volume_chain_of_a_stopped_vm(home: SnapshotHome) -> None:
+    home.create_vm(scsi0="chain:1024,format=qcow2,qcow2-cache-size-based-on-disk=1")
+    guest = GuestData(home)
+    image = home.images() / "vm-100-disk-0.qcow2"
+    for number, name in enumerate(("first", "second", "third"), start=1):
+        guest.write(number, number * CHUNK)
+        take(home, name)
+        assert_consistent(home)
+    guest.write(4, 4 * CHUNK)
+    assert [path.name for path in chain_files(image)] == [
+        "vm-100-disk-0.qcow2", "snap-third-vm-100-disk-0.qcow2",
+        "snap-second-vm-100-disk-0.qcow2", "snap-first-vm-100-disk-0.qcow2"]
+
+    delete(home, "second")  # the middle one: rebased into its child
+    assert_consistent(home)
+    assert ancestry(home.config()) == ["third", "first"]
+    guest.check()
+
+    rollback(home, "third")  # the newest: a new empty overlay on it
+    assert_consistent(home)
+    del guest.written[4 * CHUNK]
+    guest.check({4 * CHUNK: 0})
+
+    delete(home, "first")  # the oldest: its child committed into it, which takes its name
+    assert_consistent(home)
+    guest.check({4 * CHUNK: 0})
+    assert [path.name for path in chain_files(image)] == [
+        "vm-100-disk-0.qcow2", "snap-third-vm-100-disk-0.qcow2"]
+
+    removed = lifecycle.destroy(home.settings, VMID)
+    assert {path.name for path in removed} == {"vm-100-disk-0.qcow2", "snap-third-vm-100-disk-0.qcow2"}
+    assert not home.images().exists()
+
+
+def test_a_volume_chain_rolls_back_to_its_newest_snapshot_only(home: SnapshotHome) -> None:
+    home.create_vm(scsi0="chain:1,format=qcow2")
+    take(home, "first")
+    take(home, "second")
+    with pytest.raises(SnapshotRefusedError, match="can't rollback, 'first' is not most recent "
+                                                   "snapshot on 'chain:100/vm-100-disk-0.qcow2'"):
+        rollback(home, "first")
+    assert_consistent(home)
+
+
+def test_internal_snapshots_of_a_stopped_vm(home: SnapshotHome) -> None:
+    home.create_vm(scsi0="local:1024,format=qcow2", scsi1="local:1,format=qcow2")
+    guest = GuestData(home)
+    guest.write(1, CHUNK)
+    take(home, "first")
+    guest.write(2, 2 * CHUNK)
+    take(home, "second")
+    guest.write(3, CHUNK)
+    assert internal_names(home.images("local") / "vm-100-disk-1.qcow2") == ["first", "second"]
+
+    rollback(home, "first")  # any snapshot, not only the newest
+    assert_consistent(home)
+    guest.check({CHUNK: 1, 2 * CHUNK: 0})
+    assert home.config().current.values["parent"] == "first"
+
+    delete(home, "second")
+    delete(home, "first")
+    assert_consistent(home)
+    assert internal_names(home.images("local") / "vm-100-disk-0.qcow2") == []
+    assert "parent" not in home.config().current.values
+
+
+def test_a_command_killed_at_each_step_is_finished_by_the_next(home: SnapshotHome) -> None:
+    """Killed after each journal write and each file step (a link, a new image, a qemu-img
+    run), with a volume chain and an internal-snapshot disk in one VM."""
+    home.create_vm(scsi0="chain:1,format=qcow2", scsi1="local:1,format=qcow2")
+    guest = GuestData(home)
+    operations: list[Callable[[], object]] = [
+        lambda: take(home, "taken"), lambda: take(home, "newer"), lambda: rollback(home, "newer"),
+        lambda: delete(home, "taken"), lambda: delete(home, "newer")]
+    for step in range(1, 100):
+        guest.write(step % 200 + 1, step * CHUNK)
+        reached = False
+        for operation in operations:
+            reached |= run_killed(operation, step, kill_self)
+            # The next command on the VM finishes what the killed one left.
+            snapshots.list_snapshots(home.settings, VMID)
+            assert_consistent(home)
+        guest.check()
+        assert not home.config().snapshots
+        if not reached:
+            break
+    assert step > 5
