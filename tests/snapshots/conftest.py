@@ -14,7 +14,7 @@ from snapshot_helpers import QEMU_ENV, SnapshotHome, make_home
 
 
 @pytest.fixture
-def home(tmp_path: Path) -> SnapshotHome:
+def snap_home(tmp_path: Path) -> SnapshotHome:
     return make_home(tmp_path)
 
 

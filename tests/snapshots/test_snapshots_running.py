@@ -52,8 +52,9 @@ def applied(home: SnapshotHome) -> list[tuple[str, dict[str, int]]]:
             for node in state["disks"]["scsi0"]["nodes"]]
 
 
-def test_volume_chain_of_a_running_vm_with_the_auto_size(home: SnapshotHome,
+def test_volume_chain_of_a_running_vm_with_the_auto_size(snap_home: SnapshotHome,
                                                          started: list[int]) -> None:
+    home = snap_home
     home.create_vm(scsi0="chain:1024,format=qcow2,qcow2-cache-size-based-on-disk=1")
     result = lifecycle.start(home.settings, VMID, syntax="blockdev", accel="tcg")
     started.append(result.pid)
@@ -96,7 +97,8 @@ def test_volume_chain_of_a_running_vm_with_the_auto_size(home: SnapshotHome,
     assert not any(ro.values())
 
 
-def test_internal_snapshots_of_a_running_vm(home: SnapshotHome, started: list[int]) -> None:
+def test_internal_snapshots_of_a_running_vm(snap_home: SnapshotHome, started: list[int]) -> None:
+    home = snap_home
     home.create_vm(scsi0="local:1024,format=qcow2,qcow2-cache-size-based-on-disk=1")
     started.append(lifecycle.start(home.settings, VMID, accel="tcg").pid)  # -drive syntax
     guest = GuestData(home)
@@ -134,9 +136,10 @@ def live_cycle(home: SnapshotHome) -> list[Callable[[], object]]:
             lambda: snapshots.delete_snapshot(settings, VMID, "third")]
 
 
-def test_qdisk_killed_at_each_step_of_a_live_change(home: SnapshotHome,
+def test_qdisk_killed_at_each_step_of_a_live_change(snap_home: SnapshotHome,
                                                     started: list[int]) -> None:
     """QEMU goes on; the next command resumes the change where qdisk was killed."""
+    home = snap_home
     home.create_vm(scsi0="chain:1,format=qcow2,qcow2-cache-size-based-on-disk=1",
                    scsi1="local:1,format=qcow2")
     started.append(lifecycle.start(home.settings, VMID, syntax="blockdev", accel="tcg").pid)
@@ -156,10 +159,11 @@ def test_qdisk_killed_at_each_step_of_a_live_change(home: SnapshotHome,
     assert views.status(home.settings, VMID).running
 
 
-def test_qemu_killed_at_each_step_of_a_live_change(home: SnapshotHome,
+def test_qemu_killed_at_each_step_of_a_live_change(snap_home: SnapshotHome,
                                                    started: list[int]) -> None:
     """qdisk finishes the change on the files; QEMU is qemu-storage-daemon (QEMU's block
     layer, restarted in milliseconds) under the VM's run files."""
+    home = snap_home
     home.create_vm(scsi0="chain:1,format=qcow2,qcow2-cache-size-based-on-disk=1")
     guest = GuestData(home)
     for step in range(1, 100):

@@ -5,6 +5,7 @@ each of its steps and finished by the next command."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 
 import pytest
@@ -12,6 +13,7 @@ import pytest
 from qdisk.vm import lifecycle, snapshots
 from qdisk.vm.snapshot_volumes import SnapshotRefusedError
 
+from cli_helpers import CliResult, RunQdisk
 from snapshot_helpers import (
     CHUNK,
     VMID,
@@ -40,7 +42,8 @@ def rollback(home: SnapshotHome, name: str) -> None:
     snapshots.rollback(home.settings, VMID, name)
 
 
-def test_volume_chain_of_a_stopped_vm(home: SnapshotHome) -> None:
+def test_volume_chain_of_a_stopped_vm(snap_home: SnapshotHome) -> None:
+    home = snap_home
     home.create_vm(scsi0="chain:1024,format=qcow2,qcow2-cache-size-based-on-disk=1")
     guest = GuestData(home)
     image = home.images() / "vm-100-disk-0.qcow2"
@@ -74,7 +77,8 @@ def test_volume_chain_of_a_stopped_vm(home: SnapshotHome) -> None:
     assert not home.images().exists()
 
 
-def test_a_volume_chain_rolls_back_to_its_newest_snapshot_only(home: SnapshotHome) -> None:
+def test_a_volume_chain_rolls_back_to_its_newest_snapshot_only(snap_home: SnapshotHome) -> None:
+    home = snap_home
     home.create_vm(scsi0="chain:1,format=qcow2")
     take(home, "first")
     take(home, "second")
@@ -84,7 +88,8 @@ def test_a_volume_chain_rolls_back_to_its_newest_snapshot_only(home: SnapshotHom
     assert_consistent(home)
 
 
-def test_internal_snapshots_of_a_stopped_vm(home: SnapshotHome) -> None:
+def test_internal_snapshots_of_a_stopped_vm(snap_home: SnapshotHome) -> None:
+    home = snap_home
     home.create_vm(scsi0="local:1024,format=qcow2", scsi1="local:1,format=qcow2")
     guest = GuestData(home)
     guest.write(1, CHUNK)
@@ -106,9 +111,10 @@ def test_internal_snapshots_of_a_stopped_vm(home: SnapshotHome) -> None:
     assert "parent" not in home.config().current.values
 
 
-def test_a_command_killed_at_each_step_is_finished_by_the_next(home: SnapshotHome) -> None:
+def test_a_command_killed_at_each_step_is_finished_by_the_next(snap_home: SnapshotHome) -> None:
     """Killed after each journal write and each file step (a link, a new image, a qemu-img
     run), with a volume chain and an internal-snapshot disk in one VM."""
+    home = snap_home
     home.create_vm(scsi0="chain:1,format=qcow2", scsi1="local:1,format=qcow2")
     guest = GuestData(home)
     operations: list[Callable[[], object]] = [
@@ -127,3 +133,36 @@ def test_a_command_killed_at_each_step_is_finished_by_the_next(home: SnapshotHom
         if not reached:
             break
     assert step > 5
+
+
+def test_the_commands(snap_home: SnapshotHome, run_qdisk: RunQdisk,
+                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("QDISK_HOME", str(snap_home.home))
+    snap_home.create_vm(scsi0="chain:1,format=qcow2", scsi1="local:1,format=qcow2")
+    vm = str(VMID)
+    assert run_qdisk("vm", "snapshot", vm, "first", "--description", "clean install") == CliResult(
+        0, "scsi0: chain snapshot 'first': snapshot done\nscsi1: internal snapshot 'first': snapshot "
+           "done\nVM 100: snapshot 'first' taken\n", "")
+    listed = run_qdisk("vm", "listsnapshot", vm, "--json")
+    assert [(entry["name"], entry.get("parent"), entry["description"])
+            for entry in json.loads(listed.stdout)] == [
+        ("first", None, "clean install"), ("current", "first", "You are here!")]
+    assert run_qdisk("vm", "listsnapshot", vm).stdout.splitlines()[1] == \
+        "    `-> current                                         You are here!"
+    refused = run_qdisk("vm", "snapshot", vm, "second", "--vmstate")
+    assert (refused.exit_code, refused.stderr) == (
+        2, "qdisk: VM 100: snapshots with RAM state (vmstate) are not supported: qdisk does not "
+           "save or restore a VM's memory; take the snapshot without it (disks only)\n")
+    assert run_qdisk("vm", "delsnapshot", vm, "nope").stderr == \
+        "qdisk: VM 100: snapshot 'nope' does not exist\n"
+    assert run_qdisk("vm", "snapshot", vm, "first").stderr == \
+        "qdisk: VM 100: snapshot name 'first' already used\n"
+    assert run_qdisk("vm", "rollback", vm, "first").exit_code == 0
+    assert run_qdisk("vm", "delsnapshot", vm, "first").exit_code == 0
+    run_qdisk("vm", "set", vm, "--scsi2", "local:1")  # raw
+    raw = snap_home.config().current.values["scsi2"].split(",")[0]
+    refused = run_qdisk("vm", "snapshot", vm, "second")
+    assert (refused.exit_code, refused.stderr) == (
+        2, f"qdisk: VM 100: snapshot feature is not available:\n  scsi2: volume '{raw}' on "
+           "storage 'local' (type dir): a raw image cannot have snapshots (only qcow2 can)\n")
+    assert_consistent(snap_home)

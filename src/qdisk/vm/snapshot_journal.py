@@ -144,9 +144,11 @@ def run(settings: Settings, vmid: int, operation: Operation) -> Outcome:
             raise VmError(f"VM {vmid}: {task.key}: QEMU refused to go on with the {operation.kind} "
                           f"of snapshot '{operation.snapshot}': {error.desc}; the next command on "
                           "the VM tries again") from error
-        except QdiskError as error:
+        except (QdiskError, OSError) as error:
+            reason = (f"{error.filename}: {error.strerror}" if isinstance(error, OSError)
+                      else str(error))
             raise VmError(f"VM {vmid}: {task.key}: the {operation.kind} of snapshot "
-                          f"'{operation.snapshot}' stopped: {error}; the next command on the VM "
+                          f"'{operation.snapshot}' stopped: {reason}; the next command on the VM "
                           "tries again") from error
         task.done = True
         write(settings, vmid, operation)

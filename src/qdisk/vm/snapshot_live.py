@@ -3,32 +3,37 @@
 Internal qcow2 snapshots are one QMP command each (``blockdev-snapshot-internal-sync``,
 ``blockdev-snapshot-delete-internal-sync`` on the drive's top node ``drive-<key>``).
 
-A volume chain changes its files as pve-storage does (:mod:`.snapshot_volumes`) while
-QEMU keeps its nodes on them, and every node qdisk adds or reopens is the layer's node
-from :func:`qdisk.qemu.nodes.format_node`, as a start would build it. qemu-server's own
-sequence does not work on QEMU 7.2, which is right to refuse it: a second node on a file
-another node has open read-write fails ("Failed to get "write" lock"), so a node cannot be
-opened on the renamed current image while the old one holds it. And a node whose file was
-renamed must be replaced, never reopened: QEMU reopens a file by its old name when the
-node's flags change (a commit into it does), which then opens another file. So:
+A volume chain ends with pve-storage's files and qemu-server's nodes (names hash the
+drive, the snapshot and the volume; every node built by
+:func:`qdisk.qemu.nodes.format_node`, so it carries its layer's cache options). The way
+there is not qemu-server's: QEMU 7.2 refuses it, and is right to.
 
-- a node is replaced on a backing level by reopening the old one read-only (QEMU then
-  keeps its file descriptor), adding the new one read-only, pointing the level above at
-  it, deleting the old one and reopening the new one read-write;
-- the top node is replaced under a temporary overlay (``.qdisk-overlay-<file>``):
-  ``blockdev-snapshot`` puts it above the top, which becomes a backing level; once the
-  new top is in place below it, an active ``block-commit`` folds it into the new top.
+- A second node on a file that a read-write node has open fails ("Failed to get "write"
+  lock"), so qemu-server's node on the renamed current image cannot be added while the
+  old one holds it. A node is replaced on a backing level instead: the old one reopened
+  read-only (``blockdev-snapshot`` does that to the old top), the new one added
+  read-only, the level above pointed at it, the old one deleted, the new one reopened
+  read-write.
+- QEMU reopens a file node *by its name* when a graph change alters its permissions (a
+  node detached, a commit into it): after a rename that opens another file, or none. So
+  a file keeps every name a node opened it by until that node is gone: a hard link
+  gives a layer its new name, and the old name is removed afterwards.
+- The top node cannot be replaced in place (the device needs it writable), so it is
+  replaced under a temporary overlay (``.qdisk-overlay-<file>``), which
+  ``blockdev-snapshot`` puts on top and an active ``block-commit`` folds into the new top.
 
-So the nodes keep qemu-server's names (``f``/``e`` + the hash of the drive, the snapshot
-and the volume) and their files' real names. Taking snapshot ``s``: the files as
-pve-storage makes them, the temporary overlay pushed, the layer of ``s`` added below it,
-a new top added below it, the overlay committed. Deleting the oldest snapshot: its
-child's data committed into it (``block-commit``), its file renamed to the child's name
-and its node replaced (under a temporary overlay when the child is the top). Deleting
-another one: ``block-stream`` from it into its child, then its file deleted.
+Taking snapshot ``s``: the volume's image linked as ``snap-s-<file>``, the temporary overlay
+pushed, the old top node replaced by the layer's, the volume's name given to a new empty
+overlay (``extended_l2``, 128 KiB clusters) whose node goes under the temporary overlay,
+which is committed. Deleting the oldest snapshot: its child's data committed into it
+(``block-commit``, which writes the child's name into the header above), the layer
+linked under the child's name and its node replaced (under a temporary overlay when the
+child is the top). Deleting another one: ``block-stream`` from it into its child, then its
+file deleted.
 
-Each step checks whether it already happened, so a killed command's steps are resumed
-by the next one (:mod:`.snapshot_journal`). A block job runs in QEMU and survives qdisk.
+Each step is a group of actions that each skip what is done, so the step a killed command
+was in is run again by the next one (:mod:`.snapshot_journal`). A block job runs in QEMU
+and survives qdisk.
 """
 
 from __future__ import annotations

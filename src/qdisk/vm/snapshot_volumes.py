@@ -257,7 +257,8 @@ def keep_as_layer(volume: SnapshotVolume, snapshot: str) -> None:
     keeps a name that is its file until it is replaced)."""
     layer = volume.layer_path(snapshot)
     if not layer.exists():
-        os.link(volume.path, layer)
+        # A link to a symbolic link (a volume that is one): what pve-storage's rename gives.
+        os.link(volume.path, layer, follow_symlinks=False)
 
 
 def new_overlay(tools: Tools, volume: SnapshotVolume, snapshot: str) -> None:
@@ -288,7 +289,7 @@ def give_child_name(volume: SnapshotVolume, snapshot: str, child: Path) -> None:
     if not layer.exists() or _same_file(str(child), layer):
         return
     volume.link_path.unlink(missing_ok=True)
-    os.link(layer, volume.link_path)
+    os.link(layer, volume.link_path, follow_symlinks=False)
     os.replace(volume.link_path, child)
 
 
