@@ -12,7 +12,7 @@ import pytest
 
 from qdisk.qemu.qmp import QmpConnection
 from qdisk.tools import process_memory
-from qdisk.vm import lifecycle, snapshots, views
+from qdisk.vm import changes, lifecycle, snapshots, views
 
 from snapshot_helpers import (
     CHUNK,
@@ -72,6 +72,15 @@ def test_volume_chain_of_a_running_vm_with_the_auto_size(snap_home: SnapshotHome
         assert_consistent(home)
         guest.check()
     assert [cache["cache-size"] for _, cache in applied(home)] == [OVERLAY_CACHE] * 3 + [BASE_CACHE]
+    # A cache option set on the running VM reaches every layer (qemu-server's explicit
+    # values on every layer), each keeping its own auto size.
+    changed = changes.set_options(home.settings, VMID, {
+        "scsi0": "chain:100/vm-100-disk-0.qcow2,qcow2-cache-size-based-on-disk=1,"
+                 "qcow2-cache-clean-interval=30"})
+    assert (changed.applied, changed.refused, changed.failed) == (("scsi0",), (), ())
+    assert [cache for _, cache in applied(home)] == [
+        {"cache-size": size, "cache-clean-interval": 30}
+        for size in [OVERLAY_CACHE] * 3 + [BASE_CACHE]]
     guest.write(4, 4 * CHUNK)
 
     before = vm_size(home)

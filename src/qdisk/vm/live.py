@@ -222,7 +222,8 @@ def _plan_reopen(qmp: QmpConnection, disk: Disk, settings: Settings,
     drops the implicit nodes no parent uses any more). Of the other levels, the qcow2
     nodes whose cache differs from the one last applied are reopened.
     """
-    wanted = _backing_chain(format_node(disk, tools=settings.tools, explicit_backing=True))
+    wanted = _backing_chain(format_node(disk, tools=settings.tools, explicit_backing=True,
+                                        qemu_version=running_qemu_version(qmp)))
     running = _running_chain(qmp, disk.key, wanted[0]["node-name"])
     if len(running) != len(wanted):
         raise _NotLive(f"{disk.key}: the running backing chain has {len(running)} images, the "
@@ -268,6 +269,12 @@ def _reopen(qmp: QmpConnection, plan: _ReopenPlan) -> None:
             with contextlib.suppress(QmpError):
                 qmp.execute("blockdev-del", {"node-name": plan.added["node-name"]})
         raise
+
+
+def running_qemu_version(qmp: QmpConnection) -> tuple[int, int, int]:
+    """The version of the QEMU at the other end: which node options it takes."""
+    version = qmp.execute("query-version")["qemu"]
+    return int(version["major"]), int(version["minor"]), int(version["micro"])
 
 
 def _running_chain(qmp: QmpConnection, key: str, top_name: str) -> list[str]:

@@ -47,6 +47,7 @@ from qdisk.qemu.nodes import Node, format_node, node_name, reopen_options, top_n
 from qdisk.qemu.qmp import QmpConnection
 from qdisk.settings import Settings
 from qdisk.vm.errors import VmError
+from qdisk.vm.live import running_qemu_version
 from qdisk.vm.snapshot_volumes import (
     SnapshotVolume,
     ensure_overlay,
@@ -63,11 +64,6 @@ TEMPORARY_LAYER = ".qdisk-overlay"
 JOB_POLL_SECONDS = 0.01
 
 
-def qemu_version(qmp: QmpConnection) -> tuple[int, int, int]:
-    version = qmp.execute("query-version")["qemu"]
-    return int(version["major"]), int(version["minor"]), int(version["micro"])
-
-
 def read_only(node: Node) -> Node:
     """The node, and its file node, opened read-only."""
     return {**node, "read-only": True, "file": {**node["file"], "read-only": True}}
@@ -82,7 +78,7 @@ class LiveDisk:
         self.tools = settings.tools
         self.volume = volume
         self.key = volume.key
-        self.version = qemu_version(qmp)
+        self.version = running_qemu_version(qmp)
 
     # --- what QEMU has ----------------------------------------------------------------
 
