@@ -92,19 +92,21 @@ def test_internal_snapshots_of_a_stopped_vm(snap_home: SnapshotHome) -> None:
     home = snap_home
     home.create_vm(scsi0="local:1024,format=qcow2", scsi1="local:1,format=qcow2")
     guest = GuestData(home)
-    guest.write(1, CHUNK)
-    take(home, "first")
-    guest.write(2, 2 * CHUNK)
-    take(home, "second")
-    guest.write(3, CHUNK)
-    assert internal_names(home.images("local") / "vm-100-disk-1.qcow2") == ["first", "second"]
+    for number, name in enumerate(("first", "second", "third"), start=1):
+        guest.write(number, CHUNK)
+        guest.write(number, (number + 1) * CHUNK)
+        take(home, name)
+    assert internal_names(home.images("local") / "vm-100-disk-1.qcow2") == ["first", "second", "third"]
+    delete(home, "second")
+    assert_consistent(home)
+    assert home.config().snapshots["third"].values["parent"] == "first"
 
     rollback(home, "first")  # any snapshot, not only the newest
     assert_consistent(home)
-    guest.check({CHUNK: 1, 2 * CHUNK: 0})
+    guest.check({CHUNK: 1, 3 * CHUNK: 0, 4 * CHUNK: 0})
     assert home.config().current.values["parent"] == "first"
 
-    delete(home, "second")
+    delete(home, "third")
     delete(home, "first")
     assert_consistent(home)
     assert internal_names(home.images("local") / "vm-100-disk-0.qcow2") == []

@@ -61,7 +61,7 @@ Step = tuple[str, Callable[[], None]]
 # What the temporary overlay's node names hash where a snapshot name would be (a snapshot
 # name starts with a letter, so no snapshot's node is named alike).
 TEMPORARY_LAYER = ".qdisk-overlay"
-JOB_POLL_SECONDS = 0.01
+JOB_POLL_SECONDS = 0.005
 
 
 def read_only(node: Node) -> Node:
