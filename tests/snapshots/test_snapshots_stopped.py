@@ -143,8 +143,8 @@ def test_the_commands(snap_home: SnapshotHome, run_qdisk: RunQdisk,
     snap_home.create_vm(scsi0="chain:1,format=qcow2", scsi1="local:1,format=qcow2")
     vm = str(VMID)
     assert run_qdisk("vm", "snapshot", vm, "first", "--description", "clean install") == CliResult(
-        0, "scsi0: chain snapshot 'first': snapshot done\nscsi1: internal snapshot 'first': snapshot "
-           "done\nVM 100: snapshot 'first' taken\n", "")
+        0, "scsi0: snapshot 'first' taken (a layer of the volume chain)\nscsi1: snapshot 'first' "
+           "taken (internal qcow2 snapshot)\nVM 100: snapshot 'first' taken\n", "")
     listed = run_qdisk("vm", "listsnapshot", vm, "--json")
     assert [(entry["name"], entry.get("parent"), entry["description"])
             for entry in json.loads(listed.stdout)] == [

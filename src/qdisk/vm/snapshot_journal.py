@@ -56,6 +56,8 @@ from qdisk.vmconfig import VmConfig
 log = logging.getLogger(__name__)
 
 SNAPSHOT, DELETE, ROLLBACK = "snapshot", "delete", "rollback"
+_DONE = {SNAPSHOT: "taken", DELETE: "deleted", ROLLBACK: "rolled back to"}
+_METHODS = {Method.CHAIN: "a layer of the volume chain", Method.INTERNAL: "internal qcow2 snapshot"}
 
 
 @dataclass
@@ -161,11 +163,12 @@ def run(settings: Settings, vmid: int, operation: Operation) -> Outcome:
 
 def _run_task(settings: Settings, vmid: int, operation: Operation, task: VolumeTask,
               volume: SnapshotVolume) -> str:
-    where = f"{task.key}: {volume.method.value} snapshot '{operation.snapshot}'"
+    done = (f"{task.key}: snapshot '{operation.snapshot}' {_DONE[operation.kind]} "
+            f"({_METHODS[volume.method]}")
     if task.live and operation.pid is not None and running_pid(settings, vmid) == operation.pid:
         try:
             _run_live(settings, vmid, operation, task, volume)
-            return f"{where}: {operation.kind} done on the running VM"
+            return f"{done}, on the running VM)"
         except QmpCommandError:
             raise
         except QmpError:
@@ -173,7 +176,7 @@ def _run_task(settings: Settings, vmid: int, operation: Operation, task: VolumeT
                 raise
             # QEMU is gone: the files are finished as for a stopped VM.
     _run_offline(settings, operation, volume)
-    return f"{where}: {operation.kind} done"
+    return f"{done})"
 
 
 def _run_live(settings: Settings, vmid: int, operation: Operation, task: VolumeTask,

@@ -277,11 +277,6 @@ def create_layer(tools: Tools, volume: SnapshotVolume, snapshot: str) -> None:
     new_overlay(tools, volume, snapshot)
 
 
-def commit_child(tools: Tools, place: LayerPlace) -> None:
-    """The child's data committed into the layer below it (``qemu-img commit``)."""
-    _qemu_img(tools, "commit", "-q", "-f", "qcow2", str(place.child_path))
-
-
 def give_child_name(volume: SnapshotVolume, snapshot: str, child: Path) -> None:
     """The layer of ``snapshot``, which holds its child's data now, takes the child's name
     (a link put over it: the layer's own name stays until its node is gone)."""
@@ -308,7 +303,7 @@ def delete_layer(tools: Tools, volume: SnapshotVolume, snapshot: str) -> None:
         layer.unlink()
         return
     if place.parent_path is None:
-        commit_child(tools, place)
+        _qemu_img(tools, "commit", "-q", "-f", "qcow2", str(place.child_path))
         os.replace(layer, place.child_path)
         return
     _qemu_img(tools, "rebase", "-q", "-f", "qcow2", "-F", "qcow2", "-b", place.parent_path.name,
