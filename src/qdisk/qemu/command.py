@@ -107,12 +107,14 @@ def build_command(config: VmConfig, storage_config: StorageConfig, settings: Set
     (``kvm: 0`` in the config means ``tcg``, as qemu-server).
     """
     options = read_options(config.current.values)
+    # Asked at most once: for the syntax, and for the node options of the QEMU that runs it.
+    qemu_version = functools.cache(qemu_version)
     version = _pinned_version(options.machine)
     if version is None and syntax is None:
         version = qemu_version()
     chosen: Syntax = syntax or ("blockdev" if version is not None
                                 and version[:2] >= BLOCKDEV_MIN_VERSION else "drive")
-    builder = _Builder(config, options, storage_config, settings, chosen, functools.cache(qemu_version))
+    builder = _Builder(config, options, storage_config, settings, chosen, qemu_version)
     argv = builder.argv(accelerator(options, accel))
     return VmCommand(argv, chosen, builder.graphs, tuple(builder.warnings))
 

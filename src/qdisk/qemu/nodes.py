@@ -427,12 +427,13 @@ def _volume_chain_node(disk: Disk, tools: Tools | None,
     assert disk.volume is not None
     layers = volume_chain_layers(disk, tools)
     warnings: list[str] = []
-    discard_no_unref = qemu_version is None or qemu_version()[:2] >= DISCARD_NO_UNREF_SINCE
-    if not discard_no_unref:
-        version = ".".join(map(str, qemu_version() if qemu_version else ()))
-        warnings.append(f"{disk.key}: discard-no-unref left out: QEMU {version} does not have "
-                        f"it (8.1 and newer do); clusters the guest discards in the volume "
-                        f"chain's images are freed and reused, which fragments them")
+    version = qemu_version() if qemu_version is not None else None
+    discard_no_unref = version is None or version[:2] >= DISCARD_NO_UNREF_SINCE
+    if version is not None and not discard_no_unref:
+        warnings.append(f"{disk.key}: discard-no-unref left out: QEMU "
+                        f"{'.'.join(map(str, version))} does not have it (8.1 and newer do); "
+                        "clusters the guest discards in the volume chain's images are freed "
+                        "and reused, which fragments them")
     backing: Node | None = None
     for depth in range(len(layers) - 1, -1, -1):
         snapshot, image = layers[depth]

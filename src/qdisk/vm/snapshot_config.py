@@ -15,6 +15,7 @@ import re
 from dataclasses import dataclass
 
 from qdisk import storage
+from qdisk.qemu.nodes import SNAPSHOT_NAME_PATTERN
 from qdisk.vm.volumes import drive_files
 from qdisk.vmconfig import Section, VmConfig
 
@@ -27,7 +28,7 @@ VMSTATE_KEY = "vmstate"
 _NOT_COPIED = frozenset({"snapstate", "snaptime", "vmstate", "lock", "digest", "runningmachine",
                          "runningcpu"})
 # pve-configid, at most 40 characters; 'current' and 'pending' are reserved.
-_NAME_RE = re.compile(r"[a-z][a-z0-9_\-]+", re.IGNORECASE | re.ASCII)
+_NAME_RE = re.compile(SNAPSHOT_NAME_PATTERN, re.ASCII)
 MAX_NAME_LENGTH = 40
 RESERVED_NAMES = ("current", "pending")
 CURRENT_DESCRIPTION = "You are here!"
