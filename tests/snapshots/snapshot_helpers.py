@@ -62,6 +62,12 @@ class SnapshotHome:
     def config(self) -> vmconfig.VmConfig:
         return vmconfig.load(self.settings, VMID)
 
+    def config_path(self) -> Path:
+        return self.settings.layout.vm_config(VMID)
+
+    def config_text(self) -> str:
+        return self.config_path().read_text()
+
 
 def make_home(root: Path) -> SnapshotHome:
     home, store = root / "home", root / "store"

@@ -11,6 +11,7 @@ from collections.abc import Callable
 import pytest
 
 from qdisk.vm import lifecycle, snapshots
+from qdisk.vm.errors import VmError
 from qdisk.vm.snapshot_volumes import SnapshotRefusedError
 
 from cli_helpers import CliResult, RunQdisk
@@ -168,3 +169,27 @@ def test_the_commands(snap_home: SnapshotHome, run_qdisk: RunQdisk,
         2, f"qdisk: VM 100: snapshot feature is not available:\n  scsi2: volume '{raw}' on "
            "storage 'local' (type dir): a raw image cannot have snapshots (only qcow2 can)\n")
     assert_consistent(snap_home)
+
+
+def test_hostile_states_are_refused_before_anything_changes(snap_home: SnapshotHome) -> None:
+    home = snap_home
+    home.create_vm(scsi0="chain:1,format=qcow2")
+    before = home.config_text()
+    # A file (or a link) where the new layer would go.
+    layer = home.images() / "snap-first-vm-100-disk-0.qcow2"
+    layer.symlink_to("/etc/passwd")
+    with pytest.raises(SnapshotRefusedError, match="exists already: the layer of snapshot 'first'"):
+        take(home, "first")
+    layer.unlink()
+    # A lock of another tool (a Proxmox VE backup).
+    home.config_path().write_text(before + "lock: backup\n")
+    with pytest.raises(SnapshotRefusedError, match=r"VM 100 is locked \(backup\)"):
+        take(home, "first")
+    home.config_path().write_text(before)
+    assert sorted(path.name for path in home.images().iterdir()) == ["vm-100-disk-0.qcow2"]
+    # A damaged journal stops every command on the VM, naming the file.
+    home.settings.layout.snapshot_journal(VMID).write_text("{not json")
+    with pytest.raises(VmError, match="the journal of an interrupted snapshot operation .* is "
+                                      "damaged"):
+        snapshots.list_snapshots(home.settings, VMID)
+    assert home.config_text() == before
