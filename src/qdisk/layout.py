@@ -6,7 +6,8 @@ paths under the home. Today's tree (``QDISK_HOME``) is one layout::
     QDISK_HOME/
       storage.cfg             storages (Proxmox VE's format)
       qemu-server/<vmid>.conf VM configs
-      lock/<vmid>.lock        a VM's lock; <vmid>.alloc: images a command is creating
+      lock/<vmid>.lock        a VM's lock; <vmid>.alloc: images a command is creating;
+                              <vmid>.snapshot: a snapshot operation under way
       run/<vmid>.{qmp,pid,vnc,log,state.json}   a running VM's files
       storage/local/          the default storage's directory
 
@@ -84,6 +85,10 @@ class Layout:
     def allocation_journal(self, vmid: int) -> Path:
         """Images a command of the VM is creating, until its config names them."""
         return self.lock_dir / f"{vmid}.alloc"
+
+    def snapshot_journal(self, vmid: int) -> Path:
+        """The snapshot operation a command of the VM is carrying out, until it is done."""
+        return self.lock_dir / f"{vmid}.snapshot"
 
     def run_files(self, vmid: int) -> RunFiles:
         own = self.own_run_dir or self.run_dir

@@ -45,10 +45,12 @@ def test_plan_one_node_per_qcow2_image(run_qdisk: RunQdisk, images: dict[str, Pa
     assert result.exit_code == 0
     nodes = json.loads(result.stdout)["nodes"]
     assert [node["cluster-size"] for node in nodes] == [2 * MIB, 65536]
-    # Exactly the keys of the issue, nothing more.
+    # Exactly the keys of the issues (the plan, then per layer: the need, Proxmox VE's
+    # rule, the memory, internal snapshots), nothing more.
     assert [list(node) for node in nodes] == [[
         "filename", "virtual-size", "cluster-size", "refcount-bits", "extended-l2", "auto",
-        "default", "advice"]] * 2
+        "default", "needed-l2-cache-size", "proxmox-ve", "memory", "internal-snapshots",
+        "advice"]] * 2
     base = nodes[1]
     assert (base["filename"], base["virtual-size"], base["refcount-bits"], base["extended-l2"]) \
         == (str(images["c64k-1t"]), 2**40, 16, False)

@@ -21,7 +21,8 @@ from qdisk.fileio import (
     private_dir,
     truncated_output,
 )
-from qdisk.image import ImageError, create_image
+from qdisk.image import create_image
+from qdisk.imagefile import ImageError
 from qdisk.settings import Tools
 
 from cli_helpers import RunQdisk

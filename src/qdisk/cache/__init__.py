@@ -9,7 +9,15 @@
 The names most callers need are here.
 """
 
-from qdisk.cache.advice import NodePlan, advise, coverage_percent, describe_options, plan_chain, plan_node
+from qdisk.cache.advice import (
+    NodePlan,
+    advise,
+    coverage_percent,
+    describe_options,
+    memory,
+    plan_chain,
+    plan_node,
+)
 from qdisk.cache.binding import (
     CacheDrive,
     check_drive_cache,
@@ -40,7 +48,7 @@ __all__ = [
     "QCOW2_OPTIONS", "QEMU_OPTION_NAMES", "AutoSize", "CacheDrive", "CacheOptions", "EffectiveCache",
     "NodePlan", "QemuCacheError", "advise", "auto_size", "auto_size_for", "auto_size_or_fallback",
     "check_drive_cache", "coverage_percent", "default_cache", "describe_options",
-    "drive_cache_options", "effective_cache", "host_allocation_limit", "needed_l2_cache_size",
+    "drive_cache_options", "effective_cache", "host_allocation_limit", "memory", "needed_l2_cache_size",
     "parse_cache_options", "parse_qemu_number", "parse_qemu_size", "plan_chain", "plan_node",
     "resolved_cache_options", "uses_auto_size",
 ]

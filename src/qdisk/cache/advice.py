@@ -8,12 +8,14 @@ from dataclasses import dataclass
 
 from qdisk.cache.model import (
     MANY_ENTRIES,
+    MIN_REFCOUNT_CACHE_CLUSTERS,
     PARTIAL_COVERAGE_ENTRY_BYTES,
     AutoSize,
     CacheOptions,
     EffectiveCache,
     auto_size,
     default_cache,
+    effective_cache,
 )
 from qdisk.cache.options import BY_QEMU_NAME, QemuSyntax
 from qdisk.image import ImageInfo
@@ -90,20 +92,72 @@ def _combined_size_advice(image: ImageInfo, options: CacheOptions,
 
 @dataclass(frozen=True)
 class NodePlan:
-    """The cache facts of one qcow2 image of a chain: each image has its own cache."""
+    """The cache facts of one qcow2 image of a chain: each image has its own cache. Beside
+    QEMU's default, what qdisk's auto size gives it (from its own header) and what Proxmox
+    VE's rule gives it (every layer of a volume chain gets the top image's auto size)."""
 
     image: ImageInfo
     auto: AutoSize
     default: EffectiveCache
     advice: tuple[str, ...]
+    auto_cache: EffectiveCache
+    proxmox_cache: EffectiveCache
 
 
-def plan_node(image: ImageInfo) -> NodePlan:
+def memory(cache: EffectiveCache) -> int:
+    """The address space QEMU reserves for a node's caches (L2 and refcount)."""
+    return cache.l2_cache_size + cache.refcount_cache_size
+
+
+def plan_node(image: ImageInfo, *, proxmox_size: int | None = None) -> NodePlan:
+    """The plan of ``image``; ``proxmox_size``: the cache-size Proxmox VE's rule gives it
+    (its own auto size when it is the top image)."""
     default = default_cache(image)
-    return NodePlan(image, auto_size(image), default,
-                    tuple(advise(image, CacheOptions(), default)))
+    auto = auto_size(image)
+    auto_cache = effective_cache(image, CacheOptions(cache_size=auto.cache_size))
+    proxmox_cache = effective_cache(image, CacheOptions(cache_size=proxmox_size or auto.cache_size))
+    advice = [*advise(image, CacheOptions(), default),
+              *_proxmox_advice(auto_cache, proxmox_cache), *_refcount_advice(image, auto)]
+    return NodePlan(image, auto, default, tuple(advice), auto_cache, proxmox_cache)
 
 
 def plan_chain(chain: Sequence[ImageInfo]) -> list[NodePlan]:
     """One plan per qcow2 image of ``chain`` (top first); other formats have no cache."""
-    return [plan_node(image) for image in chain if image.is_qcow2]
+    top = chain[0] if chain and chain[0].is_qcow2 else None
+    proxmox_size = auto_size(top).cache_size if top is not None else None
+    return [plan_node(image, proxmox_size=proxmox_size) for image in chain if image.is_qcow2]
+
+
+def _proxmox_advice(auto: EffectiveCache, proxmox: EffectiveCache) -> list[str]:
+    """How Proxmox VE's one size for every layer fits this one."""
+    if memory(proxmox) == memory(auto):
+        return []
+    if not proxmox.covers_disk:
+        return [f"Proxmox VE's size (the top image's, {format_bytes(memory(proxmox))}) covers "
+                f"{coverage_percent(proxmox):.0f}% of this image; its own auto size "
+                f"({format_bytes(memory(auto))}) covers all of it"]
+    more = memory(proxmox) - memory(auto)
+    if more > 0:
+        return [f"Proxmox VE's size (the top image's, {format_bytes(memory(proxmox))}) reserves "
+                f"{format_bytes(more)} more than this image's own auto size"]
+    return [f"Proxmox VE's size (the top image's, {format_bytes(memory(proxmox))}) leaves the "
+            f"refcount cache {format_bytes(proxmox.refcount_cache_size)} of the "
+            f"{format_bytes(auto.refcount_cache_size)} this image's own auto size gives it"]
+
+
+def _refcount_advice(image: ImageInfo, auto: AutoSize) -> list[str]:
+    """Internal snapshots are where the refcount cache matters (QEMU's qcow2-cache notes:
+    refcount blocks are needed when clusters are allocated or freed)."""
+    snapshots = image.header.nb_snapshots if image.header is not None else 0
+    if not snapshots:
+        return []
+    assert image.cluster_size is not None and image.refcount_bits is not None
+    per_block = image.cluster_size * (image.cluster_size * 8 // image.refcount_bits)
+    default = MIN_REFCOUNT_CACHE_CLUSTERS * per_block
+    return [f"{snapshots} internal snapshot{'s' if snapshots > 1 else ''}: a write to a cluster "
+            "a snapshot shares copies it and updates refcounts, and taking or deleting a "
+            "snapshot updates the refcount of every allocated cluster; QEMU's default "
+            f"refcount cache ({MIN_REFCOUNT_CACHE_CLUSTERS} clusters) covers "
+            f"{format_bytes(default)} of the file, refcount-cache-size "
+            f"{format_bytes(auto.refcount_cache_size)} covers all of it (the auto size "
+            "includes it)"]

@@ -15,6 +15,7 @@ from qdisk.cache import (
     coverage_percent,
     effective_cache,
     host_allocation_limit,
+    memory,
     parse_cache_options,
     plan_chain,
 )
@@ -64,6 +65,14 @@ def _plan_json(node: NodePlan) -> dict[str, Any]:
                     "refcount-cache-size": default.refcount_cache_size,
                     "l2-cache-entry-size": default.l2_cache_entry_size,
                     "l2-coverage": default.l2_coverage},
+        "needed-l2-cache-size": default.needed_l2_cache_size,
+        "proxmox-ve": {"cache-size": memory(node.proxmox_cache),
+                       "l2-cache-size": node.proxmox_cache.l2_cache_size,
+                       "refcount-cache-size": node.proxmox_cache.refcount_cache_size,
+                       "l2-coverage": node.proxmox_cache.l2_coverage},
+        "memory": {"auto": memory(node.auto_cache), "proxmox-ve": memory(node.proxmox_cache),
+                   "default": memory(default)},
+        "internal-snapshots": image.header.nb_snapshots if image.header is not None else None,
         "advice": list(node.advice),
     }
 
@@ -76,7 +85,11 @@ def _plan_text(node: NodePlan) -> str:
              f"  auto:    cache-size {format_bytes(auto.cache_size)} (L2 "
              f"{format_bytes(auto.l2_cache_size)} + refcount "
              f"{format_bytes(auto.refcount_cache_size)})",
-             f"  default: {_cache_summary(default)}"]
+             f"  default: {_cache_summary(default)}",
+             f"  needs:   L2 {format_bytes(default.needed_l2_cache_size)} to cover the disk",
+             f"  Proxmox VE (the top image's size on every layer): {_cache_summary(node.proxmox_cache)}",
+             f"  memory:  auto {format_bytes(memory(node.auto_cache))}, Proxmox VE "
+             f"{format_bytes(memory(node.proxmox_cache))}, default {format_bytes(memory(default))}"]
     lines += [f"  - {note}" for note in node.advice]
     return "\n".join(lines)
 

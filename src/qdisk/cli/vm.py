@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 
 import click
 
@@ -13,7 +14,7 @@ from qdisk.propstring import split_list
 from qdisk.qemu.command import vm_command
 from qdisk.settings import Settings
 from qdisk.units import format_bytes
-from qdisk.vm import changes, lifecycle, views
+from qdisk.vm import changes, lifecycle, snapshots, views
 from qdisk.vm.errors import VmError, VmRefusedError
 
 
@@ -219,3 +220,93 @@ def list_(settings: Settings) -> None:
     click.echo(f"{'VMID':>10} {'NAME':<24} STATUS")
     for summary in summaries:
         click.echo(f"{summary.vmid:>10} {summary.name or '':<24} {summary.status}")
+
+
+# --- snapshots ----------------------------------------------------------------------------
+
+
+def _report_snapshot(result: snapshots.SnapshotResult) -> None:
+    for message in result.warnings:
+        warn(message)
+    for message in result.notes:
+        click.echo(message)
+
+
+@command.command(name="snapshot")
+@click.argument("vmid", type=int)
+@click.argument("name")
+@click.option("--description", metavar="TEXT", help="A description of the snapshot.")
+@click.option("--vmstate", is_flag=True,
+              help="Save the RAM state too: refused, qdisk snapshots disks only.")
+@pass_settings
+def snapshot(settings: Settings, vmid: int, name: str, description: str | None,
+             vmstate: bool) -> None:
+    """Take snapshot NAME of VM VMID's disks, running or stopped (as `qm snapshot`)."""
+    _report_snapshot(snapshots.snapshot(settings, vmid, name, description=description,
+                                        vmstate=vmstate))
+    click.echo(f"VM {vmid}: snapshot '{name}' taken")
+
+
+@command.command(name="delsnapshot")
+@click.argument("vmid", type=int)
+@click.argument("name")
+@pass_settings
+def delsnapshot(settings: Settings, vmid: int, name: str) -> None:
+    """Delete snapshot NAME of VM VMID, running or stopped (as `qm delsnapshot`)."""
+    _report_snapshot(snapshots.delete_snapshot(settings, vmid, name))
+    click.echo(f"VM {vmid}: snapshot '{name}' deleted")
+
+
+@command.command(name="rollback")
+@click.argument("vmid", type=int)
+@click.argument("name")
+@click.option("--start", is_flag=True, help="Start the VM after the rollback.")
+@pass_settings
+def rollback(settings: Settings, vmid: int, name: str, start: bool) -> None:
+    """Roll VM VMID back to snapshot NAME (as `qm rollback`: a running VM is stopped first)."""
+    _report_snapshot(snapshots.rollback(settings, vmid, name, start=start))
+    click.echo(f"VM {vmid}: rolled back to snapshot '{name}'")
+
+
+@command.command(name="listsnapshot")
+@click.argument("vmid", type=int)
+@click.option("--json", "as_json", is_flag=True, help="As the API's snapshot list.")
+@pass_settings
+def listsnapshot(settings: Settings, vmid: int, as_json: bool) -> None:
+    """Print VM VMID's snapshot tree (as `qm listsnapshot`)."""
+    entries = snapshots.list_snapshots(settings, vmid)
+    if as_json:
+        echo_json([entry.as_json() for entry in entries])
+        return
+    for line in snapshot_tree(entries):
+        click.echo(line)
+
+
+def snapshot_tree(entries: list[snapshots.SnapshotEntry]) -> list[str]:
+    """pve-guest-common's print_snapshot_tree: each snapshot under its parent, siblings by
+    time (``current`` last), names padded so the times line up."""
+    by_name = {entry.name: entry for entry in entries}
+    children: dict[str | None, list[str]] = {}
+    for entry in entries:
+        parent = entry.parent if entry.parent in by_name else None
+        children.setdefault(parent, []).append(entry.name)
+
+    def by_time(name: str) -> tuple[int, int]:
+        snaptime = by_name[name].snaptime
+        return (1, 0) if snaptime is None else (0, snaptime)
+
+    lines: list[str] = []
+
+    def show(prefix: str, name: str) -> None:
+        entry = by_name[name]
+        description = (entry.description or "no-description").split("\n", 1)[0]
+        when = "" if entry.snaptime is None else time.strftime("%Y-%m-%d %H:%M:%S",
+                                                              time.localtime(entry.snaptime))
+        width = max(0, 30 - len(prefix))
+        lines.append(f"{prefix} {name:<{width}} {when:<23} {description}")
+        for child in sorted(children.get(name, []), key=by_time):
+            show(f"    {prefix}", child)
+
+    for root in sorted(children.get(None, []), key=by_time):
+        show("`->", root)
+    return lines

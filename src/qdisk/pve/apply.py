@@ -48,11 +48,6 @@ from qdisk.vm.state import AppliedNode
 QMP_TIMEOUT = 5.0
 QMP_BUSY_WAIT = 10.0
 _RETRY_INTERVAL = 0.2
-# QEMU versions that know a format node option qemu-server may give (discard-no-unref:
-# 8.1): a reopen must not name an option the running QEMU does not have.
-_OPTION_SINCE = {"discard-no-unref": (8, 1)}
-
-
 class Outcome(enum.Enum):
     APPLIED = "applied"    # QEMU has the settings now
     LEFT = "left"          # the disk cannot take them live: left as it is
@@ -164,16 +159,6 @@ def _device_node(qmp: QmpConnection, key: str) -> str:
                        "the one it runs: a change still pending?)")
 
 
-def _for_running_qemu(node: Node, version: tuple[int, int]) -> Node:
-    """``node`` (and its backing nodes) without the options the running QEMU does not
-    know: qemu-server could not have given them to it either."""
-    options = {name: value for name, value in node.items()
-               if _OPTION_SINCE.get(name, (0, 0)) <= version}
-    if isinstance(node.get("backing"), dict):
-        options["backing"] = _for_running_qemu(node["backing"], version)
-    return options
-
-
 # --- applying -----------------------------------------------------------------------------
 
 
@@ -206,10 +191,10 @@ def _apply_drive(host: PveHost, vm: HostVm, key: str, values: Mapping[str, Value
         if disk.format != "qcow2":
             return DriveOutcome(key, Outcome.SKIPPED, (
                 f"{key}: the disk's format is {disk.format or 'none'}: it has no qcow2 cache",))
-        wanted = format_node(disk, tools=host.tools, explicit_backing=True)
         with qmp_session(host.layout.run_files(vm.vmid).qmp) as qmp:
-            qemu = qmp.execute("query-version")["qemu"]
-            wanted = _for_running_qemu(wanted, (qemu["major"], qemu["minor"]))
+            # The options the running QEMU takes (qemu-server could not have given it more).
+            wanted = format_node(disk, tools=host.tools, explicit_backing=True,
+                                 qemu_version=live.running_qemu_version(qmp))
             running = live.running_chain(qmp, key, _device_node(qmp, key))
             previous = record.disks.get(key)
             messages, applied = _applied_before(key, running, previous)

@@ -14,6 +14,7 @@ in ``QDISK_HOME/run``.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -107,12 +108,14 @@ def build_command(config: VmConfig, storage_config: StorageConfig, settings: Set
     (``kvm: 0`` in the config means ``tcg``, as qemu-server).
     """
     options = read_options(config.current.values)
+    # Asked at most once: for the syntax, and for the node options of the QEMU that runs it.
+    qemu_version = functools.cache(qemu_version)
     version = _pinned_version(options.machine)
     if version is None and syntax is None:
         version = qemu_version()
     chosen: Syntax = syntax or ("blockdev" if version is not None
                                 and version[:2] >= BLOCKDEV_MIN_VERSION else "drive")
-    builder = _Builder(config, options, storage_config, settings, chosen)
+    builder = _Builder(config, options, storage_config, settings, chosen, qemu_version)
     argv = builder.argv(accelerator(options, accel))
     return VmCommand(argv, chosen, builder.graphs, tuple(builder.warnings))
 
@@ -130,8 +133,11 @@ class _Builder:
     """One command under construction: qemu-server's $cmd (options, objects) and $devices."""
 
     def __init__(self, config: VmConfig, options: VmOptions, storage_config: StorageConfig,
-                 settings: Settings, syntax: Syntax) -> None:
+                 settings: Settings, syntax: Syntax, qemu_version: Callable[[], Version]) -> None:
         self.config = config
+        # The QEMU that runs the VM decides which node options exist (-drive refuses the
+        # volume chains that need one).
+        self.qemu_version = qemu_version if syntax == "blockdev" else None
         self.options = options
         self.storage = storage_config
         self.settings = settings
@@ -192,7 +198,8 @@ class _Builder:
 
     def _add_drive(self, drive: Drive, bootindex: int | None) -> None:
         self._add_controller(drive)
-        graph = drive_graph(drive, self.storage, template=self.template, tools=self.settings.tools)
+        graph = drive_graph(drive, self.storage, template=self.template, tools=self.settings.tools,
+                            qemu_version=self.qemu_version)
         self.graphs[drive.key] = graph
         self.warnings.extend(graph.warnings)
         if self.syntax == "blockdev":

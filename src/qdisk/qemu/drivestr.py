@@ -26,6 +26,7 @@ from qdisk.qemu.nodes import (
     aio_mode,
     cache_mode,
     detect_zeroes,
+    is_volume_chain,
     throttle_limits,
 )
 from qdisk.qemuopts import escape
@@ -42,8 +43,7 @@ def drive_string(graph: DriveGraph, *, template_read_only: bool = False) -> str:
     storage with ``snapshot-as-volume-chain`` is refused: qemu-server builds those only
     with -blockdev (machine version 10.0 or newer)."""
     disk = graph.disk
-    if disk.volume is not None and disk.storage is not None and graph.format_node is not None \
-            and graph.format_node.get("discard-no-unref"):
+    if disk.volume is not None and disk.storage is not None and is_volume_chain(disk):
         raise DriveGraphError(f"{disk.key}: volume '{disk.volume.volid}': qcow2 on storage "
                               f"'{disk.storage.id}' with snapshot-as-volume-chain needs -blockdev "
                               f"(machine version 10.0 or newer)")

@@ -30,13 +30,21 @@ the files are. Backing nodes are read-only and get only ``cache-size`` (explicit
 sizes apply to the top image only); each gets the driver QEMU would open its image
 with (the backing format its overlay's header names, else the probed one), so a raw
 layer gets no qcow2 options. No image of the chain may use an external data file.
+
+A qcow2 volume on a storage with ``snapshot-as-volume-chain`` is qemu-server's volume
+chain (:func:`volume_chain_layers`): every snapshot is one more qcow2 layer
+(``snap-<snap>-<file>`` beside the volume), always given as explicit backing nodes down
+to the oldest, each named with its snapshot (``drive=scsi0,snap=<snap>,volid=<volid>``),
+read-only only where the drive is, with ``discard-no-unref`` and the drive's explicit
+cache options on every layer, as qemu-server; the auto size is each layer's own.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Mapping
+import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,10 +57,11 @@ from qdisk.image import DataFileError, ImageInfo, read_chain, refuse_external_da
 from qdisk.imagefile import ImageError
 from qdisk.settings import Tools
 from qdisk.storage import IscsiLun, RbdImage, Storage, StorageConfig, Volume, resolve
-from qdisk.storage.schema import IoUring
+from qdisk.storage.schema import IoUring, Layout
 from qdisk.units import MIB
 
 Node = dict[str, Any]
+QemuVersion = tuple[int, ...]
 
 # The port qemu-server gives a Ceph monitor that names none (msgr2).
 CEPH_MON_PORT = "3300"
@@ -70,6 +79,9 @@ _IMAGE_FORMATS = ("qcow2", "raw", "qed", "vmdk", "vpc", "vhdx", "vdi", "luks", "
 # their number (200: 5 s here, 300: 20 s), its JSON parser refuses nesting beyond 1024
 # levels, and one -blockdev argument may not exceed Linux's 128 KiB (about 290 images).
 MAX_EXPLICIT_BACKING_IMAGES = 200
+# The qcow2 option discard-no-unref is QEMU 8.1's; QEMU 7.2 refuses it ("Parameter
+# 'discard-no-unref' is unexpected").
+DISCARD_NO_UNREF_SINCE = (8, 1)
 
 
 class DriveGraphError(InvalidInputError):
@@ -249,10 +261,14 @@ def throttle_group_id(drive_key: str) -> str:
     return f"throttle-drive-{drive_key}"
 
 
-def node_name(prefix: str, drive_key: str, volid: str, *, backing_depth: int = 0) -> str:
-    """qemu-server's get_node_name: ``f`` (format) or ``e`` (file) + 30 hex digits."""
-    backing = f"backing={backing_depth}," if backing_depth else ""
-    digest = hashlib.sha256(f"drive={drive_key},{backing}volid={volid}".encode()).hexdigest()
+def node_name(prefix: str, drive_key: str, volid: str, *, backing_depth: int = 0,
+              snapshot: str | None = None) -> str:
+    """qemu-server's get_node_name: ``f`` (format) or ``e`` (file) + 30 hex digits of the
+    hash of ``drive=<key>,[snap=<snapshot>,]volid=<volid>`` (qdisk's linked-clone backing
+    nodes put ``backing=<depth>,`` where qemu-server puts ``snap=``)."""
+    part = f"snap={snapshot}," if snapshot is not None else (
+        f"backing={backing_depth}," if backing_depth else "")
+    digest = hashlib.sha256(f"drive={drive_key},{part}volid={volid}".encode()).hexdigest()
     return prefix + digest[:30]
 
 
@@ -298,20 +314,26 @@ def _format(drive: Drive, volume: Volume | None) -> str:
 
 
 def drive_graph(drive: Drive, storage: StorageConfig, *, tools: Tools, template: bool = False,
-                read_only: bool = False) -> DriveGraph:
-    """The whole graph of a drive: throttle group object and node tree, and the warnings."""
+                read_only: bool = False,
+                qemu_version: Callable[[], QemuVersion] | None = None) -> DriveGraph:
+    """The whole graph of a drive: throttle group object and node tree, and the warnings.
+
+    ``qemu_version`` gives the version of the QEMU that will open the nodes; it is asked
+    only for a volume chain (``discard-no-unref`` needs QEMU 8.1). None: the newest QEMU.
+    """
     disk = resolve_disk(drive, storage, template=template, read_only=read_only)
     group = throttle_group(drive)
     if disk.volume is None:
         return DriveGraph(disk, group, None, tuple(ignored_cache_options(disk)))
-    fmt, warnings = _format_node(disk, tools)
+    fmt, warnings = _format_node(disk, tools, qemu_version=qemu_version)
     top = {"driver": "throttle", "node-name": top_node_name(drive.key),
            "throttle-group": throttle_group_id(drive.key), "file": fmt,
            **_common_options(disk, read_only=disk.read_only)}
     return DriveGraph(disk, group, top, (*ignored_cache_options(disk), *warnings))
 
 
-def format_node(disk: Disk, *, tools: Tools, explicit_backing: bool = False) -> Node:
+def format_node(disk: Disk, *, tools: Tools, explicit_backing: bool = False,
+                qemu_version: QemuVersion | None = None) -> Node:
     """The format node's complete options, children nested (file node, explicit backing
     nodes): the node ``-blockdev`` opens. For ``blockdev-reopen`` send
     :func:`reopen_options` of it (and of each explicit backing node below it).
@@ -322,15 +344,19 @@ def format_node(disk: Disk, *, tools: Tools, explicit_backing: bool = False) -> 
 
     Reads the image's chain (every format but raw, which has none) to refuse external
     data files in any image of it; a missing image is left for QEMU to report, unless
-    the drive sizes its cache from it or ``explicit_backing`` asks for the chain.
+    the drive sizes its cache from it or ``explicit_backing`` asks for the chain; a volume
+    chain is always read. ``qemu_version``: the QEMU that opens the nodes (None: the newest).
     """
-    return _format_node(disk, tools, explicit_backing=explicit_backing)[0]
+    version = None if qemu_version is None else (lambda: qemu_version)
+    return _format_node(disk, tools, explicit_backing=explicit_backing, qemu_version=version)[0]
 
 
-def _format_node(disk: Disk, tools: Tools, *,
-                 explicit_backing: bool = False) -> tuple[Node, list[str]]:
+def _format_node(disk: Disk, tools: Tools, *, explicit_backing: bool = False,
+                 qemu_version: Callable[[], QemuVersion] | None = None) -> tuple[Node, list[str]]:
     if disk.volume is None or disk.format is None:
         raise DriveGraphError(f"{disk.key}: an empty drive (none) has no nodes")
+    if is_volume_chain(disk):
+        return _volume_chain_node(disk, tools, qemu_version)
     auto = cache.uses_auto_size(disk.drive)
     sized = disk.format == "qcow2" and (auto or explicit_backing)
     chain = _checked_chain(disk, tools, required=sized)
@@ -414,6 +440,111 @@ def _image_node(disk: Disk, path: str, driver: str, *, depth: int, options: Mapp
     if backing is not None:
         node["backing"] = backing
     return node
+
+
+# --- qemu-server's volume chains (snapshot-as-volume-chain) -------------------------------
+
+
+def is_volume_chain(disk: Disk) -> bool:
+    """A qcow2 volume on a storage with ``snapshot-as-volume-chain``: its snapshots are
+    qcow2 layers below it (qemu-server's 'mixed' snapshot method)."""
+    return disk.format == "qcow2" and disk.storage is not None and disk.storage.volume_chain
+
+
+# pve-storage's snapshot names (pve-configid): a letter, then letters, digits, - and _.
+SNAPSHOT_NAME_PATTERN = r"[a-zA-Z][a-zA-Z0-9_\-]+"
+
+
+def snapshot_file_name(volume: Volume, snapshot: str) -> str:
+    """The file (or LV) name of ``volume``'s layer for ``snapshot`` (pve-storage's
+    get_snap_name): ``snap-<snap>-<file>`` beside a file, ``snap_<lv>_<snap>.qcow2`` on LVM."""
+    name = os.path.basename(volume.path)
+    if volume.storage is not None and volume.storage.kind.layout is Layout.LVM:
+        return f"snap_{name.removesuffix('.qcow2')}_{snapshot}.qcow2"
+    return f"snap-{snapshot}-{name}"
+
+
+def layer_snapshot(volume: Volume, path: str) -> str | None:
+    """The snapshot whose layer of ``volume`` the image at ``path`` is, or None (the
+    volume itself, or an image that is no snapshot of it: a linked clone's base)."""
+    name = os.path.basename(path)
+    if os.path.dirname(os.path.normpath(path)) != os.path.dirname(os.path.normpath(volume.path)):
+        return None
+    prefix, _, suffix = snapshot_file_name(volume, "/").partition("/")
+    match = re.fullmatch(f"{re.escape(prefix)}({SNAPSHOT_NAME_PATTERN}){re.escape(suffix)}", name)
+    return match.group(1) if match else None
+
+
+def _volume_chain_node(disk: Disk, tools: Tools,
+                       qemu_version: Callable[[], QemuVersion] | None) -> tuple[Node, list[str]]:
+    """qemu-server's nodes of a volume chain (generate_backing_chain_blockdev): the volume
+    and each older layer down to the oldest as explicit, nested backing nodes; qdisk's
+    auto size per layer from that layer's own header."""
+    assert disk.volume is not None
+    layers = volume_chain_layers(disk, tools)
+    warnings: list[str] = []
+    version = qemu_version() if qemu_version is not None else None
+    discard_no_unref = version is None or version[:2] >= DISCARD_NO_UNREF_SINCE
+    if version is not None and not discard_no_unref:
+        warnings.append(f"{disk.key}: discard-no-unref left out: QEMU "
+                        f"{'.'.join(map(str, version))} does not have it (8.1 and newer do); "
+                        "clusters the guest discards in the volume chain's images are freed "
+                        "and reused, which fragments them")
+    backing: Node | None = None
+    for depth in range(len(layers) - 1, -1, -1):
+        snapshot, image = layers[depth]
+        if image is None:
+            options, layer_warnings = cache.resolved_cache_options(disk.drive, None, _size(disk.drive))
+        else:
+            options, layer_warnings = _layer_cache_options(disk, image, top=depth == 0)
+        warnings += layer_warnings
+        path = disk.volume.path if image is None else image.filename
+        driver = "qcow2" if image is None else image.format
+        # Images that are no layer of this volume (a linked clone's base) are shared:
+        # read-only, as QEMU would open them itself.
+        foreign = depth > 0 and snapshot is None
+        node = _image_node(disk, path, driver, depth=depth if foreign else 0,
+                           options=options.as_qemu() if driver == "qcow2" else {},
+                           backing=backing)
+        if not discard_no_unref:
+            node.pop("discard-no-unref", None)
+        if depth > 0 and not foreign:
+            volid = disk.volume.volid
+            node["node-name"] = node_name("f", disk.key, volid, snapshot=snapshot)
+            node["file"]["node-name"] = node_name("e", disk.key, volid, snapshot=snapshot)
+        backing = node
+    assert backing is not None
+    return backing, warnings
+
+
+def volume_chain_layers(disk: Disk, tools: Tools) -> list[tuple[str | None, ImageInfo | None]]:
+    """The layers of a volume chain, top first: ``(snapshot, image)``, the snapshot None for
+    the volume itself (and for images below that are no snapshot of it). A volume whose
+    image does not exist yet is one layer without facts (unless its cache is sized from
+    it: then the image is needed)."""
+    assert disk.volume is not None
+    if not cache.uses_auto_size(disk.drive) and not os.path.lexists(disk.volume.path):
+        return [(None, None)]
+    chain = _checked_chain(disk, tools, required=True)
+    assert chain is not None  # a volume chain is qcow2, and its image is required
+    return [(None if depth == 0 else layer_snapshot(disk.volume, image.filename), image)
+            for depth, image in enumerate(chain)]
+
+
+def _layer_cache_options(disk: Disk, image: ImageInfo, *,
+                         top: bool) -> tuple[cache.CacheOptions, list[str]]:
+    """The drive's cache options for one layer, as QEMU will take them: explicit keys as
+    they are (qemu-server), the auto size from the layer's own header (qdisk)."""
+    if not image.is_qcow2:
+        return cache.CacheOptions(), []
+    options, warnings = cache.resolved_cache_options(disk.drive, image,
+                                                     _size(disk.drive) if top else None)
+    try:
+        cache.effective_cache(image, options)
+    except cache.QemuCacheError as error:
+        raise DriveGraphError(f"{disk.key}: layer {image.filename} of the volume chain: "
+                              f"{error.qemu_message}") from None
+    return options, warnings
 
 
 def _protocol_node(disk: Disk, path: str, remote: IscsiLun | RbdImage | None) -> Node:

@@ -4,7 +4,8 @@ Config writes are atomic (:mod:`qdisk.fileio`). An allocation is journaled (the 
 paths, in the layout's ``allocation_journal``) before ``qemu-img create`` runs; the
 journal ends once the config names the images or they are removed again. Every command
 that takes a VM's lock (:func:`vm_lock`) first removes journaled images the config does
-not name and the temporary files of interrupted atomic writes.
+not name and the temporary files of interrupted atomic writes, then finishes an
+interrupted snapshot operation (:mod:`.snapshot_journal`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from qdisk import processes, storage, vmconfig
 from qdisk.errors import QdiskError
 from qdisk.fileio import atomic_write
 from qdisk.settings import Settings
+from qdisk.vm import snapshot_journal
 from qdisk.vm.volumes import named_paths, remove_images
 
 log = logging.getLogger(__name__)
@@ -47,9 +49,11 @@ def recover(settings: Settings, vmid: int) -> None:
                         ", ".join(map(str, orphans)))
         remove_images(orphans)
         journal.unlink()
-    for path in (settings.layout.vm_config(vmid), settings.layout.run_files(vmid).state, journal):
+    for path in (settings.layout.vm_config(vmid), settings.layout.run_files(vmid).state, journal,
+                 settings.layout.snapshot_journal(vmid)):
         for leftover in path.parent.glob(f".{path.name}.*.tmp"):
             leftover.unlink(missing_ok=True)
+    snapshot_journal.recover(settings, vmid)
 
 
 def _named_image_paths(settings: Settings, vmid: int) -> list[Path]:

@@ -20,6 +20,7 @@ from qdisk.vm import live
 from qdisk.vm.errors import VmError, VmRefusedError
 from qdisk.vm.journal import vm_lock
 from qdisk.vm.pending import Messages, apply_pending, check_pending
+from qdisk.vm.snapshot_volumes import layer_files
 from qdisk.vm.state import remove_run_files, running_pid, write_state
 from qdisk.vm.volumes import images_named_for, owned_volumes, remove_images
 from qdisk.vmoptions import accelerator, read_options
@@ -181,7 +182,8 @@ def stop(settings: Settings, vmid: int, *, timeout: float = DEFAULT_STOP_TIMEOUT
 def destroy(settings: Settings, vmid: int) -> list[Path]:
     """Remove a stopped VM: its config, run files, log, lock and its images, as qemu-server
     does: the VM's own volumes its config names (current, pending and snapshots), and every
-    image named for the VM (``vm-<vmid>-disk-N``, ``base-<vmid>-disk-N``) on its storages.
+    image named for the VM (``vm-<vmid>-disk-N``, ``base-<vmid>-disk-N``) on its storages,
+    with their snapshot layers (internal snapshots go with their image).
     Refused while any process has one of them open. Returns the removed images."""
     with vm_lock(settings, vmid):
         config = vmconfig.load(settings, vmid)
@@ -195,6 +197,11 @@ def destroy(settings: Settings, vmid: int) -> list[Path]:
                 images.add(Path(storage.resolve(storage_config, volid).path))
             except InvalidInputError as error:
                 log.warning("VM %d: %s: not removed: %s", vmid, volid, error)
+        # Snapshot layers of volume chains (and qdisk's temporary files beside a volume)
+        # go with their volume, as pve-storage's vdisk_free removes a chain.
+        for directory in {path.parent for path in images}:
+            images.update(layer_files(directory, [path.name for path in images
+                                                  if path.parent == directory]))
         existing = sorted(path for path in images if path.exists())
         for path in existing:
             users = processes.holders(path)

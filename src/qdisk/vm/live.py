@@ -104,9 +104,15 @@ def classify(old: Drive, new: Drive) -> DriveChange:
 
 def initial_state(syntax: Syntax, graphs: Mapping[str, DriveGraph], pid: int) -> VmState:
     """The state of a VM just started with ``graphs`` (``VmCommand.graphs``)."""
-    disks = {key: _applied_nodes(_backing_chain(graph.format_node))
+    disks = {key: applied_chain(graph.format_node)
              for key, graph in graphs.items() if graph.format_node is not None}
     return VmState(syntax, pid, {key: nodes for key, nodes in disks.items() if nodes})
+
+
+def applied_chain(node: Node) -> list[AppliedNode]:
+    """What the state records of a format node and its explicit backing nodes: each qcow2
+    node's name, file and cache options."""
+    return _applied_nodes(_backing_chain(node))
 
 
 def apply_drive_change(settings: Settings, vmid: int, old: Drive, new: Drive,
@@ -161,7 +167,8 @@ def _apply(settings: Settings, vmid: int, old: Drive, new: Drive, disk: Disk, *,
     with QmpConnection(settings.layout.run_files(vmid).qmp) as qmp:
         plan = None
         if cache_changed:
-            wanted = format_node(disk, tools=settings.tools, explicit_backing=True)
+            wanted = format_node(disk, tools=settings.tools, explicit_backing=True,
+                                 qemu_version=running_qemu_version(qmp))
             plan = plan_reopen(disk.key, wanted, running_chain(qmp, disk.key, wanted["node-name"]),
                                state.disks.get(new.key, []),
                                replace_qemu_levels=cache.uses_auto_size(disk.drive))
@@ -381,6 +388,12 @@ def reopen(qmp: QmpConnection, plan: ReopenPlan) -> None:
             with contextlib.suppress(QmpError):
                 qmp.execute("blockdev-del", {"node-name": plan.added["node-name"]})
         raise
+
+
+def running_qemu_version(qmp: QmpConnection) -> tuple[int, int, int]:
+    """The version of the QEMU at the other end: which node options it takes."""
+    version = qmp.execute("query-version")["qemu"]
+    return int(version["major"]), int(version["minor"]), int(version["micro"])
 
 
 def _backing_chain(node: Node | None) -> list[Node]:

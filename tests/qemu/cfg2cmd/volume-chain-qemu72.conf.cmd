@@ -1,0 +1,26 @@
+qemu-system-x86_64 \
+  -name 'vm8006,debug-threads=on' \
+  -no-shutdown \
+  -chardev 'socket,id=qmp,path=/TMP/home/run/8006.qmp,server=on,wait=off' \
+  -mon 'chardev=qmp,mode=control' \
+  -pidfile /TMP/home/run/8006.pid \
+  -daemonize \
+  -smp '1,sockets=1,cores=1,maxcpus=1' \
+  -nodefaults \
+  -boot 'menu=on,strict=on,reboot-timeout=1000' \
+  -vnc 'unix:/TMP/home/run/8006.vnc,password=on' \
+  -m 512 \
+  -object 'iothread,id=iothread-virtioscsi0' \
+  -object '{"id":"throttle-drive-scsi0","limits":{},"qom-type":"throttle-group"}' \
+  -object '{"id":"throttle-drive-scsi1","limits":{},"qom-type":"throttle-group"}' \
+  -device 'pci-bridge,id=pci.1,chassis_nr=1,bus=pci.0,addr=0x1e' \
+  -device 'pci-bridge,id=pci.2,chassis_nr=2,bus=pci.0,addr=0x1f' \
+  -device 'pci-bridge,id=pci.3,chassis_nr=3,bus=pci.0,addr=0x5' \
+  -device 'VGA,id=vga,bus=pci.0,addr=0x2' \
+  -device 'virtio-scsi-pci,id=virtioscsi0,bus=pci.3,addr=0x1,iothread=iothread-virtioscsi0' \
+  -blockdev '{"detect-zeroes":"unmap","discard":"unmap","driver":"throttle","file":{"backing":{"backing":{"cache":{"direct":true,"no-flush":false},"cache-size":167772160,"detect-zeroes":"unmap","discard":"unmap","driver":"qcow2","file":{"aio":"io_uring","cache":{"direct":true,"no-flush":false},"detect-zeroes":"unmap","discard":"unmap","driver":"file","filename":"/TMP/storage/nfs-chain/images/8006/snap-first-vm-8006-disk-0.qcow2","node-name":"eb89abafd5a0b4f3cfb9bf52796dd18","read-only":false},"node-name":"fb89abafd5a0b4f3cfb9bf52796dd18","read-only":false},"cache":{"direct":true,"no-flush":false},"cache-size":150994944,"detect-zeroes":"unmap","discard":"unmap","driver":"qcow2","file":{"aio":"io_uring","cache":{"direct":true,"no-flush":false},"detect-zeroes":"unmap","discard":"unmap","driver":"file","filename":"/TMP/storage/nfs-chain/images/8006/snap-second-vm-8006-disk-0.qcow2","node-name":"e16fd99563628d6c9009890d1172c35","read-only":false},"node-name":"f16fd99563628d6c9009890d1172c35","read-only":false},"cache":{"direct":true,"no-flush":false},"cache-size":150994944,"detect-zeroes":"unmap","discard":"unmap","driver":"qcow2","file":{"aio":"io_uring","cache":{"direct":true,"no-flush":false},"detect-zeroes":"unmap","discard":"unmap","driver":"file","filename":"/TMP/storage/nfs-chain/images/8006/vm-8006-disk-0.qcow2","node-name":"edddf709493f7cec56eacdb82dfae01","read-only":false},"node-name":"fdddf709493f7cec56eacdb82dfae01","read-only":false},"node-name":"drive-scsi0","read-only":false,"throttle-group":"throttle-drive-scsi0"}' \
+  -device 'scsi-hd,bus=virtioscsi0.0,channel=0,scsi-id=0,lun=0,drive=drive-scsi0,id=scsi0,write-cache=on' \
+  -device 'virtio-scsi-pci,id=virtioscsi1,bus=pci.3,addr=0x2' \
+  -blockdev '{"detect-zeroes":"on","discard":"ignore","driver":"throttle","file":{"backing":{"cache":{"direct":true,"no-flush":false},"cache-clean-interval":30,"detect-zeroes":"on","discard":"ignore","driver":"qcow2","file":{"aio":"io_uring","cache":{"direct":true,"no-flush":false},"detect-zeroes":"on","discard":"ignore","driver":"file","filename":"/TMP/storage/nfs-chain/images/8006/snap-first-vm-8006-disk-1.qcow2","node-name":"e7e475be961f186de21fed71e60c8b8","read-only":true},"l2-cache-size":2097152,"node-name":"f7e475be961f186de21fed71e60c8b8","read-only":true},"cache":{"direct":true,"no-flush":false},"cache-clean-interval":30,"detect-zeroes":"on","discard":"ignore","driver":"qcow2","file":{"aio":"io_uring","cache":{"direct":true,"no-flush":false},"detect-zeroes":"on","discard":"ignore","driver":"file","filename":"/TMP/storage/nfs-chain/images/8006/vm-8006-disk-1.qcow2","node-name":"e397c2433e07f1078b7a04e62b15473","read-only":true},"l2-cache-size":2097152,"node-name":"f397c2433e07f1078b7a04e62b15473","read-only":true},"node-name":"drive-scsi1","read-only":true,"throttle-group":"throttle-drive-scsi1"}' \
+  -device 'scsi-hd,bus=virtioscsi1.0,channel=0,scsi-id=0,lun=1,drive=drive-scsi1,id=scsi1,write-cache=on' \
+  -machine 'type=pc'
