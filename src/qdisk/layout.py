@@ -121,6 +121,10 @@ class PveLayout:
     def node_config_dir(self, node: str) -> Path:
         return self.nodes_dir / node / "qemu-server"
 
+    def node_vm_config(self, node: str, vmid: int) -> Path:
+        """The config of VM ``vmid`` if it belongs to ``node``."""
+        return self.node_config_dir(node) / f"{vmid}.conf"
+
     @property
     def settings_dir(self) -> Path:
         return self.cluster_dir / "qdisk"

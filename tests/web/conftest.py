@@ -1,13 +1,22 @@
 """Fixtures of the web area (helpers in web_helpers.py): one home and one server per
-module; every QEMU a test starts is killed when the module ends, also after a failure."""
+module; every QEMU a test starts is killed when the module ends, also after a failure;
+one browser per module, a page whose script must not fail."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
+from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from web_helpers import Api, WebHome, make_web_home, running_server
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+UI_TIMEOUT_MS = 30_000
+expect.set_options(timeout=UI_TIMEOUT_MS)
 
 
 @pytest.fixture(scope="module")
@@ -34,3 +43,38 @@ def reader(server_url: str, web_home: WebHome) -> Api:
 @pytest.fixture
 def anonymous(server_url: str) -> Api:
     return Api(server_url)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: `make install` installs Debian's chromium")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@pytest.fixture
+def open_page(browser: Browser) -> Iterator[Callable[[str], Page]]:
+    """``open_page(url)``: a page in a fresh context; closed after the test, which fails if
+    the page's script failed."""
+    contexts = []
+    errors: list[str] = []
+
+    def open_at(url: str) -> Page:
+        context = browser.new_context(viewport={"width": 1280, "height": 900})
+        contexts.append(context)
+        page = context.new_page()
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.goto(url)
+        return page
+
+    try:
+        yield open_at
+    finally:
+        for context in contexts:
+            context.close()
+    assert errors == [], f"the page's script failed: {errors}"

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import stat
 import subprocess
@@ -18,10 +17,15 @@ import pytest
 from qdisk.web.http import node_name
 
 from cli_helpers import QDISK, RunQdisk
-from web_helpers import VMID, WebHome, make_certificate, make_web_home, stop_every_vm
-
-# What `qdisk serve` prints once it listens.
-_SERVING_RE = re.compile(r"qdisk: serving the page and the API \(/api2/json\) at (https?://\S+)/ ")
+from web_helpers import (
+    SERVING_RE,
+    VMID,
+    WebHome,
+    make_certificate,
+    make_web_home,
+    serving_process,
+    stop_every_vm,
+)
 
 
 def test_a_token_is_printed_once_and_kept_only_as_a_hash(run_qdisk: RunQdisk, home: Path) -> None:
@@ -70,22 +74,11 @@ def served_over_tls(tmp_path: Path) -> Iterator[tuple[WebHome, str, Path]]:
     """`qdisk serve` as a process, over TLS on a free port: (home, URL, certificate)."""
     web_home = make_web_home(tmp_path)
     tls = make_certificate(tmp_path)
-    process = subprocess.Popen(
-        [QDISK, "serve", "--listen", "127.0.0.1:0", "--tls-cert", str(tls.cert), "--tls-key", str(tls.key)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env={**os.environ, "QDISK_HOME": str(web_home.settings.home), "QDISK_ACCEL": "tcg"})
     try:
-        assert process.stdout is not None
-        match = _SERVING_RE.match(process.stdout.readline())
-        assert match is not None, process.stderr.read() if process.stderr else ""
-        yield web_home, match.group(1), tls.cert
-        # uvicorn shuts down gracefully, then dies of the signal it caught, as asked.
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=30) == -signal.SIGTERM
+        with serving_process(["--tls-cert", str(tls.cert), "--tls-key", str(tls.key)],
+                             {"QDISK_HOME": str(web_home.settings.home), "QDISK_ACCEL": "tcg"}) as (url, _):
+            yield web_home, url, tls.cert
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
         stop_every_vm(web_home.settings)
 
 
@@ -130,7 +123,7 @@ def test_serve_without_any_token_says_how_to_make_one(home: Path) -> None:
                                env={**os.environ, "QDISK_HOME": str(home)})
     try:
         assert process.stdout is not None and process.stderr is not None
-        assert _SERVING_RE.match(process.stdout.readline())
+        assert SERVING_RE.match(process.stdout.readline())
         assert "qdisk token create NAME" in process.stderr.readline()
     finally:
         process.send_signal(signal.SIGTERM)

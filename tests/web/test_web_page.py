@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Page, expect
 
 from qdisk.vm import changes, views
 
@@ -22,42 +22,16 @@ from web_helpers import VMID, WebHome
 
 pytestmark = pytest.mark.qemu
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 SCREENSHOT_ENV = "QDISK_EDITOR_SCREENSHOT"
 # Starting and stopping QEMU under TCG on a loaded machine takes a while; so may a live
 # change over QMP, which the page waits for before it says anything.
 VM_TIMEOUT_MS = 90_000
-UI_TIMEOUT_MS = 30_000
 MIB = 2**20
-expect.set_options(timeout=UI_TIMEOUT_MS)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing: `make install` installs Debian's chromium")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
 
 
 @pytest.fixture
-def page(browser: Browser, server_url: str) -> Iterator[Page]:
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda error: errors.append(str(error)))
-    page.goto(server_url)
-    try:
-        yield page
-    finally:
-        context.close()
-    assert errors == [], f"the page's script failed: {errors}"
+def page(open_page: Callable[[str], Page], server_url: str) -> Page:
+    return open_page(server_url)
 
 
 def _login(page: Page, token: str) -> None:

@@ -4,6 +4,9 @@ an API client, a TLS certificate."""
 from __future__ import annotations
 
 import contextlib
+import os
+import re
+import signal
 import subprocess
 import threading
 import time
@@ -15,12 +18,14 @@ from typing import Any
 import requests
 
 from qdisk import storage, vmconfig
+from qdisk.pve.host import PveHost
 from qdisk.settings import Settings, Tools
 from qdisk.vm import changes, state
 from qdisk.web import tokens
 from qdisk.web.http import node_name
 from qdisk.web.server import ListenAddress, TlsFiles, listen, make_server
 
+from cli_helpers import QDISK
 from qemu_helpers import kill_and_wait
 
 VMID = 100
@@ -28,6 +33,8 @@ VMID = 100
 QCOW2_DISK = "local:1024,format=qcow2,cache=none,discard=on,iothread=1,qcow2-cache-size-based-on-disk=1"
 RAW_DISK = "local:0.01,format=raw"
 SERVER_START_TIMEOUT = 30.0
+# What `qdisk serve` prints once it listens.
+SERVING_RE = re.compile(r"qdisk: serving the page and the API \(/api2/json\) at (https?://\S+)/ \((.*)\)$")
 
 
 @dataclass(frozen=True)
@@ -61,11 +68,13 @@ def stop_every_vm(settings: Settings) -> None:
 
 
 @contextlib.contextmanager
-def running_server(settings: Settings, tls: TlsFiles | None = None) -> Iterator[str]:
-    """The whole application served by uvicorn in a thread on a free loopback port; yields
-    its URL. Stopped (and its VMs killed) on the way out, whatever happened."""
+def running_server(settings: Settings, tls: TlsFiles | None = None, *,
+                   pve: PveHost | None = None) -> Iterator[str]:
+    """The whole application (``pve``: over that Proxmox VE host) served by uvicorn in a
+    thread on a free loopback port; yields its URL. Stopped (and the home's VMs killed) on
+    the way out, whatever happened."""
     listener = listen(ListenAddress("127.0.0.1", 0), tls)
-    server = make_server(settings, listener, accel="tcg")
+    server = make_server(settings, listener, accel="tcg", pve=pve)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [listener.sock]}, daemon=True)
     thread.start()
     try:
@@ -79,6 +88,27 @@ def running_server(settings: Settings, tls: TlsFiles | None = None) -> Iterator[
         thread.join(SERVER_START_TIMEOUT)
         listener.sock.close()
         stop_every_vm(settings)
+
+
+@contextlib.contextmanager
+def serving_process(args: list[str], env: dict[str, str]) -> Iterator[tuple[str, str]]:
+    """`qdisk serve --listen 127.0.0.1:0 ARGS` as a process with ``env`` added; yields its
+    URL and what it says it serves. Stopped with SIGTERM, or killed, whatever happened."""
+    process = subprocess.Popen([QDISK, "serve", "--listen", "127.0.0.1:0", *args],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, **env})
+    try:
+        assert process.stdout is not None
+        match = SERVING_RE.match(process.stdout.readline().rstrip("\n"))
+        assert match is not None, process.stderr.read() if process.stderr else ""
+        yield match.group(1), match.group(2)
+        # uvicorn shuts down gracefully, then dies of the signal it caught, as asked.
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == -signal.SIGTERM
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
 
 
 class Api:

@@ -25,7 +25,8 @@ from qdisk.units import format_bytes
 _KEY_VALUE_COMMAND = {"ignore_unknown_options": True, "allow_extra_args": True}
 
 
-def _host(settings: Settings) -> PveHost:
+def pve_host(settings: Settings) -> PveHost:
+    """This host ($QDISK_PVE_ROOT, $QDISK_PVE_NODE) with the settings' QEMU tools."""
     host = PveHost.from_env()
     return PveHost(host.paths, settings.tools)
 
@@ -59,7 +60,7 @@ def audit_(settings: Settings, as_json: bool, node: str | None, all_nodes: bool,
         if budget_bytes is None:
             raise click.BadParameter(f"'{budget}' is not a size (e.g. 512M, 16G, 1.5T)",
                                      param_hint="--budget")
-    host = _host(settings)
+    host = pve_host(settings)
     nodes = host.nodes() if all_nodes else [node] if node is not None else None
     results = audit.audit(host, nodes, budget=budget_bytes)
     if as_json:
@@ -136,7 +137,7 @@ def _budget_lines(plan: audit.BudgetPlan) -> list[str]:
 def set_(ctx: click.Context, vmid: int, deletes: tuple[str, ...]) -> None:
     """Store VM VMID's qcow2 cache settings (--scsi0 qcow2-cache-size-based-on-disk=1 ...)
     in /etc/pve/qdisk/VMID.conf, and apply them at once if the VM runs on this node."""
-    host = _host(ctx.ensure_object(Settings))
+    host = pve_host(ctx.ensure_object(Settings))
     keys = [key for text in deletes for key in re.split(r"[,;\s]+", text) if key]
     result = changes.set_cache(host, vmid, parse_key_values(ctx.args), keys)
     for message in result.warnings:
@@ -169,7 +170,7 @@ def apply_(settings: Settings, vmid: int | None, all_vms: bool) -> None:
     a snapshot operation replaced the nodes); what QEMU already has is left alone."""
     if (vmid is None) == (not all_vms):
         raise click.UsageError("give a VMID or --all")
-    host = _host(settings)
+    host = pve_host(settings)
     failed = []
     for each in apply.running_vmids(host) if all_vms else [vmid]:
         assert each is not None
@@ -210,7 +211,7 @@ def hook_(settings: Settings, vmid: str | None, phase: str | None, print_snippet
     if phase != "post-start":
         return
     try:
-        host = _host(settings)
+        host = pve_host(settings)
         if wait_for_migration:
             _report(hook.wait_for_migration(host, int(vmid)))
             return

@@ -221,9 +221,16 @@ def audit(host: PveHost, nodes: Sequence[str] | None = None, *,
     return results
 
 
+def audit_vm(host: PveHost, node: str, vmid: int) -> VmAudit:
+    """The audit of VM ``vmid``, whose config is in ``node``'s directory."""
+    scan = _Scan(host, host.storage_config(), frozenset({vmid}), frozenset({vmid}))
+    return _audit_vm(scan, node, vmid)
+
+
 @dataclass(frozen=True)
 class _Scan:
-    """What one audit reads once: the storages, which VMs have settings and pid files."""
+    """What one audit reads once: the storages, which VMs may have settings and pid files
+    (the others are not looked for)."""
 
     host: PveHost
     storage: StorageConfig

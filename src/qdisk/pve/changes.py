@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from qdisk.cache import check_drive_cache
+from qdisk.drive import Drive
 from qdisk.errors import DriveError, InvalidInputError
 from qdisk.image import read_image
 from qdisk.imagefile import ImageError
@@ -31,8 +32,8 @@ from qdisk.pve.cachesettings import (
     replace_file,
     with_settings,
 )
-from qdisk.pve.host import HostVm, PveHost, is_disk
-from qdisk.qemu.nodes import resolve_disk
+from qdisk.pve.host import HostVm, PveHost, PveRefusedError, is_disk
+from qdisk.qemu.nodes import Disk, resolve_disk
 from qdisk.storage import StorageConfig
 from qdisk.vm.errors import InvalidOptionsError
 from qdisk.vmconfig import check_vmid
@@ -116,28 +117,42 @@ def _drive_problems(host: PveHost, vm: HostVm, key: str, values: Mapping[str, Va
                     storage: StorageConfig) -> list[str]:
     """The problems of giving drive ``key`` these settings, checked against its image."""
     try:
-        drive = vm.drive(key)
-        if not is_disk(drive):
-            return [f"{key}: a CD-ROM or an empty drive has no qcow2 cache"]
-        drive = with_settings(drive, values)
-        disk = resolve_disk(drive, storage)
+        checked_drive(host, vm, key, values, storage)
     except DriveError as error:
         return error.lines()
     except InvalidInputError as error:
-        # No such drive, or a volume its storage cannot resolve (each message names the drive).
+        # No such drive, a volume its storage cannot resolve, an image this node cannot
+        # check (each message names the drive).
         return [str(error)]
+    return []
+
+
+def checked_drive(host: PveHost, vm: HostVm, key: str, values: Mapping[str, Value],
+                  storage: StorageConfig) -> tuple[Drive, Disk]:
+    """Drive ``key`` of ``vm`` with ``values`` as its qcow2 settings, and its disk: a
+    qcow2 image this node reads, for which QEMU takes the settings. Raises DriveError
+    (every problem of the drive language and of the image, each naming its property), or
+    InvalidInputError naming the drive (one that cannot have settings, or be checked)."""
+    drive = vm.drive(key)
+    if not is_disk(drive):
+        raise PveRefusedError(f"{key}: a CD-ROM or an empty drive has no qcow2 cache")
+    drive = with_settings(drive, values)
+    disk = resolve_disk(drive, storage)
     if disk.format != "qcow2" or disk.path is None:
         volume = disk.volume.volid if disk.volume else drive.file
-        return [f"{key}: volume '{volume}' is {disk.format or 'empty'}: the qcow2 cache options "
-                f"apply to qcow2 images only"]
+        raise PveRefusedError(f"{key}: volume '{volume}' is {disk.format or 'empty'}: the qcow2 "
+                              f"cache options apply to qcow2 images only")
     reason = host.unreadable_reason(vm, disk)
     if reason is not None:
-        return [f"{key}: its image cannot be checked: {reason}"]
+        raise PveRefusedError(f"{key}: its image cannot be checked: {reason}")
     try:
         image = read_image(disk.path, format="qcow2", tools=host.tools)
     except ImageError as error:
-        return [f"{key}: {error}"]
-    return DriveError(key, problems).lines() if (problems := check_drive_cache(drive, image)) else []
+        raise PveRefusedError(f"{key}: {error}") from None
+    problems = check_drive_cache(drive, image)
+    if problems:
+        raise DriveError(key, problems)
+    return drive, disk
 
 
 def _where_it_applies(host: PveHost, vm: HostVm) -> str:

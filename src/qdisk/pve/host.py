@@ -129,7 +129,7 @@ class PveHost:
                       if (match := _CONFIG_NAME_RE.fullmatch(name)))
 
     def load_vm(self, node: str, vmid: int) -> HostVm:
-        path = self.paths.node_config_dir(node) / f"{vmid}.conf"
+        path = self.paths.node_vm_config(node, vmid)
         try:
             text = read_config(path)
         except OSError as error:
@@ -141,7 +141,7 @@ class PveHost:
         check_vmid(vmid)
         nodes = self.nodes()
         for node in sorted(nodes, key=lambda name: name != self.node):
-            if (self.paths.node_config_dir(node) / f"{vmid}.conf").is_file():
+            if self.paths.node_vm_config(node, vmid).is_file():
                 return self.load_vm(node, vmid)
         raise PveRefusedError(f"VM {vmid} does not exist (no {vmid}.conf under "
                               f"{self.paths.nodes_dir}/*/qemu-server)")

@@ -24,12 +24,13 @@ from qdisk.cache import (
     host_allocation_limit,
     resolved_cache_options,
 )
+from qdisk.cache.options import QCOW2_OPTIONS
 from qdisk.drive import Drive, parse_drive, print_drive, schema_of
 from qdisk.errors import DriveError, InvalidInputError, Problem
 from qdisk.image import ImageInfo, read_image
 from qdisk.propstring import format_value
 from qdisk.qemu.nodes import Disk, Node, format_node, resolve_disk
-from qdisk.settings import Settings
+from qdisk.settings import Settings, Tools
 from qdisk.storage import StorageConfig
 from qdisk.vm import views
 from qdisk.vm.state import VmState
@@ -53,14 +54,14 @@ class Layer:
     options: CacheOptions
 
 
-def drive_layers(disk: Disk, settings: Settings) -> list[Layer]:
+def drive_layers(disk: Disk, tools: Tools) -> list[Layer]:
     """The qcow2 layers of a drive with the options a start gives each (every backing node
     explicit, as a live change builds them)."""
-    node: Node | None = format_node(disk, tools=settings.tools, explicit_backing=True)
+    node: Node | None = format_node(disk, tools=tools, explicit_backing=True)
     layers, depth = [], 0
     while isinstance(node, dict):
         if node["driver"] == "qcow2":
-            image = read_image(node["file"]["filename"], format="qcow2", tools=settings.tools)
+            image = read_image(node["file"]["filename"], format="qcow2", tools=tools)
             layers.append(Layer(depth, image, CacheOptions.from_qemu(node)))
         node, depth = node.get("backing"), depth + 1
     return layers
@@ -85,7 +86,8 @@ def cache_view(image: ImageInfo, options: CacheOptions, allocation_limit: int | 
             "covers-disk": cache.covers_disk}
 
 
-def _image_facts(layer: Layer, allocation_limit: int | None) -> dict[str, Any]:
+def image_facts(layer: Layer, allocation_limit: int | None) -> dict[str, Any]:
+    """A layer's image: its facts, the auto size, and QEMU's default cache on it."""
     image = layer.image
     auto = auto_size(image)
     return {"depth": layer.depth, "filename": image.filename, "virtual-size": image.virtual_size,
@@ -129,8 +131,8 @@ def disk_cache_plans(settings: Settings, vmid: int) -> list[dict[str, Any]]:
             entry["format"] = disk.format
             if disk.format == "qcow2":
                 applied = _applied_options(vm_status.state, drive.key) if vm_status.running else None
-                for layer in drive_layers(disk, settings):
-                    facts = _image_facts(layer, limit)
+                for layer in drive_layers(disk, settings.tools):
+                    facts = image_facts(layer, limit)
                     facts["configured"] = cache_view(layer.image, layer.options, limit)
                     facts["applied"] = None if applied is None else cache_view(
                         layer.image, applied.get(layer.image.filename, CacheOptions()), limit)
@@ -144,7 +146,8 @@ def disk_cache_plans(settings: Settings, vmid: int) -> list[dict[str, Any]]:
 # --- the preview of an edited drive ---------------------------------------------------------
 
 
-def _by_property(problems: Iterable[Problem]) -> dict[str, str]:
+def errors_by_property(problems: Iterable[Problem]) -> dict[str, str]:
+    """Problems as one message per property (``drive``: the string as a whole)."""
     errors: dict[str, str] = {}
     for problem in problems:
         name = problem.property or WHOLE_DRIVE
@@ -173,7 +176,7 @@ def _preview_layers(drive: Drive, storage_config: StorageConfig,
     disk = resolve_disk(drive, storage_config)
     if disk.format != "qcow2" or disk.existing_image is None:
         return disk.format, False, []
-    return disk.format, False, drive_layers(disk, settings)
+    return disk.format, False, drive_layers(disk, settings.tools)
 
 
 def preview_drive(settings: Settings, key: str, text: str) -> dict[str, Any]:
@@ -185,13 +188,11 @@ def preview_drive(settings: Settings, key: str, text: str) -> dict[str, Any]:
     try:
         parsed = parse_drive(key, text)
     except DriveError as error:
-        result["errors"] = _by_property(error.problems)
+        result["errors"] = errors_by_property(error.problems)
         return result
     drive = parsed.drive
-    schema = schema_of(key)
     result.update(drive=print_drive(drive), warnings=list(parsed.warnings),
-                  values={name: format_value(schema.properties[name], value)
-                          for name, value in drive.values.items()})
+                  values=drive_values(drive))
     try:
         result["format"], result["new"], layers = _preview_layers(
             drive, storage.load(settings), settings)
@@ -200,10 +201,28 @@ def preview_drive(settings: Settings, key: str, text: str) -> dict[str, Any]:
         result["errors"] = {"file": str(error)}
         return result
     if problems:
-        result["errors"] = _by_property(problems)
-    limit = host_allocation_limit()
-    for layer in layers:
-        facts = _image_facts(layer, limit)
-        facts["edited"] = cache_view(layer.image, layer.options, limit)
-        result["layers"].append(facts)
+        result["errors"] = errors_by_property(problems)
+    result["layers"] = edited_layers(layers)
     return result
+
+
+def drive_values(drive: Drive) -> dict[str, str]:
+    """A drive's values as text, as its string writes them (what an editor's fields show)."""
+    schema = schema_of(drive.key)
+    return {name: format_value(schema.properties[name], value) for name, value in drive.values.items()}
+
+
+def edited_layers(layers: Iterable[Layer]) -> list[dict[str, Any]]:
+    """Per layer its facts and the cache its options give (``edited``)."""
+    limit = host_allocation_limit()
+    return [{**image_facts(layer, limit), "edited": cache_view(layer.image, layer.options, limit)}
+            for layer in layers]
+
+
+def option_descriptors() -> dict[str, dict[str, Any]]:
+    """The six options of an editor: type, range, unit and description of each."""
+    properties = schema_of("scsi0").properties
+    return {option.drive_key: {
+        "type": properties[option.drive_key].kind.value, "minimum": option.minimum,
+        "maximum": option.maximum, "unit": option.unit, "description": option.description}
+        for option in QCOW2_OPTIONS}

@@ -7,6 +7,8 @@ task id). Parameters come form-encoded (``curl``, proxmoxer) or as a JSON object
 
 Every endpoint calls the functions the ``qdisk vm`` commands call (:mod:`qdisk.vm`) or
 the views of :mod:`qdisk.vm.cacheview` and :mod:`qdisk.storage.content`; nothing here decides anything about VMs.
+With ``--pve`` (a Proxmox VE host's VMs) the VM endpoints are :mod:`qdisk.web.pveapi`'s
+instead, and those of QDISK_HOME's VMs answer 501.
 The OpenAPI document is ``/api2/openapi.json``; everything but the login and the
 page's own files needs authentication (:mod:`qdisk.web.auth`).
 """
@@ -14,20 +16,20 @@ page's own files needs authentication (:mod:`qdisk.web.auth`).
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
 from importlib import resources
 from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import FileResponse, JSONResponse
+from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 
 from qdisk import __version__, storage, vmconfig
-from qdisk.cache.options import QCOW2_OPTIONS
-from qdisk.drive import is_drive_key, schema_of
+from qdisk.drive import is_drive_key
 from qdisk.errors import InvalidInputError
 from qdisk.propstring import split_list
+from qdisk.pve.host import PveHost
 from qdisk.settings import Settings
 from qdisk.storage import content as storage_content
 from qdisk.vm import cacheview, changes, lifecycle, views
@@ -38,15 +40,20 @@ from qdisk.web.http import (
     MISSING_PARAMETER,
     UNKNOWN_PARAMETER,
     ApiError,
+    PrincipalDependency,
     SecurityHeaders,
     body_parameters,
     data,
+    form_body,
     install_error_handlers,
     node_name,
+    node_parameter,
     only,
     parameter_error,
     problems_by_key,
+    vmid_parameter,
 )
+from qdisk.web.pveapi import pve_routes
 from qdisk.web.tokens import TokenStore
 
 log = logging.getLogger(__name__)
@@ -61,15 +68,17 @@ UNSUPPORTED_CONFIG_PARAMETERS = frozenset({"revert", "skiplock", "force", "backg
 
 
 def create_app(settings: Settings, *, secure_cookies: bool = False,
-               accel: str | None = None) -> FastAPI:
+               accel: str | None = None, pve: PveHost | None = None) -> FastAPI:
     """The whole server: API, OpenAPI document and page. ``secure_cookies`` marks the
-    session cookie Secure (served over TLS); ``accel`` is passed to ``vm.start``."""
+    session cookie Secure (served over TLS); ``accel`` is passed to ``vm.start``. With
+    ``pve``, the VMs are that Proxmox VE host's and only their qcow2 cache is served;
+    the tokens are QDISK_HOME's (``settings``) either way."""
     app = FastAPI(title="qdisk API", version=__version__, openapi_url=None, docs_url=None,
                   redoc_url=None,
-                  description="Proxmox VE's API dialect for qdisk's VMs and their qcow2 cache.")
+                  description="Proxmox VE's API dialect for qdisk's VMs and their qcow2 cache."
+                  if pve is None else "Proxmox VE's API dialect for the qcow2 cache of a "
+                                      "Proxmox VE host's VMs (qdisk serve --pve).")
     authenticator = Authenticator(TokenStore(settings))
-    node = node_name()
-    storage.ensure_default(settings)
 
     async def reader(request: Request) -> Principal:
         try:
@@ -86,32 +95,12 @@ def create_app(settings: Settings, *, secure_cookies: bool = False,
             raise ApiError(error.status, error.message) from None
         return principal
 
-    def check_node(name: str) -> None:
-        if name != node:
-            raise parameter_error({"node": f"no such node '{name}' (this host is '{node}')"})
-
-    def check_vm(name: str, vmid: int) -> None:
-        check_node(name)
-        try:
-            path = vmconfig.config_path(settings, vmid)
-        except InvalidInputError as error:
-            raise parameter_error({"vmid": str(error)}) from None
-        if not path.exists():
-            raise ApiError(404, f"VM {vmid} does not exist")
-
-    # Handlers that only read a few small files (a config, image headers) are coroutines:
-    # they run on the event loop. A thread hop per request, and the GIL handed between
-    # dozens of threads, would multiply their latency under load. Handlers that wait (VM
-    # start and stop, QMP, the VM lock) are plain functions: FastAPI runs them in threads.
     router = APIRouter(prefix=API_PREFIX)
-    config_body = _form_body({"delete": "Keys to remove, a list (commas)",
-                              "digest": "The digest the config was read with: refused if stale"},
-                             additional="Config keys and their values (memory, scsi0, ...)")
 
     # -- access --
 
     @router.post("/access/ticket", tags=["access"],
-                 openapi_extra=_form_body({"token": "USER@REALM!NAME=SECRET"}, required=("token",)),
+                 openapi_extra=form_body({"token": "USER@REALM!NAME=SECRET"}, required=("token",)),
                  summary="Log in with an API token (the page): a session cookie and a CSRF token")
     async def login(parameters: dict[str, str] = Depends(body_parameters)) -> JSONResponse:
         only(parameters, ("token",))
@@ -142,6 +131,69 @@ def create_app(settings: Settings, *, secure_cookies: bool = False,
                                samesite="strict")
         return response
 
+    @router.get("/version", tags=["nodes"], summary="qdisk's version")
+    async def version(_principal: Principal = Depends(reader)) -> JSONResponse:
+        return data({"version": __version__, "release": __version__, "product": "qdisk",
+                     "mode": "home" if pve is None else "pve"})
+
+    # -- the VMs: QDISK_HOME's, or a Proxmox VE host's qcow2 caches --
+
+    home = _home_routes(settings, reader, writer, accel=accel)
+    if pve is None:
+        storage.ensure_default(settings)
+        router.include_router(home)
+    else:
+        served = pve_routes(pve, reader, writer)
+        router.include_router(served)
+        _not_served(router, home, served, reader)
+
+    app.include_router(router)
+
+    # -- the OpenAPI document and the page --
+
+    @app.get(OPENAPI_PATH, include_in_schema=False)
+    async def openapi_document(_principal: Principal = Depends(reader)) -> JSONResponse:
+        return JSONResponse(_openapi(app))
+
+    static = resources.files("qdisk.web") / "static"
+
+    @app.get("/", include_in_schema=False)
+    async def page() -> FileResponse:
+        return FileResponse(str(static / "index.html"), media_type="text/html")
+
+    app.mount("/static", StaticFiles(packages=[("qdisk.web", "static")]), name="static")
+    install_error_handlers(app)
+    app.add_middleware(SecurityHeaders)
+    return app
+
+
+def _home_routes(settings: Settings, reader: PrincipalDependency, writer: PrincipalDependency,
+                 *, accel: str | None) -> APIRouter:
+    """The endpoints of QDISK_HOME's VMs: configs, states, their qcow2 cache, storages."""
+    node = node_name()
+
+    def check_node(name: str) -> None:
+        if name != node:
+            raise parameter_error({"node": f"no such node '{name}' (this host is '{node}')"})
+
+    def check_vm(name: str, vmid: int) -> None:
+        check_node(name)
+        try:
+            path = vmconfig.config_path(settings, vmid)
+        except InvalidInputError as error:
+            raise parameter_error({"vmid": str(error)}) from None
+        if not path.exists():
+            raise ApiError(404, f"VM {vmid} does not exist")
+
+    # Handlers that only read a few small files (a config, image headers) are coroutines:
+    # they run on the event loop. A thread hop per request, and the GIL handed between
+    # dozens of threads, would multiply their latency under load. Handlers that wait (VM
+    # start and stop, QMP, the VM lock) are plain functions: FastAPI runs them in threads.
+    router = APIRouter()
+    config_body = form_body({"delete": "Keys to remove, a list (commas)",
+                             "digest": "The digest the config was read with: refused if stale"},
+                            additional="Config keys and their values (memory, scsi0, ...)")
+
     # -- nodes and VMs --
 
     @router.get("/nodes", tags=["nodes"], summary="The node (this host)")
@@ -149,14 +201,14 @@ def create_app(settings: Settings, *, secure_cookies: bool = False,
         return data([{"node": node, "status": "online", "type": "node"}])
 
     @router.get("/nodes/{node}/qemu", tags=["qemu"], summary="Every VM: vmid, name, status")
-    def vm_list(node: str = _node_parameter(), _principal: Principal = Depends(reader)) -> JSONResponse:
+    def vm_list(node: str = node_parameter(), _principal: Principal = Depends(reader)) -> JSONResponse:
         check_node(node)
         return data([{"vmid": item.vmid, "name": item.name, "status": item.status}
                      for item in views.list_vms(settings)])
 
     @router.get("/nodes/{node}/qemu/{vmid}/config", tags=["qemu"],
                 summary="The VM's config (pending values merged, unless current=1) and its digest")
-    async def vm_config(node: str = _node_parameter(), vmid: int = _vmid_parameter(),
+    async def vm_config(node: str = node_parameter(), vmid: int = vmid_parameter(),
                   current: bool = Query(False, description="Only the applied values."),
                   _principal: Principal = Depends(reader)) -> JSONResponse:
         check_vm(node, vmid)
@@ -164,7 +216,7 @@ def create_app(settings: Settings, *, secure_cookies: bool = False,
         values, digest = view.values, view.digest
         return data({**values, "digest": digest})
 
-    def update_config(node: str = _node_parameter(), vmid: int = _vmid_parameter(),
+    def update_config(node: str = node_parameter(), vmid: int = vmid_parameter(),
                       parameters: dict[str, str] = Depends(body_parameters),
                       _principal: Principal = Depends(writer)) -> JSONResponse:
         check_vm(node, vmid)
@@ -202,14 +254,14 @@ def create_app(settings: Settings, *, secure_cookies: bool = False,
 
     @router.get("/nodes/{node}/qemu/{vmid}/pending", tags=["qemu"],
                 summary="Per key: the applied value, the pending value, a pending deletion")
-    async def vm_pending(node: str = _node_parameter(), vmid: int = _vmid_parameter(),
+    async def vm_pending(node: str = node_parameter(), vmid: int = vmid_parameter(),
                    _principal: Principal = Depends(reader)) -> JSONResponse:
         check_vm(node, vmid)
         return data([item.as_json() for item in views.pending_items(settings, vmid)])
 
     @router.get("/nodes/{node}/qemu/{vmid}/status/current", tags=["qemu"],
                 summary="Whether the VM runs; its pid, QEMU's memory and the cache applied per disk")
-    def vm_status(node: str = _node_parameter(), vmid: int = _vmid_parameter(),
+    def vm_status(node: str = node_parameter(), vmid: int = vmid_parameter(),
                   _principal: Principal = Depends(reader)) -> JSONResponse:
         check_vm(node, vmid)
         name = views.config_values(settings, vmid, current=True).get("name")
@@ -217,7 +269,7 @@ def create_app(settings: Settings, *, secure_cookies: bool = False,
 
     @router.post("/nodes/{node}/qemu/{vmid}/status/start", tags=["qemu"],
                  summary="Start the VM (pending changes are applied first)")
-    def vm_start(node: str = _node_parameter(), vmid: int = _vmid_parameter(),
+    def vm_start(node: str = node_parameter(), vmid: int = vmid_parameter(),
                  parameters: dict[str, str] = Depends(body_parameters),
                  _principal: Principal = Depends(writer)) -> JSONResponse:
         check_vm(node, vmid)
@@ -227,9 +279,9 @@ def create_app(settings: Settings, *, secure_cookies: bool = False,
                                   "accel": result.accel, "warnings": list(result.warnings)})
 
     @router.post("/nodes/{node}/qemu/{vmid}/status/stop", tags=["qemu"],
-                 openapi_extra=_form_body({"timeout": "Seconds to wait before killing QEMU (0-3600)"}),
+                 openapi_extra=form_body({"timeout": "Seconds to wait before killing QEMU (0-3600)"}),
                  summary="Stop the VM: QEMU is asked to quit, killed after timeout seconds")
-    def vm_stop(node: str = _node_parameter(), vmid: int = _vmid_parameter(),
+    def vm_stop(node: str = node_parameter(), vmid: int = vmid_parameter(),
                 parameters: dict[str, str] = Depends(body_parameters),
                 _principal: Principal = Depends(writer)) -> JSONResponse:
         check_vm(node, vmid)
@@ -251,23 +303,19 @@ def create_app(settings: Settings, *, secure_cookies: bool = False,
     @router.get("/nodes/{node}/qemu/{vmid}/qcow2-cache", tags=["qdisk"],
                 summary="The cache plan per disk and layer: auto size, default, configured, "
                         "applied; coverage and memory")
-    def vm_cache(node: str = _node_parameter(), vmid: int = _vmid_parameter(),
+    def vm_cache(node: str = node_parameter(), vmid: int = vmid_parameter(),
                  _principal: Principal = Depends(reader)) -> JSONResponse:
         check_vm(node, vmid)
-        properties = schema_of("scsi0").properties
-        options = {option.drive_key: {
-            "type": properties[option.drive_key].kind.value, "minimum": option.minimum,
-            "maximum": option.maximum, "unit": option.unit, "description": option.description}
-            for option in QCOW2_OPTIONS}
-        return data({"options": options, "disks": cacheview.disk_cache_plans(settings, vmid)})
+        return data({"options": cacheview.option_descriptors(),
+                     "disks": cacheview.disk_cache_plans(settings, vmid)})
 
     @router.post("/nodes/{node}/qemu/{vmid}/qcow2-cache/preview", tags=["qdisk"],
-                 openapi_extra=_form_body({"disk": "The drive key (scsi0, virtio1, ...)",
-                                           "drive": "The drive string being edited"},
-                                          required=("disk", "drive")),
+                 openapi_extra=form_body({"disk": "The drive key (scsi0, virtio1, ...)",
+                                          "drive": "The drive string being edited"},
+                                         required=("disk", "drive")),
                  summary="For a drive string being edited (disk, drive): its problems per "
                          "property, or the coverage and memory per layer it would give")
-    async def vm_cache_preview(node: str = _node_parameter(), vmid: int = _vmid_parameter(),
+    async def vm_cache_preview(node: str = node_parameter(), vmid: int = vmid_parameter(),
                          parameters: dict[str, str] = Depends(body_parameters),
                          _principal: Principal = Depends(reader)) -> JSONResponse:
         check_vm(node, vmid)
@@ -282,13 +330,13 @@ def create_app(settings: Settings, *, secure_cookies: bool = False,
     # -- storages --
 
     @router.get("/nodes/{node}/storage", tags=["storage"], summary="The storages and their space")
-    def storage_list(node: str = _node_parameter(), _principal: Principal = Depends(reader)) -> JSONResponse:
+    def storage_list(node: str = node_parameter(), _principal: Principal = Depends(reader)) -> JSONResponse:
         check_node(node)
         return data(storage_content.storage_status(settings))
 
     @router.get("/nodes/{node}/storage/{storage}/content", tags=["storage"],
                 summary="The volumes of a storage (content and vmid filter)")
-    def storage_volumes(node: str = _node_parameter(),
+    def storage_volumes(node: str = node_parameter(),
                         storage_id: str = Path(description="The storage id.", alias="storage"),
                         content: str | None = Query(None, description="images or iso"),
                         vmid: int | None = Query(None, description="Only this VM's volumes."),
@@ -300,49 +348,28 @@ def create_app(settings: Settings, *, secure_cookies: bool = False,
             raise parameter_error({"storage": str(error)}) from None
         return data(volumes)
 
-    # -- the OpenAPI document and the page --
-
-    @router.get("/version", tags=["nodes"], summary="qdisk's version")
-    async def version(_principal: Principal = Depends(reader)) -> JSONResponse:
-        return data({"version": __version__, "release": __version__, "product": "qdisk"})
-
-    app.include_router(router)
-
-    @app.get(OPENAPI_PATH, include_in_schema=False)
-    async def openapi_document(_principal: Principal = Depends(reader)) -> JSONResponse:
-        return JSONResponse(_openapi(app))
-
-    static = resources.files("qdisk.web") / "static"
-
-    @app.get("/", include_in_schema=False)
-    async def page() -> FileResponse:
-        return FileResponse(str(static / "index.html"), media_type="text/html")
-
-    app.mount("/static", StaticFiles(packages=[("qdisk.web", "static")]), name="static")
-    install_error_handlers(app)
-    app.add_middleware(SecurityHeaders)
-    return app
+    return router
 
 
-def _form_body(properties: Mapping[str, str], *, required: Sequence[str] = (),
-               additional: str | None = None) -> dict[str, Any]:
-    """The OpenAPI request body of parameters sent form-encoded or as JSON (string values)."""
-    schema: dict[str, Any] = {"type": "object", "required": list(required),
-                              "properties": {name: {"type": "string", "description": text}
-                                             for name, text in properties.items()}}
-    if additional is not None:
-        schema["additionalProperties"] = {"type": "string", "description": additional}
-    return {"requestBody": {"required": bool(required), "content": {
-        "application/x-www-form-urlencoded": {"schema": schema},
-        "application/json": {"schema": schema}}}}
+def _not_served(router: APIRouter, home: APIRouter, served: APIRouter,
+                reader: PrincipalDependency) -> None:
+    """Answer the endpoints of QDISK_HOME's VMs that ``served`` does not have with 501:
+    on a Proxmox VE host, VM configs, storages and VMs' states are Proxmox VE's."""
+    taken = {(route.path, method) for route in served.routes if isinstance(route, APIRoute)
+             for method in route.methods or ()}
 
+    async def not_served(request: Request, _principal: Principal = Depends(reader)) -> JSONResponse:
+        raise ApiError(501, f"{request.method} {request.url.path}: not served on a Proxmox VE "
+                            "host (qdisk serve --pve): VM configs, storages and starting or "
+                            "stopping VMs are Proxmox VE's own API's; qdisk serves the qcow2 "
+                            "cache: /nodes/{node}/qdisk/audit, /nodes/{node}/qemu/{vmid}/qdisk/cache")
 
-def _node_parameter() -> Any:
-    return Path(description="The node: this host's name.")
-
-
-def _vmid_parameter() -> Any:
-    return Path(description="The VM id (100 to 999999999).")
+    for route in home.routes:
+        assert isinstance(route, APIRoute)
+        methods = sorted(method for method in route.methods or () if (route.path, method) not in taken)
+        if methods:
+            router.add_api_route(route.path, not_served, methods=methods, include_in_schema=False,
+                                 name=f"not_served_{route.name}")
 
 
 def _openapi(app: FastAPI) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 from urllib.parse import parse_qsl
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Path, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -20,7 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from qdisk.errors import InvalidInputError, QdiskError
 from qdisk.vm.errors import InvalidOptionsError, StaleDigestError
-from qdisk.web.auth import AuthError
+from qdisk.web.auth import AuthError, Principal
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +30,8 @@ MAX_PARAMETERS = 1000
 # Proxmox VE's messages for parameters it does not know, or misses.
 UNKNOWN_PARAMETER = "property is not defined in schema and the schema does not allow additional properties"
 MISSING_PARAMETER = "property is missing and it is not optional"
+# A route's dependency that authenticates the request (as a reader, or as a writer).
+PrincipalDependency = Callable[..., Awaitable[Principal]]
 
 
 class ApiError(Exception):
@@ -141,6 +143,32 @@ def problems_by_key(error: InvalidOptionsError) -> dict[str, str]:
     for key, line in error.keyed:
         errors.setdefault(key, []).append(line)
     return {key: "\n".join(lines) for key, lines in errors.items()}
+
+
+# --- the OpenAPI document's parameters ---------------------------------------------------
+
+
+def form_body(properties: Mapping[str, str], *, required: Sequence[str] = (),
+               additional: str | None = None) -> dict[str, Any]:
+    """The OpenAPI request body of parameters sent form-encoded or as JSON (string values)."""
+    schema: dict[str, Any] = {"type": "object", "required": list(required),
+                              "properties": {name: {"type": "string", "description": text}
+                                             for name, text in properties.items()}}
+    if additional is not None:
+        schema["additionalProperties"] = {"type": "string", "description": additional}
+    return {"requestBody": {"required": bool(required), "content": {
+        "application/x-www-form-urlencoded": {"schema": schema},
+        "application/json": {"schema": schema}}}}
+
+
+def node_parameter() -> Any:
+    """The ``{node}`` path parameter."""
+    return Path(description="The node: this host's name.")
+
+
+def vmid_parameter() -> Any:
+    """The ``{vmid}`` path parameter."""
+    return Path(description="The VM id (100 to 999999999).")
 
 
 # --- error answers ------------------------------------------------------------------------

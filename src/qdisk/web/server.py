@@ -18,6 +18,7 @@ from pathlib import Path
 import uvicorn
 
 from qdisk.errors import InvalidInputError, QdiskError
+from qdisk.pve.host import PveHost
 from qdisk.settings import Settings
 from qdisk.web.api import create_app
 
@@ -113,9 +114,11 @@ def listen(address: ListenAddress, tls: TlsFiles | None, *, insecure: bool = Fal
     return Listener(sock, tls)
 
 
-def make_server(settings: Settings, listener: Listener, *, accel: str | None = None) -> uvicorn.Server:
-    """The uvicorn server of the whole application; run it with ``server.run(sockets=[sock])``."""
-    app = create_app(settings, secure_cookies=listener.tls is not None, accel=accel)
+def make_server(settings: Settings, listener: Listener, *, accel: str | None = None,
+                pve: PveHost | None = None) -> uvicorn.Server:
+    """The uvicorn server of the whole application (``pve``: over that Proxmox VE host's
+    VMs); run it with ``server.run(sockets=[sock])``."""
+    app = create_app(settings, secure_cookies=listener.tls is not None, accel=accel, pve=pve)
     tls = listener.tls
     config = uvicorn.Config(app, log_config=None, server_header=False,
                             timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
@@ -124,9 +127,10 @@ def make_server(settings: Settings, listener: Listener, *, accel: str | None = N
     return uvicorn.Server(config)
 
 
-def serve(settings: Settings, listener: Listener, *, accel: str | None = None) -> None:
+def serve(settings: Settings, listener: Listener, *, accel: str | None = None,
+          pve: PveHost | None = None) -> None:
     """Serve until interrupted (SIGINT, SIGTERM): uvicorn finishes the requests under way."""
     try:
-        make_server(settings, listener, accel=accel).run(sockets=[listener.sock])
+        make_server(settings, listener, accel=accel, pve=pve).run(sockets=[listener.sock])
     finally:
         listener.sock.close()

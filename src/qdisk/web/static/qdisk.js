@@ -1,10 +1,12 @@
 // qdisk's page: the VM list, a VM's hardware and the disk editor, over /api2/json.
 // Every check of a value is the server's (the preview endpoint); the page only shows it.
+// On a Proxmox VE host (`qdisk serve --pve`, state.pve) the page is the audit of the
+// node's disks instead, and the editor changes only a disk's qcow2 cache settings.
 "use strict";
 
 const API = "/api2/json";
-const state = { csrf: null, node: null, vmid: null, running: false, digest: null,
-                cacheOptions: {}, cacheDisks: [], storages: [] };
+const state = { csrf: null, node: null, pve: false, vmid: null, running: false, digest: null,
+                cacheOptions: {}, cacheDisks: [], settings: {}, storages: [] };
 
 // --- small helpers ----------------------------------------------------------------------
 
@@ -95,10 +97,14 @@ async function startSession(session) {
   $("#login-view").hidden = true;
   $("#logout").hidden = false;
   $("#main-view").hidden = false;
-  const nodes = await call("GET", "/nodes");
+  const [nodes, version] = await Promise.all([call("GET", "/nodes"), call("GET", "/version")]);
   state.node = nodes.data[0].node;
-  $("#node-name").textContent = `node ${state.node}`;
-  await loadVmList();
+  state.pve = version.data.mode === "pve";
+  document.body.classList.toggle("pve", state.pve);
+  for (const element of document.querySelectorAll(".home-only")) element.hidden = state.pve;
+  $("#audit-view").hidden = !state.pve;
+  $("#node-name").textContent = `${state.pve ? "Proxmox VE node" : "node"} ${state.node}`;
+  await (state.pve ? loadAudit() : loadVmList());
 }
 
 async function login(event) {
@@ -133,7 +139,7 @@ async function loadVmList() {
 }
 
 function showMessage(text, kind = "info") {
-  const message = $("#vm-message");
+  const message = $(state.pve ? "#audit-message" : "#vm-message");
   message.textContent = text;
   message.className = `message ${kind}`;
   message.hidden = !text;
@@ -331,7 +337,7 @@ async function openEditor(key) {
   editor.isNew = key === null;
   editor.base = {};
   editor.format = null;
-  if (!state.storages.length) state.storages = (await call("GET", nodePath("/storage"))).data;
+  if (!state.pve && !state.storages.length) state.storages = (await call("GET", nodePath("/storage"))).data;
   buildEditorFields();
   clearErrors();
   const form = $("#disk-form");
@@ -352,15 +358,16 @@ async function openEditor(key) {
     const parts = driveKeyParts(key);
     $("#field-bus").value = parts.bus;
     $("#field-index").value = parts.index;
-    const answer = await call("POST", vmPath("/qcow2-cache/preview"), { disk: key, drive: state.config[key] });
+    const answer = await preview(key, state.pve ? state.settings[key] || "" : state.config[key]);
     editor.base = answer.data.values || {};
     fillStorages(storageOf(editor.base.file));
-    $("#field-volume").value = editor.base.file || state.config[key];
+    $("#field-volume").value = editor.base.file || (state.pve ? "" : state.config[key]);
     $("#field-format").value = answer.data.format || "raw";
     fillFields(editor.base);
-    $("#editor-title").textContent = `Hard Disk (${key})`;
+    $("#editor-title").textContent = `Hard Disk (${key})${state.pve ? ` of VM ${state.vmid}` : ""}`;
     showPreview(answer.data);
   }
+  $("#pve-hint").hidden = !state.pve;
   $("#advanced").checked = false;
   $("#disk-form .advanced").hidden = true;
   $("#bandwidth-advanced").checked = Boolean(BURST_FIELDS.some(([name]) => editor.base[name]));
@@ -383,6 +390,16 @@ function currentKey() {
   return editor.isNew ? `${$("#field-bus").value}${$("#field-index").value.trim()}` : editor.key;
 }
 
+// A field's value as its key's text; null drops the key (empty, unchecked or disabled).
+function fieldValue(field) {
+  if (field.disabled) return null;
+  if (field.type === "checkbox") {
+    if (field.dataset.on !== undefined) return field.checked ? field.dataset.on : null;
+    return field.checked ? null : field.dataset.off;
+  }
+  return field.value.trim() || null;
+}
+
 // The values of the form as a drive string: the drive's other keys (serial, wwn, ...) are
 // kept as they were; a field left empty or unchecked drops its key.
 function composeDrive() {
@@ -392,22 +409,29 @@ function composeDrive() {
     values.format = $("#field-format").value;
   }
   for (const field of fieldsWithKeys()) {
-    const key = field.dataset.key;
-    let value;
-    if (field.type === "checkbox") {
-      if (field.dataset.on !== undefined) value = field.checked ? field.dataset.on : null;
-      else value = field.checked ? null : field.dataset.off;
-    } else {
-      value = field.value.trim() || null;
-    }
-    if (field.disabled) value = null;
-    if (value === null) delete values[key];
-    else values[key] = value;
+    const value = fieldValue(field);
+    if (value === null) delete values[field.dataset.key];
+    else values[field.dataset.key] = value;
   }
   const file = values.file || "";
   delete values.file;
   const head = file.includes("=") ? `file=${file}` : file;
   return [head, ...Object.entries(values).map(([key, value]) => `${key}=${value}`)].join(",");
+}
+
+// The qcow2 cache section as a drive's settings on a Proxmox VE host (empty: none).
+function composeSettings() {
+  return [...document.querySelectorAll("#qcow2-cache [data-key]")]
+    .map((field) => [field.dataset.key, fieldValue(field)])
+    .filter(([, value]) => value !== null)
+    .map(([key, value]) => `${key}=${value}`).join(",");
+}
+
+// The preview of what is being edited: a drive string, or on a Proxmox VE host its settings.
+function preview(key, text) {
+  return state.pve
+    ? call("POST", vmPath("/qdisk/cache/preview"), { disk: key, settings: text })
+    : call("POST", vmPath("/qcow2-cache/preview"), { disk: key, drive: text });
 }
 
 function updateEnabled() {
@@ -427,6 +451,12 @@ function updateEnabled() {
   const auto = $(`#field-${AUTO_KEY}`).checked;
   for (const key of SIZE_KEYS) {
     $(`#field-${key}`).disabled = !qcow2 || auto;
+  }
+  // On a Proxmox VE host its own interface edits the rest of the disk.
+  if (state.pve) {
+    for (const field of fieldsWithKeys()) {
+      if (!field.closest("#qcow2-cache")) field.disabled = true;
+    }
   }
 }
 
@@ -455,7 +485,7 @@ async function runPreview() {
   const sequence = ++editor.sequence;
   const key = currentKey();
   try {
-    const answer = await call("POST", vmPath("/qcow2-cache/preview"), { disk: key, drive: composeDrive() });
+    const answer = await preview(key, state.pve ? composeSettings() : composeDrive());
     if (sequence === editor.sequence) showPreview(answer.data);
   } catch (failure) {
     if (sequence === editor.sequence) showErrors(failure.errors.disk ? { key: failure.errors.disk } : { drive: failure.message });
@@ -474,6 +504,12 @@ function layerName(layer) {
   return layer.depth === 0 ? name : `${name} (backing image ${layer.depth})`;
 }
 
+function coverageBar(percent) {
+  const fill = h("div", { class: "fill", "data-coverage": percent });
+  fill.style.width = `${Math.max(0, Math.min(100, percent))}%`;
+  return h("div", { class: "bar" }, fill);
+}
+
 function gaugeRow(kind, label, view) {
   const row = h("div", { class: `gauge-row ${kind}`, "data-kind": kind });
   row.append(h("span", { class: "gauge-label" }, label));
@@ -482,9 +518,7 @@ function gaugeRow(kind, label, view) {
       view ? `QEMU refuses: ${view.error}` : "—"));
     return row;
   }
-  const fill = h("div", { class: "fill", "data-coverage": view["coverage-percent"] });
-  fill.style.width = `${Math.max(0, Math.min(100, view["coverage-percent"]))}%`;
-  row.append(h("div", { class: "bar" }, fill), h("span", { class: "gauge-text" },
+  row.append(coverageBar(view["coverage-percent"]), h("span", { class: "gauge-text" },
     `covers ${formatBytes(view["l2-coverage"])} (${view["coverage-percent"]}%), memory ${formatBytes(view.memory)}`));
   return row;
 }
@@ -502,7 +536,9 @@ function renderGauge(preview) {
   const layers = preview.layers.length ? preview.layers : nowLayers;
   gauge.replaceChildren(...layers.map((layer) => {
     const now = nowLayers.find((item) => item.filename === layer.filename);
-    const nowView = now ? (state.running && now.applied ? now.applied : now.configured) : null;
+    // On a Proxmox VE host the audit says what the disk has now.
+    const nowView = !now ? null : state.pve ? now.now
+      : state.running && now.applied ? now.applied : now.configured;
     const edited = preview.layers.find((item) => item.filename === layer.filename);
     return h("div", { class: "gauge-layer", "data-depth": layer.depth },
       h("div", { class: "gauge-head" },
@@ -518,36 +554,118 @@ function renderGauge(preview) {
 async function saveEditor(event) {
   event.preventDefault();
   const key = currentKey();
-  const drive = composeDrive();
   try {
-    const answer = await call("PUT", vmPath("/config"), { [key]: drive, digest: state.digest });
-    $("#disk-editor").close();
-    const result = answer.result || {};
-    const pending = (result.pending || []).includes(key);
-    let text = `${key}: saved`;
-    if (state.running) {
-      text = pending ? `${key}: saved, pending until the next start (the VM runs; this change cannot be applied live)`
-                     : `${key}: applied live to the running VM`;
-    }
-    const notes = [...(result.notes || []), ...(result.warnings || [])];
-    showMessage(notes.length ? `${text}. ${notes.join("; ")}` : text, pending ? "pending" : "info");
-    await openVm(state.vmid, { keepMessage: true });
+    await (state.pve ? saveSettings(key) : saveDrive(key));
   } catch (failure) {
-    const errors = {};
-    for (const [name, message] of Object.entries(failure.errors)) {
-      if (name !== key) {
-        errors[name === "digest" ? "drive" : name] = message;
-        continue;
-      }
-      for (const line of message.split("\n")) {
-        const match = new RegExp(`^${key}\\.([A-Za-z0-9_-]+): (.*)$`).exec(line);
-        if (match) errors[match[1]] = match[2];
-        else errors.drive = line;
-      }
-    }
-    if (!Object.keys(errors).length) errors.drive = failure.message;
-    showErrors(errors);
+    showSaveErrors(key, failure);
   }
+}
+
+async function saveDrive(key) {
+  const answer = await call("PUT", vmPath("/config"), { [key]: composeDrive(), digest: state.digest });
+  $("#disk-editor").close();
+  const result = answer.result || {};
+  const pending = (result.pending || []).includes(key);
+  let text = `${key}: saved`;
+  if (state.running) {
+    text = pending ? `${key}: saved, pending until the next start (the VM runs; this change cannot be applied live)`
+                   : `${key}: applied live to the running VM`;
+  }
+  const notes = [...(result.notes || []), ...(result.warnings || [])];
+  showMessage(notes.length ? `${text}. ${notes.join("; ")}` : text, pending ? "pending" : "info");
+  await openVm(state.vmid, { keepMessage: true });
+}
+
+// On a Proxmox VE host: the drive's settings replaced (none: removed), as `qdisk pve set`.
+async function saveSettings(key) {
+  const settings = composeSettings();
+  const answer = await call("PUT", vmPath("/qdisk/cache"), settings ? { [key]: settings } : { delete: key });
+  $("#disk-editor").close();
+  const result = answer.result || {};
+  const drive = (result.drives || {})[key];
+  const stored = (result.stored || []).includes(key)
+    ? `${key}: stored in ${result.file}` : `${key}: the stored settings are unchanged`;
+  const lines = [...(drive ? drive.messages : []), ...(result.notes || []), ...(result.warnings || []), stored];
+  showMessage(lines.join("\n"), drive && drive.outcome === "left" ? "pending" : "info");
+  await loadAudit();
+}
+
+// A refused save: each problem under its field (`scsi0.qcow2-l2-cache-size: ...`), the
+// others under the form.
+function showSaveErrors(key, failure) {
+  const errors = {};
+  for (const [name, message] of Object.entries(failure.errors)) {
+    if (name !== key) {
+      errors[name === "digest" ? "drive" : name] = message;
+      continue;
+    }
+    for (const line of message.split("\n")) {
+      const match = new RegExp(`^${key}\\.([A-Za-z0-9_-]+): (.*)$`).exec(line);
+      if (match) errors[match[1]] = match[2];
+      else errors.drive = line;
+    }
+  }
+  if (!Object.keys(errors).length) errors.drive = failure.message;
+  showErrors(errors);
+}
+
+// --- a Proxmox VE host: the audit of the node's disks --------------------------------------
+
+const CACHE_SOURCES = { default: "QEMU's default", settings: "its settings, from its next start",
+                        applied: "its settings, applied", "not applied": "QEMU's default: its settings are not applied" };
+
+async function loadAudit() {
+  const answer = await call("GET", nodePath("/qdisk/audit"));
+  const node = answer.data;
+  $("#audit-table tbody").replaceChildren(...node.vms.flatMap(auditRows));
+  $("#audit-total").textContent = `${formatBytes(node.memory)} now, ` +
+    `${formatBytes(node["auto-memory"])} to cover every disk whole`;
+}
+
+function auditRows(vm) {
+  const head = h("td", { rowspan: Math.max(1, vm.disks.length) },
+    h("div", {}, `${vm.vmid}${vm.name ? ` (${vm.name})` : ""}`),
+    h("span", { class: `status ${vm.running ? "running" : "stopped"}` }, vm.running ? "running" : "not running here"),
+    vm.lock ? h("div", { class: "pending" }, `locked (${vm.lock})`) : null);
+  if (vm.problem || !vm.disks.length) {
+    return [h("tr", { class: "vm-first", "data-vmid": vm.vmid }, head,
+      h("td", { colspan: 7, class: "muted" }, vm.problem || "no disks"))];
+  }
+  return vm.disks.map((disk, position) => {
+    const qcow2 = disk.readable && disk.format === "qcow2";
+    return h("tr", { class: position === 0 ? "vm-first" : "", "data-vmid": vm.vmid, "data-key": disk.key },
+      position === 0 ? head : null,
+      h("td", {}, disk.key),
+      h("td", { class: "volume" }, disk.volume, h("div", { class: "muted" }, disk.format || "")),
+      h("td", { class: "value" }, disk.settings || "—"),
+      h("td", {}, CACHE_SOURCES[disk["cache-source"]] || disk["cache-source"],
+        disk["settings-problem"] ? h("div", { class: "field-error" }, disk["settings-problem"]) : null),
+      coverageCell(disk),
+      h("td", {}, qcow2 ? `${formatBytes(disk.memory)} / ${formatBytes(disk["auto-memory"])}` : ""),
+      h("td", { class: "actions" }, qcow2
+        ? h("button", { type: "button", class: "small", onclick: () => openHostDisk(vm.vmid, disk.key) }, "Edit")
+        : null));
+  });
+}
+
+// The disk's gauge: how much of it its top image's L2 cache covers (its backing images' after).
+function coverageCell(disk) {
+  if (!disk.readable) return h("td", { class: "muted" }, disk.reason);
+  const layers = disk.layers.filter((layer) => layer["coverage-percent"] !== null);
+  if (!layers.length) return h("td", { class: "muted" }, `${disk.format}: no qcow2 cache`);
+  const below = layers.slice(1).map((layer) => `${layer["coverage-percent"]}%`);
+  return h("td", { class: "coverage" }, coverageBar(layers[0]["coverage-percent"]),
+    `${layers[0]["coverage-percent"]}%${below.length ? `; backing images ${below.join(", ")}` : ""}`);
+}
+
+async function openHostDisk(vmid, key) {
+  state.vmid = vmid;
+  const answer = await call("GET", vmPath("/qdisk/cache"));
+  state.running = answer.data.running;
+  state.cacheOptions = answer.data.options;
+  state.cacheDisks = answer.data.disks;
+  state.settings = answer.data.settings;
+  await openEditor(key);
 }
 
 // --- wiring -----------------------------------------------------------------------------
