@@ -11,7 +11,7 @@ import pytest
 
 from qdisk.drive import parse_drive, qemu_throttle_value
 from qdisk.errors import DriveError
-from qdisk.qemu.nodes import THROTTLE_LIMITS, throttle_group
+from qdisk.qemu.rules import THROTTLE_LIMITS, throttle_group
 
 from cli_helpers import RunQdisk
 

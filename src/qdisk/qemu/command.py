@@ -26,7 +26,8 @@ from qdisk.drive import Drive, parse_drive
 from qdisk.errors import InvalidInputError
 from qdisk.qemu.blockdev import to_json
 from qdisk.qemu.drivestr import drive_string
-from qdisk.qemu.nodes import DriveGraph, cache_mode, drive_graph, template_read_only
+from qdisk.qemu.nodes import DriveGraph, drive_graph
+from qdisk.qemu.rules import cache_mode, template_read_only
 from qdisk.qemuopts import escape
 from qdisk.settings import Settings
 from qdisk.storage import StorageConfig

@@ -19,16 +19,8 @@ from collections.abc import Iterator
 from typing import Any
 
 from qdisk.cache.options import drive_string_order
-from qdisk.qemu.nodes import (
-    DriveGraph,
-    DriveGraphError,
-    Node,
-    aio_mode,
-    cache_mode,
-    detect_zeroes,
-    is_volume_chain,
-    throttle_limits,
-)
+from qdisk.qemu.nodes import DriveGraph, DriveGraphError, Node, is_volume_chain
+from qdisk.qemu.rules import aio_mode, cache_mode, detect_zeroes, throttle_limits
 from qdisk.qemuopts import escape
 
 # Drive keys qemu-server copies as they are, in this order.

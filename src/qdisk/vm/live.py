@@ -38,7 +38,6 @@ from qdisk.drive import Drive
 from qdisk.errors import QdiskError
 from qdisk.qemu.command import Syntax
 from qdisk.qemu.nodes import (
-    THROTTLE_LIMITS,
     Disk,
     DriveGraph,
     Node,
@@ -46,10 +45,9 @@ from qdisk.qemu.nodes import (
     ignored_cache_options,
     reopen_options,
     resolve_disk,
-    throttle_group_id,
-    throttle_limits,
 )
 from qdisk.qemu.qmp import QmpConnection, QmpError
+from qdisk.qemu.rules import THROTTLE_LIMITS, throttle_group_id, throttle_limits
 from qdisk.settings import Settings
 from qdisk.storage import StorageConfig
 from qdisk.vm.state import AppliedNode, VmState, read_state, write_state

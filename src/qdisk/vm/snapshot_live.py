@@ -43,8 +43,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from qdisk.qemu.nodes import Node, format_node, node_name, reopen_options, top_node_name
+from qdisk.qemu.nodes import Node, format_node, reopen_options
 from qdisk.qemu.qmp import QmpConnection
+from qdisk.qemu.rules import node_name, top_node_name
 from qdisk.settings import Settings
 from qdisk.vm.errors import VmError
 from qdisk.vm.live import running_qemu_version
