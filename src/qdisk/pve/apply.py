@@ -37,7 +37,7 @@ from qdisk.errors import DriveError, InvalidInputError
 from qdisk.propstring import Value
 from qdisk.pve.cachesettings import CacheSettings, check_unlocked, read_settings, with_settings
 from qdisk.pve.host import HostVm, PveHost, PveRefusedError, in_drive_order, process_start_time
-from qdisk.qemu.nodes import Node, format_node, resolve_disk
+from qdisk.qemu.nodes import backing_chain, format_node, resolve_disk
 from qdisk.qemu.qmp import QmpCommandError, QmpConnection, QmpError
 from qdisk.storage import StorageConfig
 from qdisk.vm import live
@@ -202,7 +202,7 @@ def _apply_drive(host: PveHost, vm: HostVm, key: str, values: Mapping[str, Value
                                     replace_qemu_levels=cache.uses_auto_size(drive))
             live.reopen(qmp, plan)
             added = [*(previous.added if previous else []),
-                     *(node["node-name"] for node in _nested(plan.added))]
+                     *(node["node-name"] for node in backing_chain(plan.added))]
             messages += _delete_unused(qmp, key, [name for name in added if name not in plan.chain])
     except QmpCommandError as error:
         return DriveOutcome(key, Outcome.REFUSED, (f"{key}: {error}",))
@@ -235,11 +235,6 @@ def _applied_before(key: str, running: list[live.RunningLevel],
                 f"changed: Proxmox VE's snapshot operations and block jobs rebuild nodes "
                 f"without the cache): applying the settings again"], defaults
     return [], previous.nodes
-
-
-def _nested(node: Node | None) -> list[Node]:
-    """A node and its backing nodes, top down."""
-    return [node, *_nested(node.get("backing"))] if isinstance(node, dict) else []
 
 
 def _delete_unused(qmp: QmpConnection, key: str, names: list[str]) -> list[str]:

@@ -32,7 +32,7 @@ from qdisk.image import ImageInfo, read_chain
 from qdisk.pve.apply import Record, read_record
 from qdisk.pve.cachesettings import CacheSettings, print_settings_value, read_settings, with_settings
 from qdisk.pve.host import HostVm, PveHost, PveRefusedError, is_disk
-from qdisk.qemu.nodes import Disk, format_node, resolve_disk
+from qdisk.qemu.nodes import Disk, backing_chain, format_node, resolve_disk
 from qdisk.storage import StorageConfig
 from qdisk.units import MIB
 
@@ -359,12 +359,9 @@ def _options_now(disk: Disk, chain: list[ImageInfo], source: str, record: Record
         return [applied.get(image.filename, {}) for image in chain]
     # The graph qdisk builds for the drive holds each image's options (a chain's images
     # are explicit nodes only when their caches are sized from the image).
-    node: Any = format_node(disk, tools=host.tools)
-    for depth in range(len(chain)):
-        if not isinstance(node, dict):
-            break
-        defaults[depth] = {name: node[name] for name in cache.QEMU_OPTION_NAMES if name in node}
-        node = node.get("backing")
+    nodes = backing_chain(format_node(disk, tools=host.tools))
+    for depth, node in enumerate(nodes[:len(chain)]):
+        defaults[depth] = CacheOptions.from_qemu(node).as_qemu()
     return defaults
 
 

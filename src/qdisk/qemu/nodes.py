@@ -46,7 +46,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, cast
 
 from qdisk import cache
 from qdisk.cache.options import ignored_qcow2_keys
@@ -69,7 +69,12 @@ from qdisk.settings import Tools
 from qdisk.storage import IscsiLun, RbdImage, Storage, StorageConfig, Volume, resolve
 from qdisk.storage.schema import Layout
 
+# A node as QEMU takes it: its options as a plain dict.
 Node = dict[str, Any]
+# The keys of a node qdisk reads back (the rest is QEMU's business).
+NodeKeys = TypedDict("NodeKeys", {
+    "node-name": str, "driver": str, "filename": str, "file": "NodeKeys", "backing": "NodeKeys",
+    "read-only": bool, "detect-zeroes": str, "cache": dict[str, bool]}, total=False)
 QemuVersion = tuple[int, ...]
 
 # The port qemu-server gives a Ceph monitor that names none (msgr2).
@@ -464,7 +469,17 @@ def ignored_cache_options(disk: Disk) -> list[str]:
 # --- reopening ------------------------------------------------------------------------
 
 
-def reopen_options(node: Node) -> Node:
+def backing_chain(node: Node | None) -> list[NodeKeys]:
+    """The format nodes from ``node`` down its explicit backing nodes, top first, read
+    through the keys qdisk reads back."""
+    chain: list[NodeKeys] = []
+    while isinstance(node, dict):
+        chain.append(cast(NodeKeys, node))
+        node = node.get("backing")
+    return chain
+
+
+def reopen_options(node: Mapping[str, Any]) -> Node:
     """The node's options for QMP ``blockdev-reopen``: everything, with the child nodes
     (``file``, ``backing``) given by node name, as reopen requires."""
     return {key: value["node-name"] if key in ("file", "backing") and isinstance(value, dict)

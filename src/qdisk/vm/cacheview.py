@@ -29,7 +29,7 @@ from qdisk.drive import Drive, parse_drive, print_drive, schema_of
 from qdisk.errors import DriveError, InvalidInputError, Problem
 from qdisk.image import ImageInfo, read_image
 from qdisk.propstring import format_value
-from qdisk.qemu.nodes import Disk, Node, format_node, resolve_disk
+from qdisk.qemu.nodes import Disk, backing_chain, format_node, resolve_disk
 from qdisk.settings import Settings, Tools
 from qdisk.storage import StorageConfig
 from qdisk.vm import views
@@ -57,14 +57,10 @@ class Layer:
 def drive_layers(disk: Disk, tools: Tools) -> list[Layer]:
     """The qcow2 layers of a drive with the options a start gives each (every backing node
     explicit, as a live change builds them)."""
-    node: Node | None = format_node(disk, tools=tools, explicit_backing=True)
-    layers, depth = [], 0
-    while isinstance(node, dict):
-        if node["driver"] == "qcow2":
-            image = read_image(node["file"]["filename"], format="qcow2", tools=tools)
-            layers.append(Layer(depth, image, CacheOptions.from_qemu(node)))
-        node, depth = node.get("backing"), depth + 1
-    return layers
+    chain = backing_chain(format_node(disk, tools=tools, explicit_backing=True))
+    return [Layer(depth, read_image(node["file"]["filename"], format="qcow2", tools=tools),
+                  CacheOptions.from_qemu(node))
+            for depth, node in enumerate(chain) if node["driver"] == "qcow2"]
 
 
 def cache_view(image: ImageInfo, options: CacheOptions, allocation_limit: int | None) -> dict[str, Any]:

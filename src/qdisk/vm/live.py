@@ -33,6 +33,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from qdisk import cache, processes
+from qdisk.cache import CacheOptions
 from qdisk.cache.options import QCOW2_OPTIONS
 from qdisk.drive import Drive
 from qdisk.errors import QdiskError
@@ -41,6 +42,8 @@ from qdisk.qemu.nodes import (
     Disk,
     DriveGraph,
     Node,
+    NodeKeys,
+    backing_chain,
     format_node,
     ignored_cache_options,
     reopen_options,
@@ -110,7 +113,7 @@ def initial_state(syntax: Syntax, graphs: Mapping[str, DriveGraph], pid: int) ->
 def applied_chain(node: Node) -> list[AppliedNode]:
     """What the state records of a format node and its explicit backing nodes: each qcow2
     node's name, file and cache options."""
-    return _applied_nodes(_backing_chain(node))
+    return _applied_nodes(backing_chain(node))
 
 
 def apply_drive_change(settings: Settings, vmid: int, old: Drive, new: Drive,
@@ -296,7 +299,7 @@ def plan_reopen(key: str, wanted_top: Node, running: list[RunningLevel],
     else they keep QEMU's defaults. Of the levels reopened in place, only the qcow2 nodes
     whose cache differs from the one ``applied`` are.
     """
-    wanted = _backing_chain(wanted_top)
+    wanted = backing_chain(wanted_top)
     if len(running) != len(wanted):
         raise NotLive(f"{key}: the running backing chain has {len(running)} images, the "
                       f"image's header {len(wanted)}")
@@ -326,16 +329,16 @@ def plan_reopen(key: str, wanted_top: Node, running: list[RunningLevel],
         options.append(_reopen_options(node, level, names[depth + 1:depth + 2]))
         messages.append(_applied_message(key, node))
     if added is not None:
-        messages += [_applied_message(key, node) for node in _backing_chain(added)
+        messages += [_applied_message(key, node) for node in wanted[first_foreign:]
                      if node["driver"] == "qcow2"]
     named = len(wanted) if added is not None else first_foreign
     applied_nodes = [AppliedNode(names[depth], _filename(wanted[depth]), _cache_of(wanted[depth]))
                      for depth in range(named) if wanted[depth]["driver"] == "qcow2"]
-    return ReopenPlan(added, options, names, applied_nodes, messages or [
+    return ReopenPlan(None if added is None else dict(added), options, names, applied_nodes, messages or [
         f"{key}: QEMU already has these qcow2 cache options"])
 
 
-def _reopen_options(node: Node, level: RunningLevel, backing: list[str]) -> Node:
+def _reopen_options(node: NodeKeys, level: RunningLevel, backing: list[str]) -> Node:
     """The wanted node's options for a reopen, under the running node's names."""
     options = {**reopen_options(node), "node-name": level.node_name}
     if level.file_node_name is not None:
@@ -345,11 +348,11 @@ def _reopen_options(node: Node, level: RunningLevel, backing: list[str]) -> Node
     return options
 
 
-def _filename(node: Node) -> str:
+def _filename(node: NodeKeys) -> str:
     return str(node["file"].get("filename", node["file"]["node-name"]))
 
 
-def _check_same_image(key: str, node: Node, level: RunningLevel) -> None:
+def _check_same_image(key: str, node: NodeKeys, level: RunningLevel) -> None:
     filename = _filename(node)
     if level.driver != node["driver"] or not processes.same_path(level.filename, filename):
         raise NotLive(f"{key}: QEMU runs {level.driver} image {level.filename} (node "
@@ -357,7 +360,7 @@ def _check_same_image(key: str, node: Node, level: RunningLevel) -> None:
                       f"{filename}")
 
 
-def _check_reopen_keeps(key: str, node: Node, level: RunningLevel) -> None:
+def _check_reopen_keeps(key: str, node: NodeKeys, level: RunningLevel) -> None:
     """A reopen gives the node every option: refused when one besides the cache differs
     from what the node runs with (QEMU would change it)."""
     differences = [f"{name} {running!r} (the config gives {wanted!r})"
@@ -394,24 +397,15 @@ def running_qemu_version(qmp: QmpConnection) -> tuple[int, int, int]:
     return int(version["major"]), int(version["minor"]), int(version["micro"])
 
 
-def _backing_chain(node: Node | None) -> list[Node]:
-    """The format nodes from ``node`` down its explicit backing nodes."""
-    chain = []
-    while isinstance(node, dict):
-        chain.append(node)
-        node = node.get("backing")
-    return chain
+def _cache_of(node: NodeKeys) -> dict[str, int]:
+    return CacheOptions.from_qemu(node).as_qemu()
 
 
-def _cache_of(node: Node) -> dict[str, int]:
-    return {name: node[name] for name in cache.QEMU_OPTION_NAMES if name in node}
-
-
-def _applied_nodes(chain: list[Node]) -> list[AppliedNode]:
+def _applied_nodes(chain: list[NodeKeys]) -> list[AppliedNode]:
     return [AppliedNode(node["node-name"], node["file"]["filename"], _cache_of(node))
             for node in chain if node["driver"] == "qcow2"]
 
 
-def _applied_message(key: str, node: Node) -> str:
+def _applied_message(key: str, node: NodeKeys) -> str:
     return (f"{key}: {node['file']['filename']}: qcow2 cache "
             f"{cache.describe_options(_cache_of(node))} applied live")
