@@ -209,7 +209,7 @@ def _not_with_cdrom(name: str) -> Rule:
     return Rule(("media", name), check)
 
 
-_CACHE_SIZE_KEYS = ("qcow2-cache-size", "qcow2-l2-cache-size", "qcow2-refcount-cache-size")
+_CACHE_SIZE_KEYS = tuple(option.drive_key for option in QCOW2_OPTIONS if option.replaced_by_auto_size)
 
 
 def _at_most_two_cache_sizes(values: Mapping[str, Value]) -> Iterator[Problem]:

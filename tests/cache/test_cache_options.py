@@ -17,6 +17,7 @@ from qdisk.cache.options import (
 )
 from qdisk.drive import parse_drive, schema_of
 from qdisk.propstring import Kind
+from qdisk.vm.cacheview import option_descriptors
 from qdisk.vm.live import CACHE_KEYS
 
 
@@ -69,3 +70,11 @@ def test_one_wording_for_keys_on_a_disk_that_is_not_qcow2() -> None:
         "scsi0.qcow2-cache-clean-interval: has no effect: the drive's format is raw (the "
         "storage's), not qcow2"]
     assert ignored_qcow2_keys("scsi0", values, "qcow2") == []
+
+
+def test_the_editor_gets_every_option_from_the_table() -> None:
+    editor = option_descriptors()
+    assert list(editor) == list(QCOW2_CACHE_KEYS)
+    assert [entry["label"] for entry in editor.values()] == [option.label for option in QCOW2_OPTIONS]
+    replaced = [key for key, entry in editor.items() if entry["replaced-by-auto-size"]]
+    assert replaced == ["qcow2-cache-size", "qcow2-l2-cache-size", "qcow2-refcount-cache-size"]

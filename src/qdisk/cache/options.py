@@ -34,6 +34,8 @@ class Qcow2Option:
     """One ``qcow2-*`` drive option."""
 
     drive_key: str
+    # What a person calls it (the disk editor's label).
+    label: str
     description: str
     # QEMU's qcow2 option (None: qdisk's own, never passed to QEMU as such).
     qemu_name: str | None = None
@@ -51,6 +53,8 @@ class Qcow2Option:
     drive_string_rank: int | None = None
     # Applied to a running VM by blockdev-reopen (False: waits for the next start).
     live: bool = True
+    # One of the sizes the auto size replaces (the Proxmox VE patch refuses both together).
+    replaced_by_auto_size: bool = False
 
     @property
     def field(self) -> str | None:
@@ -59,25 +63,25 @@ class Qcow2Option:
 
 
 QCOW2_OPTIONS: tuple[Qcow2Option, ...] = (
-    Qcow2Option("qcow2-cache-size", "qcow2 L2 and refcount cache together, in MiB.",
+    Qcow2Option("qcow2-cache-size", "Cache size", "qcow2 L2 and refcount cache together, in MiB.",
                 qemu_name="cache-size", unit="MiB", factor=MIB, minimum=1,
                 maximum=MAX_CACHE_SIZE_MIB, qemu_syntax=QemuSyntax.SIZE, qemu_parse_rank=1,
-                drive_string_rank=0),
-    Qcow2Option("qcow2-cache-size-based-on-disk", "Size the qcow2 cache to cover the whole image.",
-                boolean=True),
-    Qcow2Option("qcow2-l2-cache-size", "qcow2 L2 cache size in MiB.",
+                drive_string_rank=0, replaced_by_auto_size=True),
+    Qcow2Option("qcow2-cache-size-based-on-disk", "Size based on disk",
+                "Size the qcow2 cache to cover the whole image.", boolean=True),
+    Qcow2Option("qcow2-l2-cache-size", "L2 cache size", "qcow2 L2 cache size in MiB.",
                 qemu_name="l2-cache-size", unit="MiB", factor=MIB, minimum=1,
                 maximum=MAX_CACHE_SIZE_MIB, qemu_syntax=QemuSyntax.SIZE, qemu_parse_rank=4,
-                drive_string_rank=1),
-    Qcow2Option("qcow2-l2-cache-entry-size",
+                drive_string_rank=1, replaced_by_auto_size=True),
+    Qcow2Option("qcow2-l2-cache-entry-size", "L2 cache entry size",
                 "Size of one qcow2 L2 cache entry in bytes (a power of two).",
                 qemu_name="l2-cache-entry-size", unit="bytes", minimum=512, maximum=2 * MIB,
                 qemu_syntax=QemuSyntax.SIZE, qemu_parse_rank=3, drive_string_rank=2),
-    Qcow2Option("qcow2-refcount-cache-size", "qcow2 refcount cache size in MiB.",
+    Qcow2Option("qcow2-refcount-cache-size", "Refcount cache size", "qcow2 refcount cache size in MiB.",
                 qemu_name="refcount-cache-size", unit="MiB", factor=MIB, minimum=1,
                 maximum=MAX_CACHE_SIZE_MIB, qemu_syntax=QemuSyntax.SIZE, qemu_parse_rank=0,
-                drive_string_rank=3),
-    Qcow2Option("qcow2-cache-clean-interval",
+                drive_string_rank=3, replaced_by_auto_size=True),
+    Qcow2Option("qcow2-cache-clean-interval", "Cache clean interval",
                 "Free qcow2 cache entries unused this long, in seconds.",
                 qemu_name="cache-clean-interval", unit="seconds", minimum=0,
                 maximum=MAX_CACHE_CLEAN_INTERVAL, qemu_syntax=QemuSyntax.NUMBER,

@@ -216,9 +216,11 @@ def edited_layers(layers: Iterable[Layer]) -> list[dict[str, Any]]:
 
 
 def option_descriptors() -> dict[str, dict[str, Any]]:
-    """The six options of an editor: type, range, unit and description of each."""
+    """The qcow2 options of an editor, in the drive schema's order: label, type, range, unit
+    and description of each, and whether the auto size replaces it."""
     properties = schema_of("scsi0").properties
     return {option.drive_key: {
-        "type": properties[option.drive_key].kind.value, "minimum": option.minimum,
-        "maximum": option.maximum, "unit": option.unit, "description": option.description}
+        "label": option.label, "type": properties[option.drive_key].kind.value,
+        "minimum": option.minimum, "maximum": option.maximum, "unit": option.unit,
+        "description": option.description, "replaced-by-auto-size": option.replaced_by_auto_size}
         for option in QCOW2_OPTIONS}

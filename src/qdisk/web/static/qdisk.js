@@ -247,15 +247,13 @@ async function openVm(vmid, { keepMessage = false } = {}) {
 
 // --- the disk editor --------------------------------------------------------------------
 
-const QCOW2_FIELDS = [
-  ["qcow2-cache-size", "Cache size"],
-  ["qcow2-l2-cache-size", "L2 cache size"],
-  ["qcow2-refcount-cache-size", "Refcount cache size"],
-  ["qcow2-l2-cache-entry-size", "L2 cache entry size"],
-  ["qcow2-cache-clean-interval", "Cache clean interval"],
-];
-const SIZE_KEYS = ["qcow2-cache-size", "qcow2-l2-cache-size", "qcow2-refcount-cache-size"];
-const AUTO_KEY = "qcow2-cache-size-based-on-disk";
+// The qcow2 options come from the server's descriptors (state.cacheOptions, in the drive
+// schema's order): the boolean one is the "size based on disk" checkbox, the others fields.
+function qcow2Options(wanted) {
+  return Object.entries(state.cacheOptions).filter(([, option]) => wanted(option));
+}
+const autoKey = () => qcow2Options((option) => option.type === "boolean")[0][0];
+const sizeKeys = () => qcow2Options((option) => option["replaced-by-auto-size"]).map(([key]) => key);
 const BANDWIDTH_FIELDS = [
   ["mbps_rd", "Read limit (MB/s)"], ["mbps_wr", "Write limit (MB/s)"],
   ["iops_rd", "Read limit (ops/s)"], ["iops_wr", "Write limit (ops/s)"],
@@ -284,12 +282,21 @@ function splitColumns(fields) {
   return [h("div", { class: "column" }, fields.slice(0, half)), h("div", { class: "column" }, fields.slice(half))];
 }
 
+function checkboxField(key, label) {
+  return h("div", { class: "field check" },
+    h("input", { id: `field-${key}`, type: "checkbox", "data-key": key, "data-on": "1" }),
+    h("label", { for: `field-${key}` }, label),
+    h("p", { class: "field-error", id: `error-${key}` }));
+}
+
 function buildEditorFields() {
-  const qcow2 = QCOW2_FIELDS.map(([key, label]) => {
-    const option = state.cacheOptions[key] || {};
+  const [auto, autoOption] = qcow2Options((option) => option.type === "boolean")[0];
+  $("#qcow2-auto").replaceChildren(checkboxField(auto, autoOption.label));
+  const qcow2 = qcow2Options((option) => option.type !== "boolean").map(([key, option]) => {
     const range = option.minimum !== undefined && option.minimum !== null
       ? `${option.unit}, ${option.minimum}–${option.maximum}` : option.unit;
-    return textField(key, label, key === "qcow2-l2-cache-entry-size" ? `${range}, a power of two` : range);
+    const powerOfTwo = option.description.includes("power of two") ? ", a power of two" : "";
+    return textField(key, option.label, `${range}${powerOfTwo}`);
   });
   $("#qcow2-fields").replaceChildren(...splitColumns(qcow2));
   $("#bandwidth-fields").replaceChildren(...splitColumns(BANDWIDTH_FIELDS.map(([key, label]) => textField(key, label))));
@@ -448,8 +455,8 @@ function updateEnabled() {
   $("#qcow2-hint").textContent = qcow2
     ? "Per qcow2 image: leave a field empty for QEMU's default."
     : `The volume is ${format || "not known yet"}: the qcow2 cache applies to qcow2 volumes only.`;
-  const auto = $(`#field-${AUTO_KEY}`).checked;
-  for (const key of SIZE_KEYS) {
+  const auto = $(`#field-${autoKey()}`).checked;
+  for (const key of sizeKeys()) {
     $(`#field-${key}`).disabled = !qcow2 || auto;
   }
   // On a Proxmox VE host its own interface edits the rest of the disk.
