@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 from qdisk import storage, vmconfig
 from qdisk.drive import drive_keys, parse_drive, print_drive, schema_of
 from qdisk.errors import DriveError, QdiskError
-from qdisk.propstring import parse_size
 from qdisk.settings import Settings
+from qdisk.units import parse_size
 
 from cli_helpers import RunQdisk
 

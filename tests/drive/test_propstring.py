@@ -6,7 +6,7 @@ from collections.abc import Iterator, Mapping
 
 import pytest
 
-from qdisk import propstring
+from qdisk import propstring, units
 from qdisk.errors import Problem
 from qdisk.propstring import Rule, Schema, Value
 
@@ -16,13 +16,13 @@ from qdisk.propstring import Rule, Schema, Value
     ("2T", 2 << 40), ("1.5G", 1536 << 20), ("0.1K", 102), ("1.5", 1), ("512MiB", 512 << 20),
 ])
 def test_parse_size(text: str, size: int) -> None:
-    assert propstring.parse_size(text) == size
+    assert units.parse_size(text) == size
 
 
 @pytest.mark.parametrize("text", ["", "1k", "1Ki", "1KB", "1P", "-1", "1.", ".5G", " 1G", "1G ",
                                   "1e3", "1,5G", "١G"])
 def test_parse_size_refuses(text: str) -> None:
-    assert propstring.parse_size(text) is None
+    assert units.parse_size(text) is None
 
 
 @pytest.mark.parametrize(("size", "text"), [
@@ -30,7 +30,7 @@ def test_parse_size_refuses(text: str) -> None:
     (1536 << 20, "1536M"), (32 << 30, "32G"), (2048 << 30, "2T"), (3 << 50, "3072T"),
 ])
 def test_format_size(size: int, text: str) -> None:
-    assert propstring.format_size(size) == text
+    assert units.format_size(size) == text
 
 
 @pytest.mark.parametrize(("text", "flag"), [
@@ -145,8 +145,8 @@ def test_a_maximum_names_its_reason() -> None:
 
 @pytest.mark.parametrize("text", ["1" * 5000, "1" * 500 + ".5T", "9" * 21])
 def test_sizes_too_long_for_int_are_beyond_64_bits(text: str) -> None:
-    size = propstring.parse_size(text)
-    assert size is not None and size > propstring.INT64_MAX
+    size = units.parse_size(text)
+    assert size is not None and size > units.INT64_MAX
 
 
 @pytest.mark.parametrize(("value", "problem"), [

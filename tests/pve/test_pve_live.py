@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 
 from qdisk.drive import parse_drive
-from qdisk.qemu.nodes import format_node, reopen_options, resolve_disk
+from qdisk.qemu.blockdev import reopen_options
+from qdisk.qemu.nodes import format_node, resolve_disk
 from qdisk.settings import Tools
 from qdisk.storage import parse_storage_cfg
 

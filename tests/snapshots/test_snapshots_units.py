@@ -14,9 +14,9 @@ from qdisk import storage
 from qdisk.cache import auto_size_for, plan_chain
 from qdisk.cli.vm import snapshot_tree
 from qdisk.image import ImageInfo
-from qdisk.qemu.nodes import layer_snapshot, snapshot_file_name
 from qdisk.qemu.rules import node_name
 from qdisk.storage import StorageConfig
+from qdisk.storage.chains import layer_snapshot, snapshot_file_name
 from qdisk.units import MIB
 from qdisk.vm import snapshot_config
 from qdisk.vm.snapshot_config import SnapshotEntry, check_name

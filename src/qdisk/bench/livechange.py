@@ -33,7 +33,8 @@ from qdisk.bench.runner import Progress, ProgressCallback
 from qdisk.bench.stats import iops_between, iops_series, latency_percentile_us, longest_gap_ms, median_tree
 from qdisk.bench.variants import QCOW2_AUTO, Variant, blockdev_arguments, format_node, qcow2_variants
 from qdisk.errors import ToolError
-from qdisk.qemu.nodes import Node, reopen_options
+from qdisk.qemu.blockdev import reopen_options
+from qdisk.qemu.nodes import Node
 from qdisk.qemu.qmp import QmpConnection
 from qdisk.settings import Settings
 

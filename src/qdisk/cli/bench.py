@@ -9,7 +9,7 @@ from typing import Any, TextIO
 
 import click
 
-from qdisk import bench, propstring
+from qdisk import bench, units
 from qdisk.cli.common import echo_json, pass_settings
 from qdisk.errors import InvalidInputError
 from qdisk.settings import Settings
@@ -62,10 +62,10 @@ class ProgressDisplay:
 
 def parse_size(text: str) -> int:
     """``1T``, ``512G``: a disk size as in a drive's ``size=``."""
-    size = propstring.parse_size(text)
-    if size is None or size < MIB:
-        raise click.BadParameter(f"{text!r} is not a disk size of at least 1M (e.g. 1T, 64G)",
-                                 param_hint="--size")
+    size = units.parse_size(text)
+    if size is None or not MIB <= size <= units.INT64_MAX:
+        raise click.BadParameter(f"{text!r} is not a disk size of at least 1M and below 8E "
+                                 f"(e.g. 1T, 64G)", param_hint="--size")
     return size
 
 

@@ -14,12 +14,11 @@ import click
 from qdisk.cache import describe_options
 from qdisk.cli.common import pass_settings, warn
 from qdisk.cli.vm import parse_key_values
-from qdisk.propstring import parse_size
 from qdisk.pve import apply, audit, changes, hook
 from qdisk.pve.apply import DriveOutcome, Outcome
 from qdisk.pve.host import PveError, PveHost, PveRefusedError
 from qdisk.settings import Settings
-from qdisk.units import format_bytes
+from qdisk.units import format_bytes, parse_size
 
 # `set` takes arbitrary `--DRIVE OPTIONS`, as `vm set` and qm do.
 _KEY_VALUE_COMMAND = {"ignore_unknown_options": True, "allow_extra_args": True}

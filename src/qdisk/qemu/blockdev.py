@@ -1,4 +1,5 @@
-"""Rendering the node graph as ``-blockdev`` JSON and the throttle group ``-object``.
+"""Rendering the node graph as ``-blockdev`` JSON and the throttle group ``-object``, and
+as the options of a QMP ``blockdev-reopen``.
 
 As qemu-server: one JSON object per drive with sorted keys (Perl's canonical JSON),
 booleans and integers as JSON values, never strings. JSON cannot be broken out of by
@@ -8,6 +9,7 @@ a file name, so hostile paths stay one ``filename`` value.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,6 +17,13 @@ from qdisk import storage
 from qdisk.drive import Drive
 from qdisk.qemu.nodes import DriveGraph, Node, drive_graph
 from qdisk.settings import Settings
+
+
+def reopen_options(node: Mapping[str, Any]) -> Node:
+    """The node's options for QMP ``blockdev-reopen``: everything, with the child nodes
+    (``file``, ``backing``) given by node name, as reopen requires."""
+    return {key: value["node-name"] if key in ("file", "backing") and isinstance(value, dict)
+            else value for key, value in node.items()}
 
 
 def to_json(value: Any) -> str:

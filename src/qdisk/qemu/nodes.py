@@ -3,7 +3,7 @@
 Every way qdisk hands a disk to QEMU renders this graph: ``-blockdev`` JSON
 (:mod:`qdisk.qemu.blockdev`), the legacy ``-drive`` string
 (:mod:`qdisk.qemu.drivestr`), and QMP ``blockdev-reopen`` arguments
-(:func:`reopen_options` of :func:`format_node`). So a live change can never drift from
+(:func:`qdisk.qemu.blockdev.reopen_options` of :func:`format_node`). So a live change can never drift from
 what a restart would do. The graph of ``scsi0: local:100/vm-100-disk-0.qcow2`` with
 ``qcow2-cache-size-based-on-disk=1`` over a backing image::
 
@@ -31,18 +31,16 @@ sizes apply to the top image only); each gets the driver QEMU would open its ima
 with (the backing format its overlay's header names, else the probed one), so a raw
 layer gets no qcow2 options. No image of the chain may use an external data file.
 
-A qcow2 volume on a storage with ``snapshot-as-volume-chain`` is qemu-server's volume
-chain (:func:`volume_chain_layers`): every snapshot is one more qcow2 layer
-(``snap-<snap>-<file>`` beside the volume), always given as explicit backing nodes down
-to the oldest, each named with its snapshot (``drive=scsi0,snap=<snap>,volid=<volid>``),
-read-only only where the drive is, with ``discard-no-unref`` and the drive's explicit
-cache options on every layer, as qemu-server; the auto size is each layer's own.
+A qcow2 volume on a ``snapshot-as-volume-chain`` storage is qemu-server's volume chain
+(:func:`volume_chain_layers`, files named by :mod:`qdisk.storage.chains`): explicit
+backing nodes down to the oldest layer, named ``drive=scsi0,snap=<snap>,volid=<volid>``,
+read-only only where the drive is, ``discard-no-unref`` and the drive's explicit cache
+options on every layer; the auto size is each layer's own.
 """
 
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,7 +65,7 @@ from qdisk.qemu.rules import (
 )
 from qdisk.settings import Tools
 from qdisk.storage import IscsiLun, RbdImage, Storage, StorageConfig, Volume, resolve
-from qdisk.storage.schema import Layout
+from qdisk.storage.chains import layer_snapshot
 
 # A node as QEMU takes it: its options as a plain dict.
 Node = dict[str, Any]
@@ -323,30 +321,6 @@ def is_volume_chain(disk: Disk) -> bool:
     return disk.format == "qcow2" and disk.storage is not None and disk.storage.volume_chain
 
 
-# pve-storage's snapshot names (pve-configid): a letter, then letters, digits, - and _.
-SNAPSHOT_NAME_PATTERN = r"[a-zA-Z][a-zA-Z0-9_\-]+"
-
-
-def snapshot_file_name(volume: Volume, snapshot: str) -> str:
-    """The file (or LV) name of ``volume``'s layer for ``snapshot`` (pve-storage's
-    get_snap_name): ``snap-<snap>-<file>`` beside a file, ``snap_<lv>_<snap>.qcow2`` on LVM."""
-    name = os.path.basename(volume.path)
-    if volume.storage is not None and volume.storage.kind.layout is Layout.LVM:
-        return f"snap_{name.removesuffix('.qcow2')}_{snapshot}.qcow2"
-    return f"snap-{snapshot}-{name}"
-
-
-def layer_snapshot(volume: Volume, path: str) -> str | None:
-    """The snapshot whose layer of ``volume`` the image at ``path`` is, or None (the
-    volume itself, or an image that is no snapshot of it: a linked clone's base)."""
-    name = os.path.basename(path)
-    if os.path.dirname(os.path.normpath(path)) != os.path.dirname(os.path.normpath(volume.path)):
-        return None
-    prefix, _, suffix = snapshot_file_name(volume, "/").partition("/")
-    match = re.fullmatch(f"{re.escape(prefix)}({SNAPSHOT_NAME_PATTERN}){re.escape(suffix)}", name)
-    return match.group(1) if match else None
-
-
 def _volume_chain_node(disk: Disk, tools: Tools,
                        qemu_version: Callable[[], QemuVersion] | None) -> tuple[Node, list[str]]:
     """qemu-server's nodes of a volume chain (generate_backing_chain_blockdev): the volume
@@ -466,7 +440,7 @@ def ignored_cache_options(disk: Disk) -> list[str]:
     return ignored_qcow2_keys(disk.key, disk.drive.values, disk.format, source)
 
 
-# --- reopening ------------------------------------------------------------------------
+# --- reading a graph back --------------------------------------------------------------
 
 
 def backing_chain(node: Node | None) -> list[NodeKeys]:
@@ -478,9 +452,3 @@ def backing_chain(node: Node | None) -> list[NodeKeys]:
         node = node.get("backing")
     return chain
 
-
-def reopen_options(node: Mapping[str, Any]) -> Node:
-    """The node's options for QMP ``blockdev-reopen``: everything, with the child nodes
-    (``file``, ``backing``) given by node name, as reopen requires."""
-    return {key: value["node-name"] if key in ("file", "backing") and isinstance(value, dict)
-            else value for key, value in node.items()}

@@ -16,9 +16,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from qdisk.propstring import INT64_MAX, STORAGE_ID_PATTERN, parse_boolean, whole_number
+from qdisk.propstring import STORAGE_ID_PATTERN, parse_boolean
 from qdisk.storage.config import Storage, StorageConfig, StorageError
 from qdisk.storage.volumes import parse_volume_id, subdir, usable_storage
+from qdisk.units import INT64_MAX, whole_number
 
 # qemu-server's allocation syntax of a drive's file: STORAGE:SIZE_IN_GiB (parse_drive's caller).
 _ALLOCATION_RE = re.compile(rf"({STORAGE_ID_PATTERN}):(\d+)(?:\.(\d+))?", re.IGNORECASE | re.ASCII)

@@ -37,6 +37,7 @@ from qdisk.cache import CacheOptions
 from qdisk.cache.options import QCOW2_OPTIONS
 from qdisk.drive import Drive
 from qdisk.errors import QdiskError
+from qdisk.qemu.blockdev import reopen_options
 from qdisk.qemu.command import Syntax
 from qdisk.qemu.nodes import (
     Disk,
@@ -46,7 +47,6 @@ from qdisk.qemu.nodes import (
     backing_chain,
     format_node,
     ignored_cache_options,
-    reopen_options,
     resolve_disk,
 )
 from qdisk.qemu.qmp import QmpConnection, QmpError

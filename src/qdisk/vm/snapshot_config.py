@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass
 
 from qdisk import storage
-from qdisk.qemu.nodes import SNAPSHOT_NAME_PATTERN
+from qdisk.storage.chains import SNAPSHOT_NAME_PATTERN
 from qdisk.vm.volumes import drive_files
 from qdisk.vmconfig import Section, VmConfig
 

@@ -43,7 +43,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from qdisk.qemu.nodes import Node, format_node, reopen_options
+from qdisk.qemu.blockdev import reopen_options
+from qdisk.qemu.nodes import Node, format_node
 from qdisk.qemu.qmp import QmpConnection
 from qdisk.qemu.rules import node_name, top_node_name
 from qdisk.settings import Settings

@@ -34,9 +34,10 @@ from qdisk.drive import Drive, parse_drive
 from qdisk.errors import InvalidInputError, ToolError
 from qdisk.image import ImageInfo, create_image, read_chain, read_image
 from qdisk.imagefile import ImageError
-from qdisk.qemu.nodes import Disk, is_volume_chain, layer_snapshot, resolve_disk, snapshot_file_name
+from qdisk.qemu.nodes import Disk, is_volume_chain, resolve_disk
 from qdisk.settings import Tools
 from qdisk.storage import StorageConfig
+from qdisk.storage.chains import layer_snapshot, snapshot_file_name
 from qdisk.storage.schema import Layout
 from qdisk.tools import run
 from qdisk.vm.errors import VmError, VmRefusedError
