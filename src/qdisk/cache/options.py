@@ -11,7 +11,7 @@ and what a running VM takes live (:mod:`qdisk.vm.live`). A new option is one mor
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from qdisk.units import MIB
@@ -119,11 +119,14 @@ def ignored_qcow2_keys(key: str, values: Mapping[str, object], fmt: str | None,
             for name in QCOW2_CACHE_KEYS if asks_for_something(values.get(name))]
 
 
+def _ordered(rank: Callable[[Qcow2Option], int | None]) -> list[Qcow2Option]:
+    ranked = [(position, option) for option in QEMU_OPTIONS if (position := rank(option)) is not None]
+    return [option for _, option in sorted(ranked, key=lambda item: item[0])]
+
+
 def qemu_parse_order() -> list[Qcow2Option]:
-    return sorted((option for option in QEMU_OPTIONS if option.qemu_parse_rank is not None),
-                  key=lambda option: option.qemu_parse_rank or 0)
+    return _ordered(lambda option: option.qemu_parse_rank)
 
 
 def drive_string_order() -> list[Qcow2Option]:
-    return sorted((option for option in QEMU_OPTIONS if option.drive_string_rank is not None),
-                  key=lambda option: option.drive_string_rank or 0)
+    return _ordered(lambda option: option.drive_string_rank)

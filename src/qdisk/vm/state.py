@@ -4,8 +4,9 @@ A VM runs as a daemonized QEMU whose pid file, QMP socket, VNC socket, log and a
 state live in the layout's run directory. Its QEMU is the live process the pid file
 names whose command line names the VM's QMP socket or pid file, compared as resolved
 paths, so any spelling of the home (a symlink, a relative path, a trailing slash) finds
-it; without a usable pid file, any live process told that QMP socket. A QEMU that died
-on its own, or a reused pid, is stopped; run files are removed only then.
+it; without a usable pid file, while the QMP socket is there, any live process told that
+socket. A QEMU that died on its own, or a reused pid, is stopped; run files are removed
+only then.
 
 QEMU reports the cache sizes it uses nowhere, so what was applied is kept in the VM's
 state file, written at start and after each live change::
@@ -103,6 +104,8 @@ def running_pid(settings: Settings, vmid: int) -> int | None:
         pid = None
     if pid is not None and processes.alive(pid) and _is_vm_qemu(pid, files):
         return pid
+    if not files.qmp.exists():
+        return None  # no QEMU made the socket: nothing to look for (vm list stays cheap)
     for other in processes.pids():
         if other != pid and processes.mentions_path(other, files.qmp, prefix="path=", suffix=",") \
                 and processes.alive(other):
