@@ -26,11 +26,11 @@ from qdisk.cache import (
     parse_qemu_size,
     resolved_cache_options,
 )
-from qdisk.drive import parse_drive
+from qdisk.config.drive import parse_drive
 from qdisk.errors import Problem
-from qdisk.image import read_image
+from qdisk.image.info import read_image
 from qdisk.settings import Tools
-from qdisk.tools import qemu_version
+from qdisk.system.tools import qemu_version
 
 from cache_images import qemu_open_error
 

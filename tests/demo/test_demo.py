@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from qdisk.qemu.command import BLOCKDEV_MIN_VERSION
-from qdisk.tools import qemu_version
+from qdisk.system.tools import qemu_version
 
 from cli_helpers import RunQdisk
 

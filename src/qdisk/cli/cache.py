@@ -21,9 +21,9 @@ from qdisk.cache import (
 )
 from qdisk.cli.common import echo_json, fail_json, pass_settings
 from qdisk.errors import InvalidInputError
-from qdisk.image import read_chain, read_image
+from qdisk.image.info import read_chain, read_image
 from qdisk.settings import Settings
-from qdisk.tools import qemu_version
+from qdisk.system.tools import qemu_version
 from qdisk.units import format_bytes
 
 

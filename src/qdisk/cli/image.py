@@ -9,9 +9,9 @@ import click
 
 from qdisk.cli.common import echo_json, fail_json, pass_settings
 from qdisk.errors import InvalidInputError
-from qdisk.image import ImageInfo, read_chain, read_image
+from qdisk.image.info import ImageInfo, read_chain, read_image
 from qdisk.settings import Settings, Tools
-from qdisk.tools import qemu_version
+from qdisk.system.tools import qemu_version
 
 # qemu-img info shows the protocol node under the format (the file, the block device) as a
 # child from QEMU 8.0 on: `info --json` has the shape of the local qemu-img's.
