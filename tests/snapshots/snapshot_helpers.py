@@ -19,9 +19,10 @@ from typing import Any
 from qdisk import storage
 from qdisk.config import vmconfig
 from qdisk.image.info import read_chain
-from qdisk.qemu.command import build_command, parse_version
+from qdisk.qemu.command import build_command
 from qdisk.qemu.qmp import QmpConnection
 from qdisk.settings import Settings, Tools
+from qdisk.system.tools import qemu_version
 from qdisk.vm import changes, snapshot_journal, store
 from qdisk.vm import snapshot_volumes as volume_steps
 from qdisk.vm.live import initial_state
@@ -196,7 +197,9 @@ def start_storage_daemon(home: SnapshotHome, started: list[int]) -> int:
     settings = home.settings
     config = home.config()
     command = build_command(config, storage.load(settings), settings,
-                            qemu_version=lambda: parse_version("7.2"), syntax="blockdev")
+                            # The storage daemon's own version: its nodes as it accepts them.
+                            qemu_version=lambda: qemu_version(settings.tools.qemu_storage_daemon),
+                            syntax="blockdev")
     files = settings.layout.run_files(VMID)
     files.qmp.parent.mkdir(exist_ok=True)
     argv = ["qemu-storage-daemon", "--chardev", f"socket,id=qmp,path={files.qmp},server=on,wait=off",

@@ -175,8 +175,12 @@ class LiveDisk:
                                                           "backing": backing}]})
 
     def writable(self, node: Node) -> None:
-        """Reopen a node qdisk added read-only with its real options, its file node too."""
-        self.qmp.execute("blockdev-reopen", {"options": [reopen_options(node), node["file"]]})
+        """Reopen a node qdisk added read-only with its real options, its file node first.
+
+        One at a time: QEMU 10.0 reopens both in one blockdev-reopen, then every later
+        request through the node waits forever (the monitor with it); 7.2 takes either."""
+        self.qmp.execute("blockdev-reopen", {"options": [node["file"]]})
+        self.qmp.execute("blockdev-reopen", {"options": [reopen_options(node)]})
 
     def release(self, node: Node) -> None:
         """Reopen a node read-only, its file node left as it is (QEMU keeps the open file),
