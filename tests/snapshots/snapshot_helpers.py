@@ -7,14 +7,18 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import subprocess
+import time
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from qdisk import storage
 from qdisk.config import vmconfig
@@ -44,6 +48,9 @@ CHUNK = 64 * KIB
 # would keep freed buffers of a block job in the heap).
 QEMU_ENV = {"MALLOC_ARENA_MAX": "1", "MALLOC_MMAP_THRESHOLD_": str(1024 * 1024)}
 QEMU_TIMEOUT = 60
+# One snapshot operation in a forked child (a second or two here, 60 s the stall bound of a
+# block job).
+OPERATION_TIMEOUT = 120
 
 
 @dataclass(frozen=True)
@@ -312,8 +319,7 @@ def run_killed(operation: Callable[[], Any], kill_at: int, action: Callable[[], 
             os.write(writer, traceback.format_exc().encode())
         os._exit(0)
     os.close(writer)
-    with os.fdopen(reader, "rb") as pipe:
-        report = pipe.read().decode()
+    report = _read_until_closed(reader, pid)
     _, status = os.waitpid(pid, 0)
     reached = report.startswith("reached\n")
     if os.WIFSIGNALED(status):
@@ -321,6 +327,21 @@ def run_killed(operation: Callable[[], Any], kill_at: int, action: Callable[[], 
         return True
     assert report.endswith("done\n"), report
     return reached
+
+
+def _read_until_closed(reader: int, pid: int) -> str:
+    """The child's report; a child that runs past OPERATION_TIMEOUT is killed and the test
+    fails (a stuck QMP wait or block job must not hang the suite)."""
+    deadline = time.monotonic() + OPERATION_TIMEOUT
+    chunks = []
+    with os.fdopen(reader, "rb", buffering=0) as pipe:
+        while select.select([pipe], [], [], max(0.0, deadline - time.monotonic()))[0]:
+            if not (chunk := pipe.read(65536)):
+                return b"".join(chunks).decode()
+            chunks.append(chunk)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    pytest.fail(f"the operation ran past {OPERATION_TIMEOUT} s; it said: {b''.join(chunks).decode()}")
 
 
 def _count_steps(kill_at: int, action: Callable[[], object], *, file_steps: bool) -> None:
