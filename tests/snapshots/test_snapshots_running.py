@@ -87,7 +87,7 @@ def test_volume_chain_of_a_running_vm_with_the_auto_size(snap_home: SnapshotHome
     changed = changes.set_options(home.settings, VMID, {
         "scsi0": "chain:100/vm-100-disk-0.qcow2,qcow2-cache-size-based-on-disk=1,"
                  "qcow2-cache-clean-interval=30"})
-    assert (changed.applied, changed.refused, changed.failed) == (("scsi0",), (), ())
+    assert (changed.applied, changed.error()) == (("scsi0",), None)
     assert [cache for _, cache in applied(home)] == [
         {"cache-size": size, "cache-clean-interval": 30}
         for size in [OVERLAY_CACHE] * 3 + [BASE_CACHE]]
