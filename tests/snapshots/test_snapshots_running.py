@@ -1,7 +1,7 @@
-"""Snapshots of a running VM (QEMU 7.2 under TCG, paused: block nodes need no guest):
-taken, deleted and rolled back as Proxmox VE does, with the guest's data checked through
-QEMU after each operation, QEMU's address space following each layer's cache, and the
-config's tree, the files and QEMU's nodes agreeing."""
+"""Snapshots of a running VM (the installed QEMU, 7.2 or 10.0, under TCG, paused: block
+nodes need no guest): taken, deleted and rolled back as Proxmox VE does, with the
+guest's data checked through QEMU after each operation, QEMU's address space following
+each layer's cache, and the config's tree, the files and QEMU's nodes agreeing."""
 
 from __future__ import annotations
 
