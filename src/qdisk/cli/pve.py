@@ -6,7 +6,9 @@ import json
 import os
 import re
 import shutil
+import signal
 import sys
+from types import FrameType
 from pathlib import Path
 
 import click
@@ -14,7 +16,7 @@ import click
 from qdisk.cache import describe_options
 from qdisk.cli.common import pass_settings, warn
 from qdisk.cli.vm import parse_key_values
-from qdisk.pve import apply, audit, changes, hook
+from qdisk.pve import agent, apply, audit, changes, hook
 from qdisk.pve.apply import DriveOutcome, Outcome
 from qdisk.pve.host import PveError, PveHost, PveRefusedError
 from qdisk.settings import Settings
@@ -154,7 +156,7 @@ def set_(ctx: click.Context, vmid: int, deletes: tuple[str, ...]) -> None:
 def _report(outcomes: tuple[DriveOutcome, ...] | list[DriveOutcome]) -> None:
     for outcome in outcomes:
         for message in outcome.messages:
-            if outcome.outcome in (Outcome.APPLIED, Outcome.SKIPPED):
+            if outcome.outcome in (Outcome.APPLIED, Outcome.UNCHANGED, Outcome.SKIPPED):
                 click.echo(message)
             else:
                 warn(message)
@@ -230,3 +232,37 @@ def _qdisk_command() -> str:
     if running.name == "qdisk" and running.exists():
         return str(running.absolute())
     return shutil.which("qdisk") or "qdisk"
+
+
+# --- agent --------------------------------------------------------------------------------
+
+
+@command.command(name="agent")
+@click.option("--interval", type=click.FloatRange(min=0.1), default=agent.DEFAULT_INTERVAL,
+              show_default=True, metavar="SECONDS", help="Time between two cycles.")
+@click.option("--once", is_flag=True, help="One cycle, then exit.")
+@click.option("--confirm-interval", type=click.FloatRange(min=0.1),
+              default=agent.DEFAULT_CONFIRM_INTERVAL, show_default=True, metavar="SECONDS",
+              help="How often the node names of a VM qdisk tuned are confirmed over QMP.")
+@pass_settings
+def agent_(settings: Settings, interval: float, once: bool, confirm_interval: float) -> None:
+    """This node's agent: keeps every running VM's qcow2 caches as its stored settings say
+    (changed on any node, a VM started or migrated here, nodes rebuilt, a disk resized).
+    One line per action or problem on stdout; SIGTERM ends it."""
+    host = pve_host(settings)
+    node_agent = agent.Agent(host, click.echo, confirm_interval=confirm_interval)
+
+    def stop(signum: int, _frame: FrameType | None) -> None:
+        raise agent.AgentStopped(signal.Signals(signum).name)
+
+    before = {signum: signal.signal(signum, stop) for signum in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        with agent.node_agent_lock(host):
+            click.echo(f"qdisk agent on node {host.node}: a cycle every {interval:g} s, node "
+                       f"names confirmed every {confirm_interval:g} s")
+            agent.run(node_agent, interval=interval, once=once)
+    except agent.AgentStopped as stopped:
+        click.echo(f"qdisk agent on node {host.node}: stopped ({stopped})")
+    finally:
+        for signum, handler in before.items():
+            signal.signal(signum, handler)
