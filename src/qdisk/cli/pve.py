@@ -8,15 +8,17 @@ import re
 import shutil
 import signal
 import sys
-from types import FrameType
+from collections.abc import Mapping
 from pathlib import Path
+from types import FrameType
+from typing import Any
 
 import click
 
 from qdisk.cache import describe_options
 from qdisk.cli.common import pass_settings, warn
 from qdisk.cli.vm import parse_key_values
-from qdisk.pve import agent, apply, audit, changes, hook
+from qdisk.pve import agent, apply, audit, changes, hook, nodestatus
 from qdisk.pve.apply import DriveOutcome, Outcome
 from qdisk.pve.host import PveError, PveHost, PveRefusedError
 from qdisk.settings import Settings
@@ -64,23 +66,46 @@ def audit_(settings: Settings, as_json: bool, node: str | None, all_nodes: bool,
     host = pve_host(settings)
     nodes = host.nodes() if all_nodes else [node] if node is not None else None
     results = audit.audit(host, nodes, budget=budget_bytes)
+    # Every node's agent's record: where each VM's settings stand in the cluster.
+    view = nodestatus.cluster_view(host, {vm.vmid: result.node for result in results
+                                          for vm in result.vms}) if all_nodes else {}
     if as_json:
         # Compact: a host's report is large (every image of every disk).
-        click.echo(json.dumps({"nodes": [result.as_json() for result in results]},
+        click.echo(json.dumps({"nodes": [_node_json(result, view) for result in results]},
                               separators=(",", ":")))
         return
-    click.echo("\n\n".join(_node_text(result) for result in results))
+    click.echo("\n\n".join(_node_text(result, view) for result in results))
 
 
-def _node_text(node: audit.NodeAudit) -> str:
+def _node_json(node: audit.NodeAudit, view: Mapping[int, nodestatus.SettingsState]
+               ) -> dict[str, Any]:
+    data = node.as_json()
+    for vm in data["vms"]:
+        if vm["vmid"] in view:
+            vm["settings-state"] = view[vm["vmid"]].as_json()
+    return data
+
+
+def _node_text(node: audit.NodeAudit, view: Mapping[int, nodestatus.SettingsState]) -> str:
     lines = [f"node {node.node}: {len(node.vms)} VMs"]
     for vm in node.vms:
         lines += _vm_lines(vm)
+        state = view.get(vm.vmid)
+        if state is not None and state.state != "none":
+            lines.insert(len(lines) - 1, f"  settings: {_state_text(state)}")
     lines.append(f"node {node.node}: qcow2 caches {format_bytes(node.memory)} now, "
                  f"{format_bytes(node.auto_memory)} to cover every disk whole")
     if node.budget is not None:
         lines += _budget_lines(node.budget)
     return "\n".join(lines)
+
+
+def _state_text(state: nodestatus.SettingsState) -> str:
+    where = f" on {state.node}" if state.node else ""
+    reasons = "; ".join(state.reasons)
+    if state.state == "applied":
+        return f"applied{where}" + (f" ({reasons})" if reasons else "")
+    return f"{state.state}{where}" + (f": {reasons}" if reasons else "")
 
 
 def _vm_lines(vm: audit.VmAudit) -> list[str]:

@@ -148,10 +148,6 @@ class SettingsState:
     node: str | None
     reasons: tuple[str, ...] = ()
 
-    def text(self) -> str:
-        where = f" on {self.node}" if self.node else ""
-        return f"{self.state}{where}" + (f": {'; '.join(self.reasons)}" if self.reasons else "")
-
     def as_json(self) -> dict[str, Any]:
         return {"state": self.state, "node": self.node, "reasons": list(self.reasons)}
 
