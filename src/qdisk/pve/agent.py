@@ -127,10 +127,12 @@ class Agent:
 
     # --- logging ---------------------------------------------------------------------------
 
-    def _problem(self, subject: str, text: str) -> None:
-        """Log a problem once (again only when it changes)."""
-        if self._logged.get(subject) != text:
-            self._logged[subject] = text
+    def _problem(self, subject: str, text: str, *, key: str | None = None) -> None:
+        """Log a problem of ``subject`` once (again only when it changes); ``key`` tells
+        apart problems of one subject (a VM's drives)."""
+        key = key or subject
+        if self._logged.get(key) != text:
+            self._logged[key] = text
             self.log(f"{subject}: {text}")
 
     def _clear(self, subject: str) -> None:
@@ -286,17 +288,17 @@ class Agent:
         self._clear(f"VM {vmid}")
         problems = {}
         for outcome in outcomes:
-            subject = f"VM {vmid} {outcome.key}"
+            key = f"VM {vmid} {outcome.key}"
             if outcome.outcome is Outcome.APPLIED:
-                self._logged.pop(subject, None)
+                self._logged.pop(key, None)
                 for message in outcome.messages:
                     self.log(f"VM {vmid}: {message}")
             elif outcome.outcome is Outcome.UNCHANGED:
-                self._logged.pop(subject, None)
+                self._logged.pop(key, None)
             else:
                 text = "; ".join(outcome.messages)
                 problems[outcome.key] = text
-                self._problem(subject, text)
+                self._problem(f"VM {vmid}", text, key=key)
         return problems
 
     def _vm_problem(self, vmid: int, text: str, *, retry: bool = False) -> None:

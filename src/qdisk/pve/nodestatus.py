@@ -31,7 +31,7 @@ from qdisk.pve.cachesettings import (
     read_settings,
     replace_file,
 )
-from qdisk.pve.host import PveHost
+from qdisk.pve.host import PveError, PveHost
 
 # A disk's values: per qcow2 image qdisk tuned, top first, its file and QEMU cache options.
 Values = tuple[tuple[str, Mapping[str, int]], ...]
@@ -114,7 +114,8 @@ class NodeStatusFile:
     def remove_leftovers(self) -> None:
         """Temporary files of a write an earlier agent of this node did not finish."""
         for leftover in self.path.parent.glob(f"{self.path.name}.tmp.*"):
-            leftover.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # read-only now: the next agent's start
+                leftover.unlink(missing_ok=True)
 
     def text(self) -> str:
         return json.dumps({"node": self.path.stem,
@@ -128,8 +129,12 @@ class NodeStatusFile:
         if text == self._written:
             return False
         # etc/pve/qdisk/ may not exist yet; etc/pve itself is never made (pmxcfs's).
-        with contextlib.suppress(FileExistsError, FileNotFoundError):
+        try:
             os.mkdir(self.path.parent.parent, PMXCFS_DIR_MODE)
+        except FileExistsError:
+            pass
+        except OSError as error:
+            raise PveError(f"{self.path.parent.parent}: cannot make it: {error.strerror}") from None
         replace_file(self.path, text)
         self._written = text
         return True
@@ -160,11 +165,12 @@ def cluster_view(host: PveHost, vms: Mapping[int, str]) -> dict[int, SettingsSta
 
 def _state(host: PveHost, vmid: int, home: str,
            statuses: Mapping[str, dict[int, VmStatus] | None]) -> SettingsState:
+    running = sorted(node for node, vms in statuses.items() if vms is not None and vmid in vms)
     try:
         settings = read_settings(host.paths.cache_settings(vmid), vmid)
     except QdiskError as error:
-        return SettingsState("failing", None, (str(error),))
-    running = sorted(node for node, vms in statuses.items() if vms is not None and vmid in vms)
+        return SettingsState("failing", home if home in running or not running else running[0],
+                             (str(error),))
     if not running:
         if not settings:
             return SettingsState("none", None)
