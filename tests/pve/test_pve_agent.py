@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from agent_helpers import GREETING_BOUND, INTERVAL, Cluster, Prober, two_nodes
 from qdisk.drive import parse_drive
 from qdisk.qemu.blockdev import reopen_options
 from qdisk.qemu.nodes import format_node, resolve_disk
@@ -20,8 +21,7 @@ from qdisk.settings import Tools
 from qdisk.storage import parse_storage_cfg
 from qdisk.vm.live import running_chain
 
-from agent_helpers import GREETING_BOUND, INTERVAL, Cluster, Prober, two_nodes
-from pve_helpers import GIB, MIB, NOISE, OTHER_NODE, THIS_NODE, vm_size
+from pve_helpers import MIB, NOISE, OTHER_NODE, THIS_NODE, vm_size
 
 pytestmark = pytest.mark.qemu
 

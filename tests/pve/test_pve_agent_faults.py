@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from agent_helpers import GREETING_BOUND, INTERVAL, Cluster, Prober, two_nodes
+
 from pve_helpers import MIB, NOISE, OTHER_NODE, vm_size
 from qemu_helpers import kill_and_wait
 
