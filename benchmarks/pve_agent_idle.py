@@ -25,11 +25,11 @@ from pathlib import Path
 sys.path[:0] = [str(Path(__file__).parent.parent / "tests"),
                 str(Path(__file__).parent.parent / "tests" / "pve")]
 
-from pve_helpers import THIS_NODE, PveTree  # noqa: E402
-from qemu_helpers import kill_and_wait  # noqa: E402
-
 from qdisk.pve.agent import Agent  # noqa: E402
 from qdisk.pve.host import PveHost  # noqa: E402
+
+from pve_helpers import THIS_NODE, PveTree  # noqa: E402
+from qemu_helpers import kill_and_wait  # noqa: E402
 
 CONFIGURED = 1000
 FEWER_CONFIGURED = 100
