@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 
 from agent_helpers import GREETING_BOUND, INTERVAL, Cluster, Prober, two_nodes
-from qdisk.drive import parse_drive
+from qdisk.config.drive import parse_drive
 from qdisk.qemu.blockdev import reopen_options
 from qdisk.qemu.nodes import format_node, resolve_disk
+from qdisk.qemu.reopen import running_chain
 from qdisk.settings import Tools
 from qdisk.storage import parse_storage_cfg
-from qdisk.vm.live import running_chain
 
 from pve_helpers import MIB, NOISE, OTHER_NODE, THIS_NODE, vm_size
 

@@ -36,8 +36,9 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from qdisk import cache, fileio
+from qdisk import cache
 from qdisk.errors import QdiskError
+from qdisk.image.qcow2 import peek_virtual_size
 from qdisk.pve.apply import (
     DriveOutcome,
     NotNow,
@@ -54,10 +55,11 @@ from qdisk.pve.cachesettings import (
 )
 from qdisk.pve.host import HostVm, PveHost, PveRefusedError, process_start_time
 from qdisk.pve.nodestatus import DiskStatus, NodeStatusFile, VmStatus, status_time
-from qdisk.qcow2 import peek_virtual_size
-from qdisk.qemu.nodes import backing_chain, format_node, resolve_disk
+from qdisk.qemu.nodes import format_node, resolve_disk
 from qdisk.qemu.qmp import QmpConnection
+from qdisk.qemu.reopen import backing_chain
 from qdisk.storage import StorageConfig
+from qdisk.system import fileio
 
 DEFAULT_INTERVAL = 10.0
 # How often the node names of a VM qdisk tuned are confirmed over QMP.
