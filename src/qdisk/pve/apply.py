@@ -169,10 +169,10 @@ def qmp_session(socket: Path, *, busy_wait: float = QMP_BUSY_WAIT) -> Iterator[Q
         yield qmp
 
 
-def _device_node(qmp: QmpConnection, key: str) -> str:
-    """The node under the guest's device ``key``: qemu-server's throttle node (-blockdev),
-    or the format node QEMU opened for a ``-drive``."""
-    for block in qmp.execute("query-block"):
+def _device_node(blocks: list[dict[str, Any]], key: str) -> str:
+    """The node under the guest's device ``key`` (of ``query-block``'s ``blocks``):
+    qemu-server's throttle node (-blockdev), or the format node QEMU opened for a ``-drive``."""
+    for block in blocks:
         qdev = block.get("qdev", "")
         if qdev == key or qdev.startswith(f"/machine/peripheral/{key}/") \
                 or block.get("device") == f"drive-{key}":
@@ -211,8 +211,11 @@ def apply_settings(host: PveHost, vm: HostVm, settings: CacheSettings,
                 with qmp_session(host.layout.run_files(vm.vmid).qmp, busy_wait=busy_wait) as qmp:
                     if session_check is not None:
                         session_check(qmp)
+                    # Asked once per session: the monitor is held as briefly as can be.
+                    running = _RunningVm(running_qemu_version(qmp), qmp.execute("query-block"))
                     for drive, disk in disks:
-                        outcomes[drive.key] = _apply_drive(host, qmp, drive, disk, record)
+                        outcomes[drive.key] = _apply_drive(host, qmp, running, drive, disk,
+                                                           record)
             except QmpError as error:
                 # No session (or QEMU died before the first drive): none of them was touched.
                 outcomes.update({drive.key: DriveOutcome(drive.key, Outcome.FAILED,
@@ -245,14 +248,22 @@ def _left(key: str, error: Exception) -> DriveOutcome:
         f"{text if text.startswith(f'{key}:') else f'{key}: {text}'}: left as it is",))
 
 
-def _apply_drive(host: PveHost, qmp: QmpConnection, drive: Drive, disk: Disk,
+@dataclass(frozen=True)
+class _RunningVm:
+    """What a session asks QEMU once for all drives: its version (which node options it
+    takes: qemu-server could not have given it more) and its block devices."""
+
+    qemu_version: tuple[int, int, int]
+    blocks: list[dict[str, Any]]
+
+
+def _apply_drive(host: PveHost, qmp: QmpConnection, vm: _RunningVm, drive: Drive, disk: Disk,
                  record: Record) -> DriveOutcome:
     key = drive.key
     try:
-        # The options the running QEMU takes (qemu-server could not have given it more).
         wanted = format_node(disk, tools=host.tools, explicit_backing=True,
-                             qemu_version=running_qemu_version(qmp))
-        running = running_chain(qmp, key, _device_node(qmp, key))
+                             qemu_version=vm.qemu_version)
+        running = running_chain(qmp, key, _device_node(vm.blocks, key))
         previous = record.disks.get(key)
         messages, applied = _applied_before(key, running, previous)
         plan = plan_reopen(key, wanted, running, applied,
