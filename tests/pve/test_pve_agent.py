@@ -89,6 +89,8 @@ def test_a_setting_made_on_node_a_reaches_a_vm_running_on_node_b_within_two_inte
     stored = time.monotonic()
 
     assert set_on_a.returncode == 0, set_on_a.stderr
+    assert "VM 300 belongs to node pve2: the settings apply there through its agent" \
+        in set_on_a.stdout and set_on_a.stderr == ""
     line = agent_b.wait_for("VM 300: scsi0: ", after=seen)
     took = time.monotonic() - stored
     assert "qcow2 cache l2-cache-size 512 MiB applied live" in line
