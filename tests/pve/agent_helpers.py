@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from qdisk.qemu.qmp import QmpConnection
+from qdisk.system.processes import alive
 
 from pve_helpers import THIS_NODE, PveTree, make_tree
 
@@ -114,13 +115,21 @@ class Prober:
             try:
                 greeting = client.recv(4096)
             except OSError as error:
-                if path not in self.ignored:
+                if path not in self.ignored and _qemu_lives(path):
                     self.failures.append(f"{path}: {error}")
                 return
         waited = time.monotonic() - started
         if greeting:  # empty: QEMU exited meanwhile
             self.count += 1
             self.longest = max(self.longest, waited)
+
+
+def _qemu_lives(qmp_socket: Path) -> bool:
+    """Whether the QEMU of a VM's QMP socket still runs (a test may kill it any time)."""
+    try:
+        return alive(int(qmp_socket.with_suffix(".pid").read_text()))
+    except (OSError, ValueError):
+        return False
 
 
 @dataclass

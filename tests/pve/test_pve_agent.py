@@ -37,6 +37,7 @@ def cluster(tmp_path: Path) -> Iterator[tuple[Cluster, Prober]]:
     with two_nodes(tmp_path) as nodes:
         yield nodes
     _cluster, prober = nodes
+    print(f"second client: {prober.count} greetings, the longest after {prober.longest * 1e3:.0f} ms")
     # A second client got QEMU's greeting at every try, and soon, while the agents ran.
     assert prober.count > 0 and not prober.failures, (prober.count, prober.failures)
     assert prober.longest < GREETING_BOUND, f"a second client waited {prober.longest:.2f} s"
