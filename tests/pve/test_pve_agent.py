@@ -197,3 +197,24 @@ def test_nodes_replaced_over_qmp_get_their_cache_again(cluster: tuple[Cluster, P
     assert_qemu_runs_the_recorded_nodes(nodes, 303, OTHER_NODE, [{"cache-size": AUTO_4T}] * 2)
     assert nodes.record(303, OTHER_NODE)["disks"]["scsi0"]["chain"][1]["node-name"] == \
         "fsnapshotrebuilt"
+
+
+def test_the_hookscript_and_the_agent_do_not_fight(cluster: tuple[Cluster, Prober]) -> None:
+    nodes, _prober = cluster
+    shared_vm(nodes, 304, OTHER_NODE, "1T")
+    shared_vm(nodes, 305, OTHER_NODE, "1T")  # its twin without settings
+    nodes.write_settings(304, "scsi0: qcow2-cache-size-based-on-disk=1\n")
+    agent_b = nodes.start_agent(OTHER_NODE)
+    pid, twin = nodes.start_vm(304, OTHER_NODE), nodes.start_vm(305, OTHER_NODE)
+
+    hooked = nodes.qdisk(OTHER_NODE, "pve", "hook", "304", "post-start")  # qemu-server's call
+
+    assert hooked.returncode == 0 and hooked.stderr == "", hooked.stderr
+    time.sleep(3 * INTERVAL)
+    agent_lines = [line for line in agent_b.lines() if "VM 304" in line]
+    # Whichever came first applied; the other found QEMU had it.
+    assert (hooked.stdout + "\n".join(agent_lines)).count("applied live") == 1, \
+        (hooked.stdout, agent_lines)
+    assert all("applied live" in line for line in agent_lines)
+    assert AUTO_1T - DEFAULT_L2 - NOISE < vm_size(pid) - vm_size(twin) < AUTO_1T - DEFAULT_L2 + NOISE
+    assert_qemu_runs_the_recorded_nodes(nodes, 304, OTHER_NODE, [{"cache-size": AUTO_1T}])
