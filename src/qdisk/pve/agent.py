@@ -235,7 +235,8 @@ class Agent:
             if before is not None and now is not None and now < before:
                 self._problem(f"VM {vmid}", f"{image}: its virtual size went down from {before} "
                               f"to {now} bytes while QEMU runs it: a disk in use cannot shrink "
-                              f"(was the image changed behind QEMU's back?)")
+                              f"(was the image changed behind QEMU's back?)",
+                              key=f"VM {vmid} {image}")
 
     def _evaluate(self, vmid: int, qemu: tuple[int, int | None], look: _Look, config: Path,
                   *, confirm: bool, confirmed: float) -> _Known:
@@ -269,6 +270,7 @@ class Agent:
         images = _auto_sized_images(vm, settings, storage)
         tuned_before = bool(record.disks)
         if not confirm and _in_sync(self.host, vm, settings, record, storage):
+            self._clear(f"VM {vmid}")
             self._update_status(vmid, settings, record, {})
             return known(images, tuned=tuned_before)
         try:
@@ -279,6 +281,7 @@ class Agent:
             return known(images, retry=True, tuned=tuned_before)
         except PveRefusedError:
             return known(images)  # it stopped meanwhile: the next cycle forgets it
+        self._clear(f"VM {vmid}")
         record = read_record(self.host, vmid, pid)
         problems = self._report(vmid, outcomes)
         self._update_status(vmid, settings, record, problems)
@@ -287,7 +290,6 @@ class Agent:
 
     def _report(self, vmid: int, outcomes: list[DriveOutcome]) -> dict[str, str]:
         """Log what was done and what went wrong; the problems by drive."""
-        self._clear(f"VM {vmid}")
         problems = {}
         for outcome in outcomes:
             key = f"VM {vmid} {outcome.key}"
