@@ -181,7 +181,7 @@ class Agent:
             return {}
         running = {}
         for name in names:
-            stem, dot, suffix = name.partition(".")
+            stem, _dot, suffix = name.partition(".")
             if suffix != "pid" or not stem.isdigit():
                 continue
             vmid = int(stem)
@@ -220,15 +220,17 @@ class Agent:
                      file_version(self.host.paths.cache_settings(vmid)), storage,
                      tuple(peek_virtual_size(image) for image in known.images) if known else ())
         now = self.clock()
-        if known is not None and known.look == look and not known.retry \
-                and not (known.tuned and now - known.confirmed >= self.confirm_interval):
+        if known is None:
+            self.known[vmid] = self._evaluate(vmid, qemu, look, config, confirm=False,
+                                              confirmed=now)
             return
-        due = known is not None and known.tuned and look.qemu == known.look.qemu \
-            and now - known.confirmed >= self.confirm_interval
-        if known is not None:
-            self._report_shrunk(vmid, known, look)
-        self.known[vmid] = self._evaluate(vmid, qemu, look, config, confirm=due,
-                                          confirmed=known.confirmed if known else now)
+        due = known.tuned and now - known.confirmed >= self.confirm_interval
+        if known.look == look and not known.retry and not due:
+            return
+        self._report_shrunk(vmid, known, look)
+        self.known[vmid] = self._evaluate(vmid, qemu, look, config,
+                                          confirm=due and look.qemu == known.look.qemu,
+                                          confirmed=known.confirmed)
 
     def _report_shrunk(self, vmid: int, known: _Known, look: _Look) -> None:
         for image, before, now in zip(known.images, known.look.sizes, look.sizes):
