@@ -39,14 +39,8 @@ from pathlib import Path
 from qdisk import cache
 from qdisk.errors import QdiskError
 from qdisk.image.qcow2 import peek_virtual_size
-from qdisk.pve.apply import (
-    DriveOutcome,
-    NotNow,
-    Outcome,
-    Record,
-    apply_settings,
-    read_record,
-)
+from qdisk.outcome import DriveOutcome, Outcome
+from qdisk.pve.apply import NotNow, Record, apply_settings, read_record
 from qdisk.pve.cachesettings import (
     CacheSettings,
     print_settings_value,

@@ -25,7 +25,6 @@ settings are applied again.
 from __future__ import annotations
 
 import contextlib
-import enum
 import json
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -37,6 +36,7 @@ from qdisk import cache
 from qdisk.config.drive import Drive
 from qdisk.config.propstring import Value
 from qdisk.errors import DriveError, InvalidInputError
+from qdisk.outcome import ChangeError, DriveOutcome, Outcome, change_error
 from qdisk.pve.cachesettings import CacheSettings, check_unlocked, read_settings, with_settings
 from qdisk.pve.host import (
     HostVm,
@@ -66,22 +66,6 @@ from qdisk.system import fileio
 QMP_TIMEOUT = 5.0
 QMP_BUSY_WAIT = 10.0
 _RETRY_INTERVAL = 0.2
-class Outcome(enum.Enum):
-    APPLIED = "applied"    # QEMU has the settings now
-    UNCHANGED = "unchanged"  # QEMU had them already: nothing was sent
-    LEFT = "left"          # the disk cannot take them live: left as it is
-    REFUSED = "refused"    # QEMU refused them: nothing changed
-    FAILED = "failed"      # QEMU's monitor failed: what QEMU has is not known
-    SKIPPED = "skipped"    # not a qcow2 disk of the VM
-
-
-@dataclass(frozen=True)
-class DriveOutcome:
-    key: str
-    outcome: Outcome
-    messages: tuple[str, ...] = ()
-
-
 # --- the record of what was applied -------------------------------------------------------
 
 
@@ -219,7 +203,7 @@ def apply_settings(host: PveHost, vm: HostVm, settings: CacheSettings,
             except QmpError as error:
                 # No session (or QEMU died before the first drive): none of them was touched.
                 outcomes.update({drive.key: DriveOutcome(drive.key, Outcome.FAILED,
-                                                         (f"{drive.key}: {error}",))
+                                                         (f"{drive.key}: {error}",), str(error))
                                  for drive, _disk in disks if drive.key not in outcomes})
             _write_record(host, vm.vmid, record)
     return [outcomes[key] for key in wanted]
@@ -273,9 +257,9 @@ def _apply_drive(host: PveHost, qmp: QmpConnection, vm: _RunningVm, drive: Drive
                  *(node["node-name"] for node in backing_chain(plan.added))]
         messages += _delete_unused(qmp, key, [name for name in added if name not in plan.chain])
     except QmpCommandError as error:
-        return DriveOutcome(key, Outcome.REFUSED, (f"{key}: {error}",))
+        return DriveOutcome(key, Outcome.REFUSED, (f"{key}: {error}",), str(error))
     except QmpError as error:
-        return DriveOutcome(key, Outcome.FAILED, (f"{key}: {error}",))
+        return DriveOutcome(key, Outcome.FAILED, (f"{key}: {error}",), str(error))
     except DriveError as error:
         return DriveOutcome(key, Outcome.LEFT, tuple(f"{line}: left as it is" for line in error.lines()))
     except (NotLive, InvalidInputError) as error:
@@ -326,6 +310,12 @@ def apply_stored(host: PveHost, vmid: int, *,
     if vm.lock != allowed_lock:
         check_unlocked(vmid, vm.lock)
     return apply_settings(host, vm, read_settings(host.paths.cache_settings(vmid), vmid))
+
+
+def apply_error(subject: str, outcomes: Iterable[DriveOutcome]) -> ChangeError | None:
+    """The error for the stored settings a running VM (``subject``) did not take (see
+    :func:`qdisk.outcome.change_error`)."""
+    return change_error(subject, outcomes, consequence="the settings stay stored")
 
 
 def running_vmids(host: PveHost) -> list[int]:
