@@ -22,6 +22,7 @@ from qdisk.settings import Tools
 from qdisk.storage import parse_storage_cfg
 
 from pve_helpers import MIB, NOISE, OTHER_NODE, THIS_NODE, vm_size
+from qemu_helpers import kill_and_wait
 
 pytestmark = pytest.mark.qemu
 
@@ -218,3 +219,40 @@ def test_the_hookscript_and_the_agent_do_not_fight(cluster: tuple[Cluster, Probe
     assert all("applied live" in line for line in agent_lines)
     assert AUTO_1T - DEFAULT_L2 - NOISE < vm_size(pid) - vm_size(twin) < AUTO_1T - DEFAULT_L2 + NOISE
     assert_qemu_runs_the_recorded_nodes(nodes, 304, OTHER_NODE, [{"cache-size": AUTO_1T}])
+
+
+def test_a_vm_live_migrated_from_a_to_b_gets_its_cache_once_it_arrived(
+        cluster: tuple[Cluster, Prober], tmp_path: Path) -> None:
+    nodes, _prober = cluster
+    shared_vm(nodes, 306, THIS_NODE, "1T")
+    nodes.write_settings(306, "scsi0: qcow2-cache-size-based-on-disk=1\n")
+    agent_a, agent_b = nodes.start_agent(THIS_NODE), nodes.start_agent(OTHER_NODE)
+    source = nodes.start_vm(306, THIS_NODE)
+    agent_a.wait_for("VM 306: scsi0: ")
+    # As qm migrate --online: the config locked, QEMU started on B waiting for the state.
+    config = nodes.a.config_path(306)
+    config.write_text(config.read_text() + "lock: migrate\n")
+    channel = tmp_path / "migration.sock"
+    target = nodes.a.start(306, node=THIS_NODE, run_dir=nodes.b_run_dir,
+                           extra=("-incoming", f"unix:{channel}"))
+    before = vm_size(target)
+    agent_b.wait_for("VM 306: locked (migrate)")
+    with nodes.qmp(306, THIS_NODE) as qmp:
+        qmp.execute("migrate", {"uri": f"unix:{channel}"})
+        deadline = time.monotonic() + 60
+        while (status := qmp.execute("query-migrate").get("status")) != "completed":
+            assert status not in ("failed", "cancelled") and time.monotonic() < deadline, status
+            time.sleep(0.05)
+    with nodes.qmp(306, OTHER_NODE) as qmp:
+        qmp.execute("cont")
+    # The config moves to B unlocked, the source QEMU ends.
+    moved = nodes.a.config_path(306, OTHER_NODE)
+    moved.write_text(config.read_text().replace("lock: migrate\n", ""))
+    config.unlink()
+    kill_and_wait(source)
+
+    line = agent_b.wait_for("VM 306: scsi0: ")
+
+    assert "qcow2 cache cache-size 160 MiB applied live" in line
+    assert_grown(target, before, AUTO_1T - DEFAULT_L2)
+    assert_qemu_runs_the_recorded_nodes(nodes, 306, OTHER_NODE, [{"cache-size": AUTO_1T}])
