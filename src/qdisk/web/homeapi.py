@@ -159,7 +159,7 @@ def vm_cache(state: State, _principal: Reader, vmid: ExistingVm) -> JSONResponse
                                      required=("disk", "drive")),
              summary="For a drive string being edited (disk, drive): its problems per "
                      "property, or the coverage and memory per layer it would give")
-async def vm_cache_preview(state: State, _principal: Reader, _vmid: ExistingVm,
+async def vm_cache_preview(state: State, principal: Reader, _vmid: ExistingVm,
                            parameters: Parameters) -> JSONResponse:
     only(parameters, ("disk", "drive"))
     missing = {name: MISSING_PARAMETER for name in ("disk", "drive") if name not in parameters}
@@ -167,7 +167,9 @@ async def vm_cache_preview(state: State, _principal: Reader, _vmid: ExistingVm,
         raise parameter_error(missing)
     if not is_drive_key(parameters["disk"]):
         raise parameter_error({"disk": f"'{parameters['disk']}' is not a drive key"})
-    return data(cacheview.preview_drive(state.settings, parameters["disk"], parameters["drive"]))
+    # A read-write token is root@pam's, with root's rights; a read-only one is not.
+    return data(cacheview.preview_drive(state.settings, parameters["disk"], parameters["drive"],
+                                        host_paths=not principal.read_only))
 
 
 @router.get("/nodes/{node}/storage", tags=["storage"], summary="The storages and their space")

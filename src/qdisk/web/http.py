@@ -90,14 +90,18 @@ def _form(body: bytes) -> list[tuple[str, str]]:
                             f"or more than {MAX_PARAMETERS})") from None
 
 
+class _Members(list[tuple[str, Any]]):
+    """A JSON object's members in order, a repeated name kept (a dict keeps only the last)."""
+
+
 def _json_object(body: bytes) -> list[tuple[str, str]]:
     try:
-        value = json.loads(body)
+        value = json.loads(body, object_pairs_hook=_Members)
     except (UnicodeDecodeError, ValueError, RecursionError):
         raise ApiError(400, "the JSON body cannot be read") from None
-    if not isinstance(value, dict) or len(value) > MAX_PARAMETERS:
+    if not isinstance(value, _Members) or len(value) > MAX_PARAMETERS:
         raise ApiError(400, f"the JSON body must be an object of at most {MAX_PARAMETERS} parameters")
-    return [(name, _text(name, item)) for name, item in value.items() if item is not None]
+    return [(name, _text(name, item)) for name, item in value if item is not None]
 
 
 async def read_parameters(request: Request) -> dict[str, str]:
