@@ -23,7 +23,7 @@ from qdisk.settings import Settings, Tools
 from qdisk.vm import changes, state
 from qdisk.web import tokens
 from qdisk.web.http import node_name
-from qdisk.web.server import ListenAddress, TlsFiles, listen, make_server
+from qdisk.web.server import ConnectionLimits, ListenAddress, TlsFiles, listen, make_server
 
 from cli_helpers import QDISK
 from qemu_helpers import kill_and_wait
@@ -69,12 +69,13 @@ def stop_every_vm(settings: Settings) -> None:
 
 @contextlib.contextmanager
 def running_server(settings: Settings, tls: TlsFiles | None = None, *,
-                   pve: PveHost | None = None) -> Iterator[str]:
+                   pve: PveHost | None = None,
+                   limits: ConnectionLimits = ConnectionLimits()) -> Iterator[str]:
     """The whole application (``pve``: over that Proxmox VE host) served by uvicorn in a
     thread on a free loopback port; yields its URL. Stopped (and the home's VMs killed) on
     the way out, whatever happened."""
     listener = listen(ListenAddress("127.0.0.1", 0), tls)
-    server = make_server(settings, listener, accel="tcg", pve=pve)
+    server = make_server(settings, listener, accel="tcg", pve=pve, limits=limits)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [listener.sock]}, daemon=True)
     thread.start()
     try:
