@@ -19,8 +19,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from qdisk.errors import InvalidInputError, QdiskError
-from qdisk.vm.errors import InvalidOptionsError, StaleDigestError
+from qdisk.errors import InvalidInputError, InvalidOptionsError, QdiskError
+from qdisk.vm.errors import StaleDigestError
 from qdisk.web.auth import AuthError
 
 log = logging.getLogger(__name__)

@@ -17,8 +17,8 @@ from typing import Annotated
 from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
 
-from qdisk.drive import is_drive_key
-from qdisk.propstring import split_list
+from qdisk.config.drive import is_drive_key
+from qdisk.config.propstring import split_list
 from qdisk.pve import audit, cacheview, changes
 from qdisk.pve.apply import Outcome
 from qdisk.pve.cachesettings import has_cache_keys
