@@ -25,7 +25,7 @@ from qdisk.settings import Settings, Tools
 from qdisk.storage import StorageConfig
 from qdisk.vm.allocation import Allocator, allocating
 from qdisk.vm.errors import InvalidOptionsError, StaleDigestError, VmRefusedError
-from qdisk.vm.journal import vm_lock
+from qdisk.vm.journal import check_unlocked, vm_lock
 from qdisk.vm.pending import (
     Messages,
     apply_pending,
@@ -62,7 +62,7 @@ class ChangeResult:
 def create(settings: Settings, vmid: int, options: Mapping[str, str]) -> ChangeResult:
     """Create VM ``vmid``'s config from ``options`` (``qm create``); refuses an existing VM."""
     path = settings.layout.vm_config(vmid)
-    with vm_lock(settings, vmid):
+    with vm_lock(settings, vmid, new=True):
         if path.exists():
             raise VmRefusedError(f"VM {vmid}: configuration file '{path}' already exists")
         config = VmConfig(vmid)
@@ -75,15 +75,17 @@ def create(settings: Settings, vmid: int, options: Mapping[str, str]) -> ChangeR
 
 
 def set_options(settings: Settings, vmid: int, changes: Mapping[str, str],
-                deletes: Sequence[str] = (), *, digest: str | None = None) -> ChangeResult:
+                deletes: Sequence[str] = (), *, digest: str | None = None,
+                skiplock: bool = False) -> ChangeResult:
     """Change VM ``vmid``'s config (``qm set``): everything is checked first; then each
     change becomes pending and is applied as far as the VM's state allows. ``digest``
     (the one :func:`qdisk.vm.views.config_values` gave) refuses a change to a config that
-    changed since it was read."""
+    changed since it was read; a ``lock:`` refuses any change unless ``skiplock``."""
     with vm_lock(settings, vmid):
         config = vmconfig.load(settings, vmid)
         if digest and digest.lower() != config.digest:
             raise StaleDigestError()
+        check_unlocked(config, skiplock=skiplock)
         check_pending(settings, config, replaced=(*changes, *deletes))
         storage_config = storage.load(settings)
         with allocating(settings, config, storage_config) as allocator:
