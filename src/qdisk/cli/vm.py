@@ -9,7 +9,7 @@ import click
 
 from qdisk import storage
 from qdisk.cache import describe_options
-from qdisk.cli.common import echo_json, pass_settings, warn
+from qdisk.cli.common import echo_json, pass_settings, warn, warn_all
 from qdisk.propstring import split_list
 from qdisk.qemu.command import vm_command
 from qdisk.settings import Settings
@@ -23,7 +23,8 @@ from qdisk.vm.errors import VmError, VmRefusedError
 def command(settings: Settings) -> None:
     """VMs: their configs, QEMU commands and lifecycle (as `qm`)."""
     # A fresh QDISK_HOME works at once: the first command creates the `local` storage.
-    storage.ensure_default(settings)
+    # What reading storage.cfg skipped is told once per command, here.
+    warn_all(storage.ensure_default(settings).warnings)
 
 
 @command.command(name="showcmd")
@@ -225,10 +226,14 @@ def destroy(settings: Settings, vmid: int, skiplock: bool) -> None:
 @pass_settings
 def list_(settings: Settings) -> None:
     """List every VM: id, name, status."""
-    summaries = views.list_vms(settings)  # a damaged config fails before any output
+    summaries = views.list_vms(settings)
+    for summary in summaries:
+        if summary.problem is not None:
+            warn(f"VM {summary.vmid}: config cannot be read: {summary.problem}")
     click.echo(f"{'VMID':>10} {'NAME':<24} STATUS")
     for summary in summaries:
-        click.echo(f"{summary.vmid:>10} {summary.name or '':<24} {summary.status}")
+        name = summary.name or ("(config unreadable)" if summary.problem else "")
+        click.echo(f"{summary.vmid:>10} {name:<24} {summary.status}")
 
 
 # --- snapshots ----------------------------------------------------------------------------

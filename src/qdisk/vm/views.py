@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from qdisk import vmconfig
+from qdisk.errors import QdiskError
 from qdisk.settings import Settings
 from qdisk.tools import process_memory
 from qdisk.vm.journal import vm_lock
@@ -116,17 +117,25 @@ def status(settings: Settings, vmid: int, *, clean_up: bool = True) -> VmStatus:
 
 @dataclass(frozen=True)
 class VmSummary:
+    """One VM of ``qm list``; ``problem``: why its config cannot be read (its name is then
+    unknown; its status comes from its run files, which need no config)."""
+
     vmid: int
     name: str | None
     status: str
+    problem: str | None = None
 
 
 def list_vms(settings: Settings) -> list[VmSummary]:
-    """Every VM with a config: id, name and status (``qm list``)."""
+    """Every VM with a config: id, name and status (``qm list``). A config that cannot be
+    read is listed with its problem; the others are listed all the same."""
     summaries = []
     for vmid in vmconfig.list_vmids(settings):
-        config = vmconfig.load(settings, vmid)
+        name, problem = None, None
+        try:
+            name = vmconfig.load(settings, vmid).current.values.get("name")
+        except QdiskError as error:
+            problem = str(error)
         running = running_pid(settings, vmid) is not None
-        summaries.append(VmSummary(vmid, config.current.values.get("name"),
-                                   "running" if running else "stopped"))
+        summaries.append(VmSummary(vmid, name, "running" if running else "stopped", problem))
     return summaries
