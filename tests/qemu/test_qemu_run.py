@@ -206,3 +206,26 @@ async def _placements(socket: Path, devices: list[str]) -> dict[str, tuple[str, 
         return placed
     finally:
         await client.disconnect()
+
+
+@pytest.mark.parametrize("syntax", ["blockdev", "drive"])
+def test_a_templates_disks_run_read_only_except_on_sata(
+        syntax: Syntax, qemu_home: QemuHome,
+        daemonized_qemu: Callable[[Sequence[str], Path], int]) -> None:
+    """qemu-server's drive_is_read_only: QEMU refuses a read-only node under an IDE/SATA
+    disk ("Block node is read-only"), so a template's SATA disk stays writable."""
+    config = parse_vm_config((GOLDEN_DIR / f"template-{syntax}.conf").read_text(), VMID)
+    qemu_home.create_image("local/images/8006/base-8006-disk-0.qcow2", "1M")
+    qemu_home.create_image("local/images/8006/base-8006-disk-1.raw", "1M")
+    settings = qemu_home.settings
+    command = build_command(config, storage.load(settings), settings, syntax=syntax,
+                            qemu_version=lambda: parse_version("7.2"), accel="tcg")
+    run = settings.layout.run_dir
+    run.mkdir()
+
+    daemonized_qemu([*command.argv, "-S"], run / f"{VMID}.pid")
+    [blocks] = asyncio.run(qmp_query(run / f"{VMID}.qmp", ["query-block"]))
+
+    read_only = {block["qdev"].rsplit("/", 2)[-2] if block["qdev"].startswith("/") else
+                 block["qdev"]: block["inserted"]["ro"] for block in blocks}
+    assert read_only == {"scsi0": True, "sata0": False}
