@@ -49,10 +49,10 @@ def test_a_tpm_state_is_a_raw_4_mib_image(vm_home: Path, run_qdisk: RunQdisk,
     assert (vm_home / IMAGES / "vm-100-disk-0.raw").stat().st_size == 4 * 2**20
 
 
-def _installed_default_machine() -> str:
+def _an_installed_i440fx_machine() -> str:
     listing = subprocess.run(["qemu-system-x86_64", "-machine", "help"], check=True,
                              capture_output=True, text=True).stdout
-    return next(line.split()[0] for line in listing.splitlines() if "(default)" in line)
+    return next(line.split()[0] for line in listing.splitlines() if line.startswith("pc-i440fx-"))
 
 
 def test_a_machine_type_the_installed_qemu_lacks_is_refused_when_set(
@@ -70,7 +70,8 @@ def test_a_machine_type_the_installed_qemu_lacks_is_refused_when_set(
     assert refused.exit_code == 2 and "has no machine type 'pc-q35-99.0'" in refused.stderr
     assert (vm_home / "qemu-server/100.conf").read_text() == before
     assert not (vm_home / "qemu-server/101.conf").exists()
-    default = _installed_default_machine()
-    for machine in ("q35", "pc", f"{default}+pve0", f"{default.replace('i440fx', 'q35')},viommu=intel"):
+    installed = _an_installed_i440fx_machine()
+    for machine in ("q35", "pc", f"{installed}+pve0",
+                    f"{installed.replace('i440fx', 'q35')},viommu=intel"):
         changed = run_qdisk("vm", "set", "100", "--machine", machine)
         assert changed.exit_code == 0, (machine, changed.stderr)

@@ -11,6 +11,7 @@ stopped VM gets them all at once, a running one what it can take now
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -199,7 +200,11 @@ def _machine_problem(value: str, tools: Tools) -> str | None:
     if machine in offered:
         return None
     family = "pc-q35-" if machine.startswith("pc-q35-") else "pc-i440fx-"
-    newest = next((name for name in offered if name.startswith(family)), None)
+    versions = {name: tuple(int(part) for part in name.removeprefix(family).split("."))
+                for name in offered
+                if name.startswith(family) and re.fullmatch(r"\d+(\.\d+)*", name.removeprefix(family))}
+    # QEMU does not list its machines in version order.
+    newest = max(versions, key=lambda name: versions[name], default=None)
     return (f"machine: the installed QEMU ({tools.qemu_system}) has no machine type "
             f"'{machine}'" + (f" (its newest of the kind is {newest})" if newest else ""))
 
