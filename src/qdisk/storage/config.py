@@ -183,9 +183,9 @@ def parse_storage_cfg(text: str, *, source: str = "storage.cfg",
             finish()
             section, skipping = None, False
             continue
-        if (section is not None or skipping) and line[0] in BLANKS:
-            if section is None:
-                continue
+        if skipping and line[0] in BLANKS:
+            continue
+        if section is not None and line[0] in BLANKS:
             option = _OPTION_RE.fullmatch(line.strip(BLANKS))
             assert option is not None  # a non-blank line always matches
             key, value = option.group(1), option.group(2) or ""
