@@ -20,12 +20,14 @@ import requests
 from qdisk import storage
 from qdisk.pve.host import PveHost
 from qdisk.settings import Settings, Tools
+from qdisk.system.layout import PveLayout
 from qdisk.vm import changes, state, store
 from qdisk.web import tokens
 from qdisk.web.http import node_name
 from qdisk.web.server import ConnectionLimits, ListenAddress, TlsFiles, listen, make_server
 
 from cli_helpers import QDISK
+from pve_helpers import THIS_NODE, PveTree, make_tree
 from qemu_helpers import kill_and_wait
 
 VMID = 100
@@ -57,6 +59,25 @@ def make_web_home(root: Path) -> WebHome:
                                "scsi0": QCOW2_DISK, "scsi1": RAW_DISK})
     return WebHome(settings, tokens.create(settings, "admin"),
                    tokens.create(settings, "reader", read_only=True))
+
+
+@dataclass(frozen=True)
+class PveHome:
+    """tests/pve's simulated host (``tree``, served as ``host``) and a QDISK_HOME with
+    two tokens, as `qdisk serve --pve` runs on a node."""
+
+    tree: PveTree
+    host: PveHost
+    settings: Settings
+    admin_token: str
+    reader_token: str
+
+
+def make_pve_home(root: Path) -> PveHome:
+    tree = make_tree(root / "root")
+    settings = Settings(home=root / "qdisk-home", tools=Tools())
+    return PveHome(tree, PveHost(PveLayout(tree.root, THIS_NODE), Tools()), settings,
+                   tokens.create(settings, "admin"), tokens.create(settings, "reader", read_only=True))
 
 
 def stop_every_vm(settings: Settings) -> None:
