@@ -20,7 +20,6 @@ from fastapi.responses import JSONResponse
 from qdisk.config.drive import is_drive_key
 from qdisk.config.propstring import split_list
 from qdisk.pve import audit, cacheview, changes
-from qdisk.pve.apply import Outcome
 from qdisk.pve.cachesettings import has_cache_keys
 from qdisk.pve.host import PveHost
 from qdisk.web.context import Node, Parameters, Reader, State, Vmid, Writer
@@ -113,13 +112,9 @@ def set_cache(host: Host, _principal: Writer, vmid: NodeVm,
     if unknown:
         raise parameter_error(unknown)
     result = changes.set_cache(host, vmid, requested, deletes)
-    refused = {outcome.key: "\n".join(outcome.messages) for outcome in result.refused}
-    if any(outcome.outcome is Outcome.FAILED for outcome in result.refused):
-        raise ApiError(500, f"VM {vmid}: not applied, and not stored: "
-                            f"{'; '.join(refused.values())}")
-    if refused:
-        raise ApiError(400, f"VM {vmid}: QEMU refused: not applied, and not stored: "
-                            f"{', '.join(refused)}", refused)
+    not_taken = result.error()
+    if not_taken is not None:
+        raise not_taken
     return data(None, result={
         "stored": list(result.stored), "file": str(host.paths.cache_settings(vmid)),
         "drives": {outcome.key: {"outcome": outcome.outcome.value,
