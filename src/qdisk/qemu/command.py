@@ -177,6 +177,9 @@ class _Builder:
             "-device", f"VGA,id=vga{self._pci_address('vga')}",
             *self.devices,
             "-machine", ",".join(machine),
+            # qemu-server: "needed to workaround base volumes being read-only" (a template's
+            # IDE/SATA disks cannot be; QEMU writes to temporary overlays of -drive disks).
+            *(["-snapshot"] if self.template else []),
         ]
 
     def _drives(self) -> list[Drive]:
