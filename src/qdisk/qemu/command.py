@@ -45,7 +45,7 @@ MAX_SATA_DISKS = 6
 _VERSION_RE = re.compile(r"(\d+)\.(\d+)(?:\.(\d+))?")
 # qemu-server's PCI address table (PCI.pm's get_pci_addr_map), the entries of the devices
 # qdisk renders: device -> (bus, slot). Bus N is the bridge pci.N; pci.0 is i440fx's root
-# bus, on q35 a bridge behind the DMI bridge (pve-q35-4.0.cfg, see _Q35_BRIDGES).
+# bus, on q35 a bridge behind the DMI bridge (pve-q35-4.0.cfg, see _Q35_CONFIG_BRIDGES).
 _PCI_SLOTS: dict[str, tuple[int, int]] = {
     "vga": (0, 2), "scsihw0": (0, 5), "pci.3": (0, 5), "scsihw1": (0, 6), "ahci0": (0, 7),
     **{f"virtio{index}": (0, 10 + index) for index in range(6)},
