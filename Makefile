@@ -1,11 +1,11 @@
-# qdisk: make install | make test | make demo
+# qdisk: make install | make test | make test-fast | make demo
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 APT_PACKAGES := qemu-utils qemu-system-x86 qemu-system-common qemu-block-extra fio chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install system-packages test demo lint typecheck bench clean
+.PHONY: install system-packages test test-fast demo lint typecheck bench clean
 
 install: system-packages $(VENV)/.installed
 
@@ -37,6 +37,10 @@ typecheck: install
 
 test: install lint typecheck
 	$(BIN)/pytest
+
+# The tests not marked qemu (they start no QEMU tool): a quicker edit-test loop.
+test-fast: install
+	$(BIN)/pytest -m "not qemu"
 
 # The demo keeps its VMs and images under scratch/ unless QDISK_HOME is set.
 demo: install

@@ -38,9 +38,9 @@ OPENAPI_PATH = "/api2/openapi.json"
 
 
 def create_app(settings: Settings, *, secure_cookies: bool = False,
-               accel: str | None = None, pve: PveHost | None = None) -> FastAPI:
+               pve: PveHost | None = None) -> FastAPI:
     """The whole server: API, OpenAPI document and page. ``secure_cookies`` marks the
-    session cookie Secure (served over TLS); ``accel`` is passed to ``vm.start``. With
+    session cookie Secure (served over TLS); VMs start with ``settings.accel``. With
     ``pve``, the VMs are that Proxmox VE host's and only their qcow2 cache is served;
     the tokens are QDISK_HOME's (``settings``) either way."""
     app = FastAPI(title="qdisk API", version=__version__, openapi_url=None, docs_url=None,
@@ -49,7 +49,7 @@ def create_app(settings: Settings, *, secure_cookies: bool = False,
                   if pve is None else "Proxmox VE's API dialect for the qcow2 cache of a "
                                       "Proxmox VE host's VMs (qdisk serve --pve).")
     install_state(app, ServerState(settings, Authenticator(TokenStore(settings)), node_name(),
-                                   pve=pve, accel=accel, secure_cookies=secure_cookies))
+                                   pve=pve, secure_cookies=secure_cookies))
     router = APIRouter(prefix=API_PREFIX)
     router.include_router(sessions.router)
     router.add_api_route("/version", version, methods=["GET"], tags=["nodes"],

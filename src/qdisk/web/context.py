@@ -31,14 +31,13 @@ CPU_WORKERS = 1
 @dataclass(frozen=True)
 class ServerState:
     """What the handlers serve: QDISK_HOME (``settings``: its VMs, and the tokens either
-    way) or a Proxmox VE host (``pve``); how requests are authenticated; the
-    ``accel`` a VM start gets; whether the session cookie is marked Secure (TLS)."""
+    way, and the accelerator VMs start with) or a Proxmox VE host (``pve``); how requests
+    are authenticated; whether the session cookie is marked Secure (TLS)."""
 
     settings: Settings
     authenticator: Authenticator
     node: str
     pve: PveHost | None = None
-    accel: str | None = None
     secure_cookies: bool = False
     # One limiter per application: it serves one event loop.
     cpu_workers: anyio.CapacityLimiter = field(
