@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 import subprocess
 import time
 from collections.abc import Mapping, Sequence
@@ -187,10 +188,20 @@ class EmulatorDaemon(StorageDaemon):
         return emulator_argv(self.program, objects, blockdevs, self._pidfile, self.qmp_socket)
 
     def _ready(self) -> bool:
-        # QEMU writes its pidfile before it creates the monitor's socket.
-        return self._pidfile.exists() and self.qmp_socket.exists()
+        # QEMU writes its pidfile, then binds the monitor's socket, then listens on it: a
+        # connection between the two is refused.
+        return self._pidfile.exists() and _listening(self.qmp_socket)
 
     def _started(self) -> None:
         with QmpConnection(self.qmp_socket) as qmp:
             qmp.execute("nbd-server-start", {"addr": {"type": "unix", "data": {"path": str(self.socket)}}})
             qmp.execute("block-export-add", _export(self._top_node, writable=False))
+
+
+def _listening(path: Path) -> bool:
+    with socket.socket(socket.AF_UNIX) as probe:
+        try:
+            probe.connect(str(path))
+        except OSError:
+            return False
+    return True
