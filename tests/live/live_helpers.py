@@ -24,6 +24,8 @@ from qdisk.vm import store
 from qdisk.vm.live import initial_state
 from qdisk.vm.state import write_state
 
+from qemu_helpers import address_space
+
 VMID = 100
 # How long QEMU may take to daemonize (TCG on a loaded 2-core machine included).
 QEMU_TIMEOUT = 120
@@ -90,11 +92,8 @@ class RunningVm:
         return QmpConnection(self.settings.layout.run_dir / f"{VMID}.qmp")
 
     def vm_size(self) -> int:
-        """The QEMU process's address space (VmSize), in bytes."""
-        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            if line.startswith("VmSize:"):
-                return int(line.split()[1]) * 1024
-        raise AssertionError("no VmSize")
+        """The QEMU process's address space without its stacks, in bytes."""
+        return address_space(self.pid)
 
     def state(self) -> dict[str, Any]:
         return dict(json.loads(self.settings.layout.run_files(VMID).state.read_text()))

@@ -21,7 +21,7 @@ from qdisk.qemu.qmp import QmpConnection
 from qdisk.settings import Settings, Tools
 from qdisk.storage import parse_storage_cfg
 
-from qemu_helpers import kill_and_wait
+from qemu_helpers import address_space, kill_and_wait
 
 THIS_NODE = "pve1"
 OTHER_NODE = "pve2"
@@ -142,11 +142,8 @@ def _without(node: Any, option: str) -> Any:
 
 
 def vm_size(pid: int) -> int:
-    """A process's address space (VmSize), in bytes: QEMU reserves each qcow2 cache there."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmSize:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError(f"no VmSize for pid {pid}")
+    """QEMU's address space without its stacks, in bytes: it reserves each qcow2 cache there."""
+    return address_space(pid)
 
 
 def make_tree(root: Path) -> PveTree:
