@@ -33,7 +33,7 @@ GIB = 2**30
 # The tests read the caches off QEMU's address space (VmSize). glibc gives each new thread
 # its own 64 MiB malloc arena, and QEMU's thread pool starts workers whenever it needs
 # them (the flush of a reopen), so VmSize would jump by 72 MiB at random: one arena keeps
-# the noise to the threads' stacks.
+# the noise to the threads' stacks, which address_space leaves out.
 QEMU_ENV = {"MALLOC_ARENA_MAX": "1"}
 
 
