@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 SIGNER = Path(__file__).with_name("pve_sign.pl")
 # The modules the signer needs (Debian: libcrypt-openssl-rsa-perl, libdigest-sha-perl,
@@ -98,3 +100,20 @@ class AccessTree:
     def make_www_key(self) -> None:
         self.write("pve-www.key", os.urandom(512).hex())
 
+
+
+def install_access(root: Path, key: KeyPair, user_cfg: str, secrets: dict[str, str]) -> AccessTree:
+    """A root's users, API token secrets, a pve-www.key, and ``key`` as the current key
+    (made an hour ago)."""
+    tree = AccessTree(root)
+    tree.user_cfg(user_cfg)
+    tree.token_cfg(secrets)
+    tree.install_key(key, time.time() - 3600)
+    tree.make_www_key()
+    return tree
+
+
+def ticket_cookie(ticket: str, url: str) -> dict[str, str]:
+    """The ``PVEAuthCookie`` a browser logged in to Proxmox VE's interface on ``url``'s host
+    sends (the interface stores the ticket URI-escaped), for Playwright's ``add_cookies``."""
+    return {"name": "PVEAuthCookie", "value": quote(ticket, safe=""), "url": url}

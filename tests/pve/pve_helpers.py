@@ -84,8 +84,12 @@ class PveTree:
         return path
 
     def proxmox_files(self) -> dict[Path, bytes]:
-        """Every file of Proxmox VE's that qdisk must never change: storage.cfg, VM configs."""
-        files = [self.pve / "storage.cfg", *sorted(self.pve.glob("nodes/*/qemu-server/*.conf"))]
+        """Every file of Proxmox VE's that qdisk must never change: storage.cfg, VM configs,
+        and the users, token secrets and keys where a test has them."""
+        access = [self.pve / name for name in ("user.cfg", "priv/token.cfg", "authkey.pub",
+                                               "authkey.pub.old", "pve-www.key")]
+        files = [self.pve / "storage.cfg", *sorted(self.pve.glob("nodes/*/qemu-server/*.conf")),
+                 *(path for path in access if path.exists())]
         return {path: path.read_bytes() for path in files}
 
     # --- QEMU as qemu-server starts it ---------------------------------------------------

@@ -58,15 +58,18 @@ def browser() -> Iterator[Browser]:
 
 
 @pytest.fixture
-def open_page(browser: Browser) -> Iterator[Callable[[str], Page]]:
-    """``open_page(url)``: a page in a fresh context; closed after the test, which fails if
-    the page's script failed."""
+def open_page(browser: Browser) -> Iterator[Callable[..., Page]]:
+    """``open_page(url, cookies=None)``: a page in a fresh context (with those cookies, as
+    Playwright's ``add_cookies`` takes them); closed after the test, which fails if the
+    page's script failed."""
     contexts = []
     errors: list[str] = []
 
-    def open_at(url: str) -> Page:
+    def open_at(url: str, cookies: list[dict[str, str]] | None = None) -> Page:
         context = browser.new_context(viewport={"width": 1280, "height": 900})
         contexts.append(context)
+        if cookies:
+            context.add_cookies(cookies)
         page = context.new_page()
         page.on("pageerror", lambda error: errors.append(str(error)))
         page.goto(url)

@@ -12,9 +12,11 @@ from typing import Annotated
 from fastapi import Depends, FastAPI, Path, Request
 
 from qdisk.errors import InvalidInputError
+from qdisk.pve.access.callers import AccessFiles
 from qdisk.pve.host import PveHost
 from qdisk.settings import Settings
 from qdisk.vmconfig import parse_vmid
+from qdisk.web import pveauth
 from qdisk.web.auth import COOKIE_NAME, CSRF_HEADER, Authenticator, Principal
 from qdisk.web.http import parameter_error, read_parameters
 
@@ -22,13 +24,15 @@ from qdisk.web.http import parameter_error, read_parameters
 @dataclass(frozen=True)
 class ServerState:
     """What the handlers serve: QDISK_HOME (``settings``: its VMs, and the tokens either
-    way) or a Proxmox VE host (``pve``); how requests are authenticated; the
-    ``accel`` a VM start gets; whether the session cookie is marked Secure (TLS)."""
+    way) or a Proxmox VE host (``pve``); how requests are authenticated (QDISK_HOME's
+    tokens, or with ``pve`` the host's own users, ``access``); the ``accel`` a VM start
+    gets; whether the session cookie is marked Secure (TLS)."""
 
     settings: Settings
     authenticator: Authenticator
     node: str
     pve: PveHost | None = None
+    access: AccessFiles | None = None
     accel: str | None = None
     secure_cookies: bool = False
 
@@ -48,7 +52,12 @@ State = Annotated[ServerState, Depends(server_state)]
 
 async def reader(request: Request, state: State) -> Principal:
     """Who asks: a token in the Authorization header, or the page's session (with its
-    CSRF token on anything but a read). Refused with 401 before anything else is read."""
+    CSRF token on anything but a read); on a Proxmox VE host, its own users' tickets and
+    API tokens (:mod:`qdisk.web.pveauth`). Refused with 401 before anything else is read."""
+    if state.access is not None:
+        return pveauth.authenticate(
+            state.access, request.method, request.headers.get("authorization"),
+            request.cookies.get(COOKIE_NAME), request.headers.get(CSRF_HEADER))
     return state.authenticator.authenticate(
         request.method, request.headers.get("authorization"),
         request.cookies.get(COOKIE_NAME), request.headers.get(CSRF_HEADER))

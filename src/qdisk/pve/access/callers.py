@@ -183,12 +183,13 @@ class AccessFiles:
             return None
         return make_csrf_token(www_key, caller.id, time.time() if now is None else now)
 
-    def privileges(self, caller: Caller, path: str) -> frozenset[str]:
-        return privileges(self.user_config(), caller.id, path)
+    def privileges(self, who: str, path: str) -> frozenset[str]:
+        """The privileges of user or token ``who`` on ``path`` (see :mod:`.evaluation`)."""
+        return privileges(self.user_config(), who, path)
 
-    def allows(self, caller: Caller, path: str, privilege: str) -> bool:
-        return privilege in self.privileges(caller, path)
+    def allows(self, who: str, path: str, privilege: str) -> bool:
+        return privilege in self.privileges(who, path)
 
-    def require(self, caller: Caller, path: str, privilege: str) -> None:
-        if not self.allows(caller, path, privilege):
+    def require(self, who: str, path: str, privilege: str) -> None:
+        if not self.allows(who, path, privilege):
             raise PermissionCheckError(path, privilege)
