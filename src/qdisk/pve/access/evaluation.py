@@ -76,11 +76,8 @@ def acl_roles(config: UserConfig, who: str, path: str) -> dict[str, bool]:
 def _pool_roles(config: UserConfig, who: str, path: str) -> set[str]:
     """The roles ``who`` has on the pool(s) ``path`` (a VM or storage) is a member of."""
     roles: set[str] = set()
-    for pool in config.pools.values():
-        member = (path in {f"/vms/{vmid}" for vmid in pool.vms}
-                  or path in {f"/storage/{storage}" for storage in pool.storages})
-        if member:
-            roles.update(acl_roles(config, who, f"/pool/{pool.poolid}"))
+    for pool in config.pools_with_member(path):
+        roles.update(acl_roles(config, who, f"/pool/{pool}"))
     return roles
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from qdisk.propstring import split_list
 from qdisk.pve.access.privileges import BUILTIN_ROLES, VALID_PRIVILEGES
@@ -101,6 +102,19 @@ class UserConfig:
     acl: Mapping[str, PathAcl]
     pools: Mapping[str, Pool]
     warnings: tuple[str, ...] = ()
+
+    @cached_property
+    def _pools_by_member(self) -> Mapping[str, tuple[str, ...]]:
+        members: dict[str, list[str]] = {}
+        for pool in self.pools.values():
+            for path in [*(f"/vms/{vmid}" for vmid in pool.vms),
+                         *(f"/storage/{storage}" for storage in pool.storages)]:
+                members.setdefault(path, []).append(pool.poolid)
+        return {path: tuple(pools) for path, pools in members.items()}
+
+    def pools_with_member(self, path: str) -> tuple[str, ...]:
+        """The pools whose member ``path`` (``/vms/<vmid>``, ``/storage/<id>``) is."""
+        return self._pools_by_member.get(path, ())
 
     def groups_of(self, userid: str) -> frozenset[str]:
         return frozenset(group for group, members in self.groups.items() if userid in members)
