@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from qdisk.drive import MAX_DRIVE_LENGTH
 from qdisk.settings import Settings, Tools
 from qdisk.vm.cacheview import ONLY_ROOT_PATHS
 from qdisk.web import tokens
@@ -83,6 +84,25 @@ def test_who_asks_is_checked_before_the_body_is_read(anonymous: Api, reader: Api
             (401, "authentication required"), refused.text
         forbidden = reader.post(path, data=body, headers={"Content-Type": "application/json"})
         assert forbidden.status_code == 403, forbidden.text
+
+
+# --- 2: bounded preview work --------------------------------------------------------------------
+
+
+def test_a_drive_string_beyond_the_maximum_is_refused_and_one_within_gives_each_problem(
+        reader: Api, admin: Api, web_home: WebHome) -> None:
+    hostile = "local:1," + ",".join(["cache=fast"] * 21_000)  # 230 KB: froze the server
+    response = reader.post(vm_path("/qcow2-cache/preview"), json={"disk": "scsi0", "drive": hostile})
+    assert response.status_code == 400, response.text
+    assert response.json()["message"] == f"scsi0: value may only be {MAX_DRIVE_LENGTH} characters long"
+    changed = admin.put(vm_path("/config"), json={"scsi5": hostile})
+    assert changed.status_code == 400 and "8192 characters" in _errors(changed)["scsi5"]
+    within = ",".join(["="] * (MAX_DRIVE_LENGTH // 2))
+    assert len(within) < MAX_DRIVE_LENGTH
+    result = reader.post(vm_path("/qcow2-cache/preview"),
+                         json={"disk": "scsi0", "drive": within}).json()["data"]
+    assert result["layers"] == [] and result["errors"]
+    assert "scsi5" not in web_home.config_file.read_text()
 
 
 # --- 11: a read-only token previews volumes of configured storages only -------------------

@@ -385,3 +385,14 @@ def test_the_page_audits_the_node_and_sets_a_disks_cache_live(
         ["scsi0: qcow2-cache-size-based-on-disk=1"]
     assert_grown(server.pid, before, AUTO_32T - DEFAULT_L2)
     # The `server` fixture checks that the VM configs and storage.cfg are byte-identical.
+
+
+def test_loose_vm_ids_and_overlong_settings_are_refused(admin: Api) -> None:
+    for vmid in ("100.0", "+100", "0100", "1_00", "-5"):
+        response = admin.get(f"/nodes/{THIS_NODE}/qemu/{vmid}/qdisk/cache")
+        assert response.status_code == 400 and list(_errors(response)) == ["vmid"], response.text
+    settings = ",".join(["qcow2-cache-size=1"] * 1000)
+    for send in (lambda: admin.post(PREVIEW, data={"disk": "scsi0", "settings": settings}),
+                 lambda: admin.put(CACHE, data={"scsi0": settings})):
+        response = send()
+        assert response.status_code == 400 and "8192 characters" in response.text, response.text

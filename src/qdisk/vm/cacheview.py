@@ -25,7 +25,7 @@ from qdisk.cache import (
     resolved_cache_options,
 )
 from qdisk.cache.options import QCOW2_OPTIONS
-from qdisk.drive import Drive, parse_drive, print_drive, schema_of
+from qdisk.drive import Drive, check_drive_length, parse_drive, print_drive, schema_of
 from qdisk.errors import DriveError, InvalidInputError, Problem
 from qdisk.image import ImageInfo, read_image
 from qdisk.propstring import format_value
@@ -146,11 +146,10 @@ def disk_cache_plans(settings: Settings, vmid: int) -> list[dict[str, Any]]:
 
 def errors_by_property(problems: Iterable[Problem]) -> dict[str, str]:
     """Problems as one message per property (``drive``: the string as a whole)."""
-    errors: dict[str, str] = {}
+    messages: dict[str, list[str]] = {}
     for problem in problems:
-        name = problem.property or WHOLE_DRIVE
-        errors[name] = f"{errors[name]}; {problem.message}" if name in errors else problem.message
-    return errors
+        messages.setdefault(problem.property or WHOLE_DRIVE, []).append(problem.message)
+    return {name: "; ".join(lines) for name, lines in messages.items()}
 
 
 def _new_image(allocation: storage.Allocation) -> ImageInfo:
@@ -183,6 +182,7 @@ def preview_drive(settings: Settings, key: str, text: str, *, host_paths: bool) 
     per qcow2 layer, the cache it gets (``edited``). Without ``host_paths`` (root's
     right, as in Proxmox VE) only volumes of configured storages are looked at: a path
     is refused before anything is read, so nothing tells whether it exists."""
+    check_drive_length(key, text)  # refused outright, not reported as the string's problem
     result: dict[str, Any] = {"disk": key, "errors": {}, "warnings": [], "format": None,
                               "new": False, "layers": []}
     try:

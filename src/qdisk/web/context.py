@@ -6,9 +6,12 @@ is known), and the VM id of the path in Proxmox VE's ``pve-vmid`` format.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Annotated
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Annotated, TypeVar
 
+import anyio
+import anyio.to_thread
 from fastapi import Depends, FastAPI, Path, Request
 
 from qdisk.errors import InvalidInputError
@@ -19,6 +22,12 @@ from qdisk.vmconfig import parse_vmid
 from qdisk.web import pveauth
 from qdisk.web.auth import COOKIE_NAME, CSRF_HEADER, Authenticator, Principal
 from qdisk.web.http import parameter_error, read_parameters
+
+T = TypeVar("T")
+# CPU-bound work (a preview's checks) runs in this many worker threads: the event loop goes
+# on answering everyone while it runs, and a flood of previews queues for these workers
+# instead of filling FastAPI's thread pool. One: the GIL runs one at a time anyway.
+CPU_WORKERS = 1
 
 
 @dataclass(frozen=True)
@@ -35,6 +44,13 @@ class ServerState:
     access: AccessFiles | None = None
     accel: str | None = None
     secure_cookies: bool = False
+    # One limiter per application: it serves one event loop.
+    cpu_workers: anyio.CapacityLimiter = field(
+        default_factory=lambda: anyio.CapacityLimiter(CPU_WORKERS))
+
+    async def off_the_loop(self, work: Callable[[], T]) -> T:
+        """``work()`` in a CPU worker thread (see :data:`CPU_WORKERS`)."""
+        return await anyio.to_thread.run_sync(work, limiter=self.cpu_workers)
 
 
 def install_state(app: FastAPI, state: ServerState) -> None:

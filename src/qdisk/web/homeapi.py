@@ -47,10 +47,12 @@ def existing_vm(state: State, vmid: Vmid, _node: Annotated[str, Depends(this_nod
 ThisNode = Annotated[str, Depends(this_node)]
 ExistingVm = Annotated[int, Depends(existing_vm)]
 
-# Handlers that only read a few small files (a config, image headers) are coroutines:
-# they run on the event loop. A thread hop per request, and the GIL handed between
-# dozens of threads, would multiply their latency under load. Handlers that wait (VM
-# start and stop, QMP, the VM lock) are plain functions: FastAPI runs them in threads.
+# Handlers that only read a few small files (a config) are coroutines: they run on the
+# event loop. A thread hop per request, and the GIL handed between dozens of threads,
+# would multiply their latency under load. The preview's checks, which grow with the
+# string sent, run in the state's CPU worker (ServerState.off_the_loop). Handlers that
+# wait (VM start and stop, QMP, the VM lock) are plain functions: FastAPI runs them in
+# threads.
 
 
 @router.get("/nodes", tags=["nodes"], summary="The node (this host)")
@@ -168,8 +170,9 @@ async def vm_cache_preview(state: State, principal: Reader, _vmid: ExistingVm,
     if not is_drive_key(parameters["disk"]):
         raise parameter_error({"disk": f"'{parameters['disk']}' is not a drive key"})
     # A read-write token is root@pam's, with root's rights; a read-only one is not.
-    return data(cacheview.preview_drive(state.settings, parameters["disk"], parameters["drive"],
-                                        host_paths=not principal.read_only))
+    return data(await state.off_the_loop(lambda: cacheview.preview_drive(
+        state.settings, parameters["disk"], parameters["drive"],
+        host_paths=not principal.read_only)))
 
 
 @router.get("/nodes/{node}/storage", tags=["storage"], summary="The storages and their space")

@@ -115,7 +115,7 @@ DiskConfigVm = Annotated[int, Depends(disk_config_vm)]
 
 # Reads of pmxcfs, /proc and image headers, and QMP sessions: plain functions, which
 # FastAPI runs in threads (a cluster file system may be slow to answer). The preview,
-# sent as one types, reads a few small files: a coroutine, as the home's.
+# sent as one types, runs in the state's CPU worker, as the home's.
 
 
 @router.get("/nodes", tags=["nodes"],
@@ -191,7 +191,7 @@ def set_cache(host: Host, vmid: DiskConfigVm, parameters: Parameters) -> JSONRes
                                      required=("disk",)),
              summary="For a drive's qcow2 cache settings being edited: their problems per "
                      "property, or the coverage and memory per image they would give")
-async def preview(host: Host, node: ClusterNode, vmid: AuditedVm,
+async def preview(state: State, host: Host, node: ClusterNode, vmid: AuditedVm,
                   parameters: Parameters) -> JSONResponse:
     only(parameters, ("disk", "settings"))
     if "disk" not in parameters:
@@ -200,4 +200,6 @@ async def preview(host: Host, node: ClusterNode, vmid: AuditedVm,
     if not has_cache_keys(key):
         raise parameter_error({"disk": f"'{key}' is not a disk drive key (ide0-3, sata0-5, "
                                        "scsi0-30, virtio0-15)"})
-    return data(cacheview.preview_settings(host, node, vmid, key, parameters.get("settings", "")))
+    text = parameters.get("settings", "")
+    return data(await state.off_the_loop(
+        lambda: cacheview.preview_settings(host, node, vmid, key, text)))
