@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from qdisk.layout import PveLayout
 from qdisk.pve.access.callers import AccessFiles, Caller, LoginRefusedError
+from qdisk.system.layout import PveLayout
 
 from access_helpers import AccessTree, KeyPair, perl_csrf, perl_ticket
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from qdisk.drive import MAX_DRIVE_LENGTH
+from qdisk.config.drive import MAX_DRIVE_LENGTH
 from qdisk.settings import Settings, Tools
 from qdisk.vm.cacheview import ONLY_ROOT_PATHS
 from qdisk.web import tokens

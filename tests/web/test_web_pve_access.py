@@ -15,9 +15,9 @@ import pytest
 import requests
 from playwright.sync_api import Page, expect
 
-from qdisk.layout import PveLayout
 from qdisk.pve.host import PveHost
 from qdisk.settings import Settings, Tools
+from qdisk.system.layout import PveLayout
 from qdisk.web import tokens
 
 from access_helpers import (

@@ -17,13 +17,13 @@ from typing import Any
 
 import requests
 
-from qdisk import storage, vmconfig
+from qdisk import storage
 from qdisk.pve.host import PveHost
 from qdisk.settings import Settings, Tools
-from qdisk.vm import changes, state
+from qdisk.vm import changes, state, store
 from qdisk.web import tokens
 from qdisk.web.http import node_name
-from qdisk.web.server import ListenAddress, TlsFiles, listen, make_server
+from qdisk.web.server import ConnectionLimits, ListenAddress, TlsFiles, listen, make_server
 
 from cli_helpers import QDISK
 from qemu_helpers import kill_and_wait
@@ -47,7 +47,7 @@ class WebHome:
 
     @property
     def config_file(self) -> Path:
-        return vmconfig.config_path(self.settings, VMID)
+        return store.config_path(self.settings, VMID)
 
 
 def make_web_home(root: Path) -> WebHome:
@@ -61,7 +61,7 @@ def make_web_home(root: Path) -> WebHome:
 
 def stop_every_vm(settings: Settings) -> None:
     """Kill the QEMU of every VM of the home that still runs, and wait until it is gone."""
-    for vmid in vmconfig.list_vmids(settings):
+    for vmid in store.list_vmids(settings):
         pid = state.running_pid(settings, vmid)
         if pid is not None:
             kill_and_wait(pid)
@@ -69,12 +69,13 @@ def stop_every_vm(settings: Settings) -> None:
 
 @contextlib.contextmanager
 def running_server(settings: Settings, tls: TlsFiles | None = None, *,
-                   pve: PveHost | None = None) -> Iterator[str]:
+                   pve: PveHost | None = None,
+                   limits: ConnectionLimits = ConnectionLimits()) -> Iterator[str]:
     """The whole application (``pve``: over that Proxmox VE host) served by uvicorn in a
     thread on a free loopback port; yields its URL. Stopped (and the home's VMs killed) on
     the way out, whatever happened."""
     listener = listen(ListenAddress("127.0.0.1", 0), tls)
-    server = make_server(settings, listener, accel="tcg", pve=pve)
+    server = make_server(settings, listener, accel="tcg", pve=pve, limits=limits)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [listener.sock]}, daemon=True)
     thread.start()
     try:

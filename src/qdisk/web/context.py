@@ -14,11 +14,11 @@ import anyio
 import anyio.to_thread
 from fastapi import Depends, FastAPI, Path, Request
 
+from qdisk.config.vmconfig import parse_vmid
 from qdisk.errors import InvalidInputError
 from qdisk.pve.access.callers import AccessFiles
 from qdisk.pve.host import PveHost
 from qdisk.settings import Settings
-from qdisk.vmconfig import parse_vmid
 from qdisk.web import pveauth
 from qdisk.web.auth import COOKIE_NAME, CSRF_HEADER, Authenticator, Principal
 from qdisk.web.http import parameter_error, read_parameters

@@ -10,11 +10,12 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, Query
 from fastapi.responses import JSONResponse
 
-from qdisk import storage, vmconfig
-from qdisk.drive import is_drive_key
-from qdisk.propstring import split_list
+from qdisk import storage
+from qdisk.config.drive import is_drive_key
+from qdisk.config.propstring import split_list
+from qdisk.qemu.cacheview import option_descriptors
 from qdisk.storage import content as storage_content
-from qdisk.vm import cacheview, changes, lifecycle, views
+from qdisk.vm import cacheview, changes, lifecycle, store, views
 from qdisk.web.context import Node, Parameters, Reader, State, Vmid, Writer, checked_vmid
 from qdisk.web.http import (
     MISSING_PARAMETER,
@@ -39,7 +40,7 @@ def this_node(state: State, node: Node) -> str:
 
 def existing_vm(state: State, vmid: Vmid, _node: Annotated[str, Depends(this_node)]) -> int:
     """The ``{vmid}`` of the path: a VM of this host (404 otherwise)."""
-    if not vmconfig.config_path(state.settings, vmid).exists():
+    if not store.config_path(state.settings, vmid).exists():
         raise ApiError(404, f"VM {vmid} does not exist")
     return vmid
 
@@ -151,7 +152,7 @@ def vm_stop(state: State, _principal: Writer, vmid: ExistingVm,
             summary="The cache plan per disk and layer: auto size, default, configured, "
                     "applied; coverage and memory")
 def vm_cache(state: State, _principal: Reader, vmid: ExistingVm) -> JSONResponse:
-    return data({"options": cacheview.option_descriptors(),
+    return data({"options": option_descriptors(),
                  "disks": cacheview.disk_cache_plans(state.settings, vmid)})
 
 

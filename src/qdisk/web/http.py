@@ -16,10 +16,11 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from qdisk.errors import InvalidInputError, QdiskError
-from qdisk.vm.errors import InvalidOptionsError, StaleDigestError
+from qdisk.errors import InvalidInputError, InvalidOptionsError, QdiskError
+from qdisk.vm.errors import StaleDigestError
 from qdisk.web.auth import AuthError
 
 log = logging.getLogger(__name__)
@@ -74,10 +75,13 @@ async def _body(request: Request) -> bytes:
     if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
         raise ApiError(413, f"request body too large (at most {MAX_BODY_BYTES} bytes)")
     body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_BODY_BYTES:
-            raise ApiError(413, f"request body too large (at most {MAX_BODY_BYTES} bytes)")
+    try:
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > MAX_BODY_BYTES:
+                raise ApiError(413, f"request body too large (at most {MAX_BODY_BYTES} bytes)")
+    except ClientDisconnect:  # gone, or closed for sending its body too slowly
+        raise ApiError(400, "the request body did not arrive") from None
     return bytes(body)
 
 

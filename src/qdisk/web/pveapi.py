@@ -23,8 +23,8 @@ from typing import Annotated
 from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
 
-from qdisk.drive import is_drive_key
-from qdisk.propstring import split_list
+from qdisk.config.drive import is_drive_key
+from qdisk.config.propstring import split_list
 from qdisk.pve import audit, cacheview, changes
 from qdisk.pve.access.callers import AccessFiles, PermissionCheckError
 from qdisk.pve.access.privileges import SYS_AUDIT, VM_AUDIT, VM_CONFIG_DISK

@@ -25,16 +25,16 @@ from pathlib import Path
 from typing import Any
 
 from qdisk.errors import InvalidInputError, QdiskError
-from qdisk.fileio import atomic_write, locked, private_dir
 from qdisk.settings import Settings
+from qdisk.system.fileio import atomic_write, locked, private_dir
 
 # Proxmox VE's pve-userid (NAME@REALM) and pve-tokenid.
 _USER_ID = r"[^\s:/@!=]+@[A-Za-z][A-Za-z0-9.\-_]+"
 _TOKEN_NAME = r"[A-Za-z][A-Za-z0-9.\-_]+"
 _USER_ID_RE = re.compile(_USER_ID, re.ASCII)
 _TOKEN_NAME_RE = re.compile(_TOKEN_NAME, re.ASCII)
-# What follows ``PVEAPIToken=`` in an Authorization header.
 _SHA256_RE = re.compile(r"[0-9a-f]{64}", re.ASCII)
+# What follows ``PVEAPIToken=`` in an Authorization header.
 _TOKEN_LINE_RE = re.compile(rf"(?P<id>{_USER_ID}!{_TOKEN_NAME})=(?P<secret>\S+)", re.ASCII)
 AUTHORIZATION_PREFIX = "PVEAPIToken="
 DEFAULT_USER = "root@pam"

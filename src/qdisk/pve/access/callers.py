@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Generic, TypeVar
 
 from qdisk.errors import InvalidInputError
-from qdisk.layout import PveLayout
 from qdisk.pve.access.evaluation import privileges
 from qdisk.pve.access.tickets import AuthKey, load_authkey, make_csrf_token, verify_csrf_token, verify_ticket
 from qdisk.pve.access.usercfg import (
@@ -31,6 +30,7 @@ from qdisk.pve.access.usercfg import (
     parse_user_cfg,
     split_tokenid,
 )
+from qdisk.system.layout import PveLayout
 
 API_TOKEN_PREFIX = "PVEAPIToken="
 # A file changed within this many seconds may change again without its mtime moving

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 
-from qdisk.propstring import split_list
+from qdisk.config.propstring import split_list
 from qdisk.pve.access.privileges import BUILTIN_ROLES, VALID_PRIVILEGES
 
 ROOT_USER = "root@pam"
