@@ -118,8 +118,11 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
             "PVEAPIToken": {"type": "apiKey", "in": "header", "name": "Authorization",
                             "description": "PVEAPIToken=USER@REALM!TOKENID=SECRET"},
             "PVEAuthCookie": {"type": "apiKey", "in": "cookie", "name": COOKIE_NAME,
-                              "description": f"From POST {API_PREFIX}/access/ticket; writes "
-                                             f"also send the {CSRF_HEADER} header"}}
+                              "description": (f"From POST {API_PREFIX}/access/ticket"
+                                              if app.state.qdisk.pve is None else
+                                              "Proxmox VE's login ticket (its interface's cookie, or "
+                                              f"Authorization: {COOKIE_NAME}=TICKET)")
+                                             + f"; writes also send the {CSRF_HEADER} header"}}
         document["security"] = [{"PVEAPIToken": []}, {"PVEAuthCookie": []}]
         app.openapi_schema = document
     return app.openapi_schema
