@@ -12,6 +12,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 SIGNER = Path(__file__).with_name("pve_sign.pl")
@@ -113,7 +114,8 @@ def install_access(root: Path, key: KeyPair, user_cfg: str, secrets: dict[str, s
     return tree
 
 
-def ticket_cookie(ticket: str, url: str) -> dict[str, str]:
-    """The ``PVEAuthCookie`` a browser logged in to Proxmox VE's interface on ``url``'s host
-    sends (the interface stores the ticket URI-escaped), for Playwright's ``add_cookies``."""
-    return {"name": "PVEAuthCookie", "value": quote(ticket, safe=""), "url": url}
+def ticket_cookie(ticket: str, url: str, secure: bool = False) -> dict[str, Any]:
+    """The ``PVEAuthCookie`` a browser logged in to Proxmox VE's interface at ``url`` keeps
+    (the interface stores the ticket URI-escaped, ``secure``: marked Secure), for
+    Playwright's ``add_cookies``."""
+    return {"name": "PVEAuthCookie", "value": quote(ticket, safe=""), "url": url, "secure": secure}

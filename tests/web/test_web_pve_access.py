@@ -30,7 +30,7 @@ from access_helpers import (
     ticket_cookie,
 )
 from pve_helpers import OTHER_NODE, THIS_NODE, PveTree, make_tree
-from web_helpers import Api, running_server
+from web_helpers import Api, make_certificate, running_server
 
 SECRET = "5d0c3b2a-1e4f-4a6b-9c8d-7e6f5a4b3c2d"
 ROOT_TOKEN = f"root@pam!admin={SECRET}"
@@ -235,6 +235,8 @@ def test_the_page_sends_a_visitor_without_a_ticket_to_proxmox_ve(
     expect(page.locator("#pve-login")).to_be_visible()
     expect(page.locator("#login-form")).to_be_hidden()
     expect(page.locator("#pve-login-link")).to_have_attribute("href", "https://127.0.0.1:8006/")
+    # Served over plain HTTP here: Proxmox VE's Secure cookie would never arrive.
+    expect(page.locator("#pve-login-https")).to_be_visible()
     expect(page.locator("#main-view")).to_be_hidden()
 
 
@@ -267,3 +269,18 @@ def test_the_page_lets_a_user_with_vm_config_disk_change_the_cache(
     expect(page.locator("#disk-editor")).to_be_hidden()
     expect(page.locator("#audit-message")).to_contain_text("scsi0: stored in")
     assert server.tree.settings_path(100).read_text().splitlines()[1:] == ["scsi0: qcow2-l2-cache-size=64"]
+
+
+def test_a_browser_logged_in_to_proxmox_ve_on_port_8006_opens_the_page_logged_in(
+        served: Served, open_page: Callable[..., Page], tmp_path: Path) -> None:
+    """Cookies are per host, not per port: the Secure cookie Proxmox VE's interface set at
+    https://127.0.0.1:8006 reaches qdisk's page on another port of the host, over HTTPS."""
+    tls = make_certificate(tmp_path)
+    host = PveHost(PveLayout(served.tree.root, THIS_NODE), Tools())
+    with running_server(served.settings, tls, pve=host) as url:
+        assert url.startswith("https://127.0.0.1:") and not url.endswith(":8006")
+        cookie = ticket_cookie(served.ticket("alice@pve"), "https://127.0.0.1:8006", secure=True)
+        page = open_page(url, cookies=[cookie], trusted_certificate=True)
+        expect(page.locator("#user-name")).to_have_text("alice@pve")
+        expect(page.locator("#audit-table tbody tr")).to_have_count(4)  # VM 100's four disks
+        page.close()

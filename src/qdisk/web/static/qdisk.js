@@ -95,6 +95,7 @@ function showLogin(message) {
   $(state.pve ? "#pve-login-error" : "#login-error").textContent = message || "";
   if (state.pve) {
     $("#pve-login-link").href = `https://${location.hostname}:${PVE_PORT}/`;
+    $("#pve-login-https").hidden = location.protocol === "https:";
   } else {
     $("#token-input").focus();
   }
