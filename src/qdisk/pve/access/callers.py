@@ -62,11 +62,6 @@ class Caller:
     id: str
     by_ticket: bool
 
-    @property
-    def user(self) -> str:
-        parsed = split_tokenid(self.id)
-        return self.id if parsed is None else parsed[0]
-
 
 class _WatchedFile(Generic[T]):
     """A file's parsed content, parsed again when its bytes or mtime change; ``parse``
@@ -75,27 +70,25 @@ class _WatchedFile(Generic[T]):
     def __init__(self, path: Path, parse: Callable[[bytes | None, float], T]) -> None:
         self.path = path
         self._parse = parse
-        self._stat: tuple[int, int, int, int] | None = None
-        self._data: bytes | None = None
-        self._value: T | None = None
-        self._loaded = False
+        # What was read last: the file's identity and times, its bytes, their parse.
+        self._loaded: tuple[tuple[int, int, int, int] | None, bytes | None, T] | None = None
 
     def get(self) -> T:
         try:
-            stat = os.stat(self.path)
+            stat: os.stat_result | None = os.stat(self.path)
         except OSError:
             stat = None
         key = None if stat is None else (stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
         racy = stat is not None and time.time() - stat.st_mtime < _RACY_SECONDS
-        if not self._loaded or key != self._stat or racy:
-            try:
-                data = None if stat is None else self.path.read_bytes()
-            except OSError:
-                data = None
-            if not self._loaded or data != self._data or key != self._stat:
-                self._value = self._parse(data, 0.0 if stat is None else stat.st_mtime)
-            self._stat, self._data, self._loaded = key, data, True
-        return self._value  # type: ignore[return-value]  # set by the first load
+        if self._loaded is not None and self._loaded[0] == key and not racy:
+            return self._loaded[2]
+        try:
+            data = None if stat is None else self.path.read_bytes()
+        except OSError:
+            data = None
+        if self._loaded is None or self._loaded[:2] != (key, data):
+            self._loaded = (key, data, self._parse(data, 0.0 if stat is None else stat.st_mtime))
+        return self._loaded[2]
 
 
 def _text(data: bytes | None) -> str:
