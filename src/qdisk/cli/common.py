@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from typing import Any, NoReturn
 
 import click
@@ -23,6 +24,12 @@ pass_settings = click.make_pass_decorator(Settings, ensure=True)
 def warn(message: str) -> None:
     """A warning for the user, on stderr."""
     click.echo(f"warning: {message}", err=True)
+
+
+def warn_all(messages: Iterable[str]) -> None:
+    """Warnings for the user (e.g. what storage.cfg's reading skipped), each once."""
+    for message in dict.fromkeys(messages):
+        warn(message)
 
 
 def echo_json(value: Any) -> None:

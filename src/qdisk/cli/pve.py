@@ -12,8 +12,9 @@ from pathlib import Path
 import click
 
 from qdisk.cache import describe_options
-from qdisk.cli.common import pass_settings, warn
+from qdisk.cli.common import pass_settings, warn, warn_all
 from qdisk.cli.vm import parse_key_values
+from qdisk.errors import QdiskError
 from qdisk.pve import apply, audit, changes, hook
 from qdisk.pve.access.callers import AccessFiles
 from qdisk.pve.access.evaluation import check_exists, effective_privileges, privileges
@@ -31,6 +32,15 @@ def pve_host(settings: Settings) -> PveHost:
     """This host ($QDISK_PVE_ROOT, $QDISK_PVE_NODE) with the settings' QEMU tools."""
     host = PveHost.from_env()
     return PveHost(host.paths, settings.tools)
+
+
+def warn_storage_cfg(host: PveHost) -> None:
+    """What reading the host's storage.cfg skipped, told once per command (a storage.cfg
+    that cannot be read at all is the command's own error)."""
+    try:
+        warn_all(host.storage_config().warnings)
+    except QdiskError:
+        pass
 
 
 @click.group(name="pve")
@@ -63,6 +73,7 @@ def audit_(settings: Settings, as_json: bool, node: str | None, all_nodes: bool,
             raise click.BadParameter(f"'{budget}' is not a size (e.g. 512M, 16G, 1.5T)",
                                      param_hint="--budget")
     host = pve_host(settings)
+    warn_storage_cfg(host)
     nodes = host.nodes() if all_nodes else [node] if node is not None else None
     results = audit.audit(host, nodes, budget=budget_bytes)
     if as_json:
@@ -140,6 +151,7 @@ def set_(ctx: click.Context, vmid: int, deletes: tuple[str, ...]) -> None:
     """Store VM VMID's qcow2 cache settings (--scsi0 qcow2-cache-size-based-on-disk=1 ...)
     in /etc/pve/qdisk/VMID.conf, and apply them at once if the VM runs on this node."""
     host = pve_host(ctx.ensure_object(Settings))
+    warn_storage_cfg(host)
     keys = [key for text in deletes for key in re.split(r"[,;\s]+", text) if key]
     result = changes.set_cache(host, vmid, parse_key_values(ctx.args), keys)
     for message in result.warnings:
@@ -173,6 +185,7 @@ def apply_(settings: Settings, vmid: int | None, all_vms: bool) -> None:
     if (vmid is None) == (not all_vms):
         raise click.UsageError("give a VMID or --all")
     host = pve_host(settings)
+    warn_storage_cfg(host)
     failed = []
     for each in apply.running_vmids(host) if all_vms else [vmid]:
         assert each is not None
@@ -259,6 +272,8 @@ def hook_(settings: Settings, vmid: str | None, phase: str | None, print_snippet
         return
     try:
         host = pve_host(settings)
+        if host.paths.cache_settings(int(vmid)).exists():
+            warn_storage_cfg(host)  # only for the VMs qdisk has settings for
         if wait_for_migration:
             _report(hook.wait_for_migration(host, int(vmid)))
             return
