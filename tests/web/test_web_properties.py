@@ -30,6 +30,7 @@ from qdisk.web import homeapi, pveapi, sessions, tokens
 from qdisk.web.api import API_PREFIX
 from qdisk.web.http import node_name
 
+from access_helpers import install_access, make_key_pair
 from pve_helpers import OTHER_NODE, THIS_NODE, make_tree
 from web_helpers import running_server
 
@@ -97,7 +98,13 @@ def pve_target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
     root = tmp_path_factory.mktemp("web-properties-pve")
     tree = make_tree(root / "root")
     settings = Settings(home=root / "qdisk-home", tools=Tools())
-    admin, reader = tokens.create(settings, "admin"), tokens.create(settings, "reader", read_only=True)
+    # Proxmox VE's own users there: root@pam's API token, and an auditor's.
+    secret = "9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d"
+    install_access(tree.root, make_key_pair(root / "keys", "authkey"),
+                   "user:root@pam:1:0:::::\ntoken:root@pam!admin:0:0::\nuser:auditor@pve:1:0:::::\n"
+                   "token:auditor@pve!ro:0:0::\nacl:1:/:auditor@pve:PVEAuditor:\n",
+                   {"root@pam!admin": secret, "auditor@pve!ro": secret})
+    admin, reader = f"root@pam!admin={secret}", f"auditor@pve!ro={secret}"
     host = PveHost(PveLayout(tree.root, THIS_NODE), Tools())
     try:
         with running_server(settings, pve=host) as url:

@@ -18,9 +18,9 @@ def _home_only(state: State) -> None:
     """On a Proxmox VE host the login is Proxmox VE's own: its cookie is the node's, and a
     logout here would end the user's session in Proxmox VE's interface too."""
     if state.pve is not None:
-        raise ApiError(501, "qdisk serve --pve takes Proxmox VE's logins: log in and out in "
-                            "Proxmox VE's interface (https://<this node>:8006); API clients "
-                            "send a ticket or an API token")
+        raise ApiError(501, "not served on a Proxmox VE host (qdisk serve --pve), which takes "
+                            "Proxmox VE's logins: log in and out in Proxmox VE's interface "
+                            "(https://<this node>:8006); API clients send a ticket or an API token")
 
 
 @router.post("/access/ticket",
