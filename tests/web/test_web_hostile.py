@@ -8,14 +8,16 @@ from __future__ import annotations
 import os
 import stat
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import requests
+from playwright.sync_api import Page, expect
 
 from qdisk.config.drive import MAX_DRIVE_LENGTH
 from qdisk.settings import Settings, Tools
+from qdisk.vm import store
 from qdisk.vm.cacheview import ONLY_ROOT_PATHS
 from qdisk.web import tokens
 from qdisk.web.auth import MAX_SESSIONS_PER_TOKEN, Authenticator, AuthError
@@ -228,3 +230,43 @@ def test_token_create_on_a_fresh_home_makes_it_private_whatever_the_umask(
         assert stat.S_IMODE(directory.stat().st_mode) == 0o700, directory
     assert stat.S_IMODE(tokens.token_file(Settings(home=home, tools=Tools())).stat().st_mode) == 0o600
     assert run_qdisk("token", "list").exit_code == 0
+
+
+# --- the VM list with a config that cannot be read; a lock: line ---------------------------------
+
+
+def test_the_vm_list_names_an_unreadable_config_and_shows_the_others(
+        admin: Api, web_home: WebHome, open_page: Callable[[str], Page], server_url: str) -> None:
+    broken = store.config_path(web_home.settings, 101)
+    broken.write_bytes(b"name: \xff\xfe\n")
+    try:
+        listed = admin.get(f"/nodes/{NODE}/qemu")
+        assert listed.status_code == 200, listed.text
+        vms = {vm["vmid"]: vm for vm in listed.json()["data"]}
+        assert vms[VMID] == {"vmid": VMID, "name": "db", "status": "stopped"}
+        assert set(vms[101]) == {"vmid", "status", "problem"} and str(broken) in vms[101]["problem"]
+        assert admin.get(f"/nodes/{NODE}/qemu/101/config").status_code == 400
+        page = open_page(server_url)
+        page.fill("#token-input", web_home.admin_token)
+        page.click("#login-button")
+        expect(page.locator("#vm-table tbody tr")).to_have_count(2)
+        expect(page.locator("#vm-table tbody tr[data-vmid='101'] .problem")).to_contain_text(str(broken))
+        expect(page.locator(f"#vm-table tbody tr[data-vmid='{VMID}'] a")).to_have_text("db")
+    finally:
+        broken.unlink()
+
+
+def test_a_locked_vm_is_changed_only_with_skiplock(admin: Api, web_home: WebHome) -> None:
+    config = web_home.config_file
+    healthy = config.read_text()
+    config.write_text(healthy + "lock: backup\n")
+    try:
+        refused = admin.put(vm_path("/config"), data={"memory": "96"})
+        assert refused.status_code == 400 and refused.json()["message"] == f"VM {VMID} is locked (backup)"
+        assert admin.post(vm_path("/status/start")).json()["message"] == f"VM {VMID} is locked (backup)"
+        assert "skiplock" in _errors(admin.put(vm_path("/config"), data={"memory": "96",
+                                                                       "skiplock": "maybe"}))
+        assert admin.put(vm_path("/config"), data={"memory": "96", "skiplock": "1"}).status_code == 200
+        assert "memory: 96\n" in config.read_text() and "lock: backup\n" in config.read_text()
+    finally:
+        config.write_text(healthy)

@@ -22,17 +22,14 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from qdisk import storage
-from qdisk.pve.host import PveHost
 from qdisk.settings import Settings, Tools
-from qdisk.system.layout import PveLayout
 from qdisk.vm import changes, store
 from qdisk.web import homeapi, pveapi, sessions, tokens
 from qdisk.web.api import API_PREFIX
 from qdisk.web.http import node_name
 
-from access_helpers import install_access, make_key_pair
-from pve_helpers import OTHER_NODE, THIS_NODE, make_tree
-from web_helpers import running_server
+from pve_helpers import OTHER_NODE, THIS_NODE
+from web_helpers import make_pve_home, running_server
 
 # Bounded: the whole test stays within seconds per server.
 EXAMPLES = settings(max_examples=300, deadline=None,
@@ -95,23 +92,13 @@ def home_target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
 
 @pytest.fixture(scope="module")
 def pve_target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
-    root = tmp_path_factory.mktemp("web-properties-pve")
-    tree = make_tree(root / "root")
-    settings = Settings(home=root / "qdisk-home", tools=Tools())
-    # Proxmox VE's own users there: root@pam's API token, and an auditor's.
-    secret = "9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d"
-    install_access(tree.root, make_key_pair(root / "keys", "authkey"),
-                   "user:root@pam:1:0:::::\ntoken:root@pam!admin:0:0::\nuser:auditor@pve:1:0:::::\n"
-                   "token:auditor@pve!ro:0:0::\nacl:1:/:auditor@pve:PVEAuditor:\n",
-                   {"root@pam!admin": secret, "auditor@pve!ro": secret})
-    admin, reader = f"root@pam!admin={secret}", f"auditor@pve!ro={secret}"
-    host = PveHost(PveLayout(tree.root, THIS_NODE), Tools())
+    home = make_pve_home(tmp_path_factory.mktemp("web-properties-pve"))
     try:
-        with running_server(settings, pve=host) as url:
+        with running_server(home.settings, pve=home.host) as url:
             yield Target(url, _routes(pve=True), [THIS_NODE, OTHER_NODE],
-                         ["100", "101", "102", "200"], [admin, reader])
+                         ["100", "101", "102", "200"], [home.admin_token, home.reader_token])
     finally:
-        tree.kill_all()
+        home.tree.kill_all()
 
 
 def _mostly(draw: st.DrawFn, usual: st.SearchStrategy[str],

@@ -21,13 +21,11 @@ from playwright.sync_api import Page, expect
 
 from qdisk.pve.cachesettings import read_settings
 from qdisk.pve.host import PveHost
-from qdisk.settings import Settings, Tools
-from qdisk.system.layout import PveLayout
 
-from access_helpers import AccessTree, KeyPair, install_access, make_key_pair, perl_ticket, ticket_cookie
+from access_helpers import AccessTree, KeyPair, perl_ticket, ticket_cookie
 from cli_helpers import RunQdisk
-from pve_helpers import GIB, MIB, NOISE, OTHER_NODE, THIS_NODE, PveTree, make_tree, vm_size
-from web_helpers import Api, make_certificate, running_server, serving_process
+from pve_helpers import GIB, MIB, NOISE, OTHER_NODE, THIS_NODE, PveTree, vm_size
+from web_helpers import Api, make_certificate, make_pve_home, running_server, serving_process
 
 pytestmark = pytest.mark.qemu
 
@@ -39,20 +37,6 @@ AUDIT = f"/nodes/{THIS_NODE}/qdisk/audit"
 # VM 100's 32 TiB scsi0 (L2 and refcount caches).
 DEFAULT_L2 = 32 * MIB
 AUTO_32T = 5 * GIB
-SECRET = "0b7f6c1e-2d3a-4e5f-8a9b-0c1d2e3f4a5b"
-ADMIN_TOKEN = f"root@pam!admin={SECRET}"
-READER_TOKEN = f"auditor@pve!ro={SECRET}"
-USER_CFG = ("user:root@pam:1:0:::::\n"
-            "token:root@pam!admin:0:0::\n"
-            "user:auditor@pve:1:0:::::\n"
-            "token:auditor@pve!ro:0:1::\n"
-            "acl:1:/:auditor@pve:PVEAuditor:\n"
-            "acl:1:/vms:auditor@pve!ro:PVEAuditor:\n")
-
-
-def install_users(tree: PveTree, key: KeyPair) -> AccessTree:
-    """root@pam with an API token, and an auditor with a privilege-separated one."""
-    return install_access(tree.root, key, USER_CFG, {"root@pam!admin": SECRET, "auditor@pve!ro": SECRET})
 
 
 @dataclass(frozen=True)
@@ -75,16 +59,13 @@ class HostServer:
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HostServer]:
-    root = tmp_path_factory.mktemp("pve-serve")
-    tree = make_tree(root / "root")
-    settings = Settings(home=root / "qdisk-home", tools=Tools())
-    key = make_key_pair(root / "keys", "authkey")
-    access = install_users(tree, key)
-    host = PveHost(PveLayout(tree.root, THIS_NODE), Tools())
+    home = make_pve_home(tmp_path_factory.mktemp("pve-serve"))
+    tree = home.tree
     try:
         pid = tree.start(VMID)
-        with running_server(settings, pve=host) as url:
-            yield HostServer(tree, host, url, pid, ADMIN_TOKEN, READER_TOKEN, access, key)
+        with running_server(home.settings, pve=home.host) as url:
+            yield HostServer(tree, home.host, url, pid, home.admin_token, home.reader_token,
+                             home.access, home.key)
     finally:
         tree.kill_all()
 
@@ -300,10 +281,9 @@ def test_serve_pve_refuses_a_root_that_is_no_host_or_lacks_this_node(
 
 
 def test_proxmoxer_audits_and_sets_a_cache_through_serve_pve_over_tls(tmp_path: Path) -> None:
-    tree = make_tree(tmp_path / "root")
-    install_users(tree, make_key_pair(tmp_path / "keys", "authkey"))
-    settings = Settings(home=tmp_path / "qdisk-home", tools=Tools())
-    user, token = ADMIN_TOKEN.split("!")
+    home = make_pve_home(tmp_path)
+    tree, settings = home.tree, home.settings
+    user, token = home.admin_token.split("!")
     token_name, token_value = token.split("=")
     tls = make_certificate(tmp_path)
     before = tree.proxmox_files()

@@ -23,18 +23,16 @@ from qdisk.web import tokens
 from access_helpers import (
     AccessTree,
     KeyPair,
-    install_access,
     make_key_pair,
     perl_csrf,
     perl_ticket,
     ticket_cookie,
 )
-from pve_helpers import OTHER_NODE, THIS_NODE, PveTree, make_tree
-from web_helpers import Api, make_certificate, running_server
+from pve_helpers import OTHER_NODE, THIS_NODE, PveTree
+from web_helpers import PVE_SECRET, Api, make_certificate, make_pve_home, running_server
 
-SECRET = "5d0c3b2a-1e4f-4a6b-9c8d-7e6f5a4b3c2d"
-ROOT_TOKEN = f"root@pam!admin={SECRET}"
-TUNER_TOKEN = f"alice@pve!tuner={SECRET}"
+ROOT_TOKEN = f"root@pam!admin={PVE_SECRET}"
+TUNER_TOKEN = f"alice@pve!tuner={PVE_SECRET}"
 USER_CFG = """\
 user:root@pam:1:0:::::
 token:root@pam!admin:0:0::
@@ -87,13 +85,10 @@ class Served:
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     root = tmp_path_factory.mktemp("pve-access")
-    tree = make_tree(root / "root")
-    keys = root / "keys"
-    key, foreign = make_key_pair(keys, "authkey"), make_key_pair(keys, "foreign")
-    access = install_access(tree.root, key, USER_CFG, {"root@pam!admin": SECRET, "alice@pve!tuner": SECRET})
-    settings = Settings(home=root / "qdisk-home", tools=Tools())
-    with running_server(settings, pve=PveHost(PveLayout(tree.root, THIS_NODE), Tools())) as url:
-        yield Served(tree, access, key, foreign, settings, url)
+    home = make_pve_home(root, USER_CFG, ("alice@pve!tuner",))
+    foreign = make_key_pair(root / "keys", "foreign")
+    with running_server(home.settings, pve=home.host) as url:
+        yield Served(home.tree, home.access, home.key, foreign, home.settings, url)
 
 
 @pytest.fixture

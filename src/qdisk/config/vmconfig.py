@@ -94,13 +94,18 @@ def check_vmid(vmid: int) -> int:
     return vmid
 
 
+def is_vmid(text: str) -> bool:
+    """Whether ``text`` is a VM id as Proxmox VE writes one (config file names too)."""
+    return _VMID_RE.fullmatch(text) is not None
+
+
 def parse_vmid(text: str) -> int:
     """A VM id as Proxmox VE's API takes it (an integer in the ``pve-vmid`` format: digits,
     no sign, no leading zero, 100 to 999999999); ``100.0``, ``+100``, ``1_00``, ``0100``
     or ``100 `` are refused, as ``int()`` would take some of them."""
     if not _INTEGER_RE.fullmatch(text):
         raise VmConfigError(f"type check ('integer') failed - got '{text}'")
-    if _VMID_RE.fullmatch(text):
+    if is_vmid(text):
         return int(text)
     if len(text) > len(str(MAX_VMID)) + 1 or not MIN_VMID <= int(text) <= MAX_VMID:
         raise VmConfigError(f"invalid VM id {text} (must be {MIN_VMID} to {MAX_VMID})")

@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 
 from qdisk import storage
 from qdisk.config.drive import is_drive_key
-from qdisk.config.propstring import split_list
+from qdisk.config.propstring import parse_boolean, split_list
 from qdisk.qemu.cacheview import option_descriptors
 from qdisk.storage import content as storage_content
 from qdisk.vm import cacheview, changes, lifecycle, store, views
@@ -56,6 +56,16 @@ ExistingVm = Annotated[int, Depends(existing_vm)]
 # threads.
 
 
+def _flag(parameters: dict[str, str], name: str) -> bool:
+    """Boolean parameter ``name``, taken out of ``parameters`` (absent: false)."""
+    if name not in parameters:
+        return False
+    value = parse_boolean(parameters.pop(name))
+    if value is None:
+        raise parameter_error({name: "type check ('boolean') failed"})
+    return value
+
+
 @router.get("/nodes", tags=["nodes"], summary="The node (this host)")
 async def nodes(state: State, _principal: Reader) -> JSONResponse:
     return data([{"node": state.node, "status": "online", "type": "node"}])
@@ -63,7 +73,10 @@ async def nodes(state: State, _principal: Reader) -> JSONResponse:
 
 @router.get("/nodes/{node}/qemu", tags=["qemu"], summary="Every VM: vmid, name, status")
 def vm_list(state: State, _principal: Reader, _node: ThisNode) -> JSONResponse:
-    return data([{"vmid": item.vmid, "name": item.name, "status": item.status}
+    # A VM whose config cannot be read is listed with its problem (and no name).
+    return data([{"vmid": item.vmid, "status": item.status,
+                  **({"name": item.name} if item.name is not None else {}),
+                  **({"problem": item.problem} if item.problem is not None else {})}
                  for item in views.list_vms(state.settings)])
 
 
@@ -78,12 +91,13 @@ async def vm_config(state: State, _principal: Reader, vmid: ExistingVm,
 
 def update_config(state: State, _principal: Writer, vmid: ExistingVm,
                   parameters: Parameters) -> JSONResponse:
-    # Proxmox VE's other parameters (revert, skiplock, ...) are no config keys: the
-    # service refuses them with the unknown ones.
+    # Proxmox VE's other parameters (revert, force, ...) are no config keys: the service
+    # refuses them with the unknown ones.
     requested = dict(parameters)
     digest, delete_text = requested.pop("digest", None), requested.pop("delete", "")
+    skiplock = _flag(requested, "skiplock")
     result = changes.set_options(state.settings, vmid, requested, split_list(delete_text),
-                                 digest=digest)
+                                 digest=digest, skiplock=skiplock)
     outcome = {"applied": list(result.applied), "pending": list(result.pending),
                "notes": list(result.notes), "warnings": list(result.warnings)}
     if result.failed:
@@ -96,7 +110,8 @@ def update_config(state: State, _principal: Writer, vmid: ExistingVm,
 
 
 _CONFIG_BODY = form_body({"delete": "Keys to remove, a list (commas)",
-                          "digest": "The digest the config was read with: refused if stale"},
+                          "digest": "The digest the config was read with: refused if stale",
+                          "skiplock": "Ignore a lock: line (root's override)"},
                          additional="Config keys and their values (memory, scsi0, ...)")
 for _method, _summary in (
         ("PUT", "Change the VM's config: config keys, delete (a list), digest"),
@@ -120,21 +135,25 @@ def vm_status(state: State, _principal: Reader, vmid: ExistingVm) -> JSONRespons
 
 
 @router.post("/nodes/{node}/qemu/{vmid}/status/start", tags=["qemu"],
+             openapi_extra=form_body({"skiplock": "Ignore a lock: line (root's override)"}),
              summary="Start the VM (pending changes are applied first)")
 def vm_start(state: State, _principal: Writer, vmid: ExistingVm,
              parameters: Parameters) -> JSONResponse:
-    only(parameters, ())
-    result = lifecycle.start(state.settings, vmid, accel=state.accel)
+    only(parameters, ("skiplock",))
+    result = lifecycle.start(state.settings, vmid, accel=state.accel,
+                             skiplock=_flag(dict(parameters), "skiplock"))
     return data(None, result={"pid": result.pid, "syntax": result.syntax,
                               "accel": result.accel, "warnings": list(result.warnings)})
 
 
 @router.post("/nodes/{node}/qemu/{vmid}/status/stop", tags=["qemu"],
-             openapi_extra=form_body({"timeout": "Seconds to wait before killing QEMU (0-3600)"}),
+             openapi_extra=form_body({"timeout": "Seconds to wait before killing QEMU (0-3600)",
+                                      "skiplock": "Ignore a lock: line (root's override)"}),
              summary="Stop the VM: QEMU is asked to quit, killed after timeout seconds")
 def vm_stop(state: State, _principal: Writer, vmid: ExistingVm,
             parameters: Parameters) -> JSONResponse:
-    only(parameters, ("timeout",))
+    only(parameters, ("timeout", "skiplock"))
+    skiplock = _flag(dict(parameters), "skiplock")
     timeout = lifecycle.DEFAULT_STOP_TIMEOUT
     if "timeout" in parameters:
         try:
@@ -143,7 +162,7 @@ def vm_stop(state: State, _principal: Writer, vmid: ExistingVm,
             timeout = -1.0
         if not 0 <= timeout <= MAX_STOP_TIMEOUT:
             raise parameter_error({"timeout": "must be a number of seconds from 0 to 3600"})
-    result = lifecycle.stop(state.settings, vmid, timeout=timeout)
+    result = lifecycle.stop(state.settings, vmid, timeout=timeout, skiplock=skiplock)
     return data(None, result={"pid": result.pid, "killed": result.killed,
                               "warnings": list(result.warnings)})
 
