@@ -28,7 +28,6 @@ from qdisk.config.propstring import split_list
 from qdisk.pve import audit, cacheview, changes
 from qdisk.pve.access.callers import AccessFiles, PermissionCheckError
 from qdisk.pve.access.privileges import SYS_AUDIT, VM_AUDIT, VM_CONFIG_DISK
-from qdisk.pve.apply import Outcome
 from qdisk.pve.cachesettings import has_cache_keys
 from qdisk.pve.host import PveHost
 from qdisk.web.auth import AuthError, Principal
@@ -169,13 +168,9 @@ def set_cache(host: Host, vmid: DiskConfigVm, parameters: Parameters) -> JSONRes
     if unknown:
         raise parameter_error(unknown)
     result = changes.set_cache(host, vmid, requested, deletes)
-    refused = {outcome.key: "\n".join(outcome.messages) for outcome in result.refused}
-    if any(outcome.outcome is Outcome.FAILED for outcome in result.refused):
-        raise ApiError(500, f"VM {vmid}: not applied, and not stored: "
-                            f"{'; '.join(refused.values())}")
-    if refused:
-        raise ApiError(400, f"VM {vmid}: QEMU refused: not applied, and not stored: "
-                            f"{', '.join(refused)}", refused)
+    not_taken = result.error()
+    if not_taken is not None:
+        raise not_taken
     return data(None, result={
         "stored": list(result.stored), "file": str(host.paths.cache_settings(vmid)),
         "drives": {outcome.key: {"outcome": outcome.outcome.value,
