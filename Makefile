@@ -1,4 +1,4 @@
-# qdisk: make install | make test | make demo
+# qdisk: make install | make test | make test-fast | make demo
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -6,7 +6,7 @@ APT_PACKAGES := qemu-utils qemu-system-x86 qemu-system-common qemu-block-extra f
   libcrypt-openssl-rsa-perl libdigest-sha-perl liburi-perl
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install system-packages test demo lint typecheck bench clean
+.PHONY: install system-packages test test-fast demo lint typecheck bench clean
 
 install: system-packages $(VENV)/.installed
 
@@ -38,6 +38,10 @@ typecheck: install
 
 test: install lint typecheck
 	$(BIN)/pytest
+
+# The tests not marked qemu (they start no QEMU tool): a quicker edit-test loop.
+test-fast: install
+	$(BIN)/pytest -m "not qemu"
 
 # The demo keeps its VMs and images under scratch/ unless QDISK_HOME is set.
 demo: install

@@ -30,7 +30,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from qdisk import storage
-from qdisk.config.drive import MAX_DRIVE_LENGTH
+from qdisk.config.propstring import MAX_LENGTH as MAX_DRIVE_LENGTH
 from qdisk.settings import Settings, Tools
 from qdisk.vm import changes
 from qdisk.web import tokens

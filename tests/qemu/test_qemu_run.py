@@ -213,7 +213,8 @@ def test_a_templates_disks_run_read_only_except_on_sata(
         syntax: Syntax, qemu_home: QemuHome,
         daemonized_qemu: Callable[[Sequence[str], Path], int]) -> None:
     """qemu-server's drive_is_read_only: QEMU refuses a read-only node under an IDE/SATA
-    disk ("Block node is read-only"), so a template's SATA disk stays writable."""
+    disk ("Block node is read-only"), so a template's SATA disk is not read-only; its
+    -snapshot keeps writes to a -drive disk off the base image."""
     config = parse_vm_config((GOLDEN_DIR / f"template-{syntax}.conf").read_text(), VMID)
     qemu_home.create_image("local/images/8006/base-8006-disk-0.qcow2", "1M")
     qemu_home.create_image("local/images/8006/base-8006-disk-1.raw", "1M")
@@ -226,6 +227,16 @@ def test_a_templates_disks_run_read_only_except_on_sata(
     daemonized_qemu([*command.argv, "-S"], run / f"{VMID}.pid")
     [blocks] = asyncio.run(qmp_query(run / f"{VMID}.qmp", ["query-block"]))
 
-    read_only = {block["qdev"].rsplit("/", 2)[-2] if block["qdev"].startswith("/") else
-                 block["qdev"]: block["inserted"]["ro"] for block in blocks}
-    assert read_only == {"scsi0": True, "sata0": False}
+    inserted = {block["qdev"].rsplit("/", 2)[-2] if block["qdev"].startswith("/") else
+                block["qdev"]: block["inserted"] for block in blocks}
+    assert {key: node["ro"] for key, node in inserted.items()} == {"scsi0": True, "sata0": False}
+    # qemu-server's -snapshot: a -drive disk is written to a temporary overlay over the base
+    # image; -blockdev nodes are not affected (as with qemu-server's).
+    formats, image = [], inserted["sata0"]["image"]
+    while image is not None:
+        formats.append(image["format"])
+        image = image.get("backing-image")
+    if syntax == "drive":
+        assert formats == ["qcow2", "raw"], formats  # the temporary overlay on top
+    else:
+        assert "qcow2" not in formats, formats

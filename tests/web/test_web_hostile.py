@@ -15,7 +15,7 @@ import pytest
 import requests
 from playwright.sync_api import Page, expect
 
-from qdisk.config.drive import MAX_DRIVE_LENGTH
+from qdisk.config.propstring import MAX_LENGTH as MAX_DRIVE_LENGTH
 from qdisk.settings import Settings, Tools
 from qdisk.vm import store
 from qdisk.vm.cacheview import ONLY_ROOT_PATHS

@@ -4,6 +4,7 @@ an API client, a TLS certificate."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import re
 import signal
@@ -117,7 +118,9 @@ def running_server(settings: Settings, tls: TlsFiles | None = None, *,
     thread on a free loopback port; yields its URL. Stopped (and the home's VMs killed) on
     the way out, whatever happened."""
     listener = listen(ListenAddress("127.0.0.1", 0), tls)
-    server = make_server(settings, listener, accel="tcg", pve=pve, limits=limits)
+    # VMs started through the server run under TCG: no guest needs KVM here.
+    server = make_server(dataclasses.replace(settings, accel="tcg"), listener, pve=pve,
+                         limits=limits)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [listener.sock]}, daemon=True)
     thread.start()
     try:

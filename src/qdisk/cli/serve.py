@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import click
 
-from qdisk.cli.common import pass_settings, warn
-from qdisk.cli.pve import pve_host
-from qdisk.cli.vm import ACCEL_ENV
+from qdisk.cli.common import pass_settings, pve_host, warn
 from qdisk.pve.host import NODE_ENV, PveHost, PveRefusedError
 from qdisk.settings import Settings
 from qdisk.web import tokens
@@ -59,7 +56,7 @@ def command(settings: Settings, listen_text: str | None, tls_cert: Path | None,
         _check_access_files(host)
     else:
         _check_tokens(settings)
-    server.serve(settings, listener, accel=os.environ.get(ACCEL_ENV) or None, pve=host)
+    server.serve(settings, listener, pve=host)
 
 
 def _check_tokens(settings: Settings) -> None:

@@ -28,9 +28,6 @@ DROPPED_KEYS = frozenset({"cyls", "heads", "secs", "trans"})
 QEMU_THROTTLE_MAX = 10**15
 QEMU_BURST_LENGTH_MAX = 2**32 - 1
 QEMU_LIMIT = "QEMU's limit"
-# The longest drive string taken (as Proxmox VE's description): a path of PATH_MAX and
-# every option fit, and a hostile string cannot make its checks and their report huge.
-MAX_DRIVE_LENGTH = 8192
 
 
 def _check_qm_path(text: str) -> str | None:
@@ -388,18 +385,10 @@ class ParsedDrive:
     warnings: tuple[str, ...]
 
 
-def check_drive_length(key: str, text: str) -> None:
-    """Refuse (DriveError) a drive string beyond :data:`MAX_DRIVE_LENGTH`: the work its
-    checks do, and the problems they report, grow with it."""
-    if len(text) > MAX_DRIVE_LENGTH:
-        raise DriveError(key, [Problem(None, f"value may only be {MAX_DRIVE_LENGTH} "
-                                             "characters long")])
-
-
 def parse_drive(key: str, text: str) -> ParsedDrive:
     """Parse the value of a drive line (``scsi0``, ``local:100/x.qcow2,cache=none``).
     Raises DriveError carrying every problem of the string."""
-    check_drive_length(key, text)
+    propstring.check_length(key, text)
     bus, _ = _bus_of(key)
     return _validated(key, propstring.parse_property_string(bus.schema, text))
 

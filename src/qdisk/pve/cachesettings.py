@@ -31,7 +31,7 @@ from pathlib import Path
 
 from qdisk.cache.options import QCOW2_CACHE_KEYS
 from qdisk.config import propstring
-from qdisk.config.drive import Drive, check_drive_length, is_drive_key, make_drive, schema_of
+from qdisk.config.drive import Drive, is_drive_key, make_drive, schema_of
 from qdisk.config.propstring import Schema, Value
 from qdisk.config.text import BLANKS, read_config
 from qdisk.errors import ConfigFileError, DriveError, Problem
@@ -67,7 +67,7 @@ def parse_settings_value(key: str, text: str) -> dict[str, Value]:
     if not has_cache_keys(key):
         raise DriveError(key, [Problem(None, "not a disk drive key: the qcow2 cache options exist "
                                              "for ide0-3, sata0-5, scsi0-30 and virtio0-15")])
-    check_drive_length(key, text)
+    propstring.check_length(key, text)
     checked = propstring.parse_property_string(SETTINGS_SCHEMA, text)
     propstring.check_rules(SETTINGS_SCHEMA.rules, checked)
     if not checked.problems and not checked.values:

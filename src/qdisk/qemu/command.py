@@ -45,7 +45,7 @@ MAX_SATA_DISKS = 6
 _VERSION_RE = re.compile(r"(\d+)\.(\d+)(?:\.(\d+))?")
 # qemu-server's PCI address table (PCI.pm's get_pci_addr_map), the entries of the devices
 # qdisk renders: device -> (bus, slot). Bus N is the bridge pci.N; pci.0 is i440fx's root
-# bus, on q35 a bridge behind the DMI bridge (pve-q35-4.0.cfg, see _Q35_BRIDGES).
+# bus, on q35 a bridge behind the DMI bridge (pve-q35-4.0.cfg, see _Q35_CONFIG_BRIDGES).
 _PCI_SLOTS: dict[str, tuple[int, int]] = {
     "vga": (0, 2), "scsihw0": (0, 5), "pci.3": (0, 5), "scsihw1": (0, 6), "ahci0": (0, 7),
     **{f"virtio{index}": (0, 10 + index) for index in range(6)},
@@ -177,6 +177,9 @@ class _Builder:
             "-device", f"VGA,id=vga{self._pci_address('vga')}",
             *self.devices,
             "-machine", ",".join(machine),
+            # qemu-server: "needed to workaround base volumes being read-only" (a template's
+            # IDE/SATA disks cannot be; QEMU writes to temporary overlays of -drive disks).
+            *(["-snapshot"] if self.template else []),
         ]
 
     def _drives(self) -> list[Drive]:

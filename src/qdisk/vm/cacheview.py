@@ -17,7 +17,8 @@ from qdisk.cache import (
     resolved_cache_options,
 )
 from qdisk.config import vmconfig
-from qdisk.config.drive import Drive, check_drive_length, parse_drive, print_drive
+from qdisk.config.drive import Drive, parse_drive, print_drive
+from qdisk.config.propstring import check_length
 from qdisk.errors import DriveError, InvalidInputError
 from qdisk.image.info import ImageInfo
 from qdisk.qemu.cacheview import (
@@ -123,7 +124,7 @@ def preview_drive(settings: Settings, key: str, text: str, *, host_paths: bool) 
     per qcow2 layer, the cache it gets (``edited``). Without ``host_paths`` (root's
     right, as in Proxmox VE) only volumes of configured storages are looked at: a path
     is refused before anything is read, so nothing tells whether it exists."""
-    check_drive_length(key, text)  # refused outright, not reported as the string's problem
+    check_length(key, text)  # refused outright, not reported as the string's problem
     result: dict[str, Any] = {"disk": key, "errors": {}, "warnings": [], "format": None,
                               "new": False, "layers": []}
     try:

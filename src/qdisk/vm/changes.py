@@ -146,7 +146,33 @@ class _Prepared:
 def _prepare(config: VmConfig, changes: Mapping[str, str], deletes: Sequence[str],
              allocator: Allocator) -> _Prepared:
     """Every change checked, new images allocated; raises InvalidOptionsError with every
-    problem found."""
+    problem found: first the syntax of every value, then (all of it valid) the machine
+    type against the installed QEMU and each drive against its volume and image."""
+    prepared, drives = _checked_syntax(config, changes, deletes)
+    problems: list[tuple[str, str]] = []
+    machine = prepared.values.get("machine")
+    machine_problem = None if machine is None else _machine_problem(machine,
+                                                                    allocator.settings.tools)
+    if machine_problem is not None:
+        problems.append(("machine", machine_problem))
+    for drive in drives:
+        try:
+            drive = allocator.allocated(drive)
+            prepared.warnings += _check_image(drive, allocator.storage_config,
+                                              allocator.settings.tools)
+        except InvalidInputError as error:
+            problems += [(drive.key, line) for line in _problem_lines(drive.key, error)]
+            continue
+        prepared.values[drive.key] = print_drive(drive)
+    if problems:
+        raise InvalidOptionsError(config.vmid, problems)
+    return prepared
+
+
+def _checked_syntax(config: VmConfig, changes: Mapping[str, str],
+                    deletes: Sequence[str]) -> tuple[_Prepared, list[Drive]]:
+    """The changes whose syntax alone is checked: the other options' canonical values,
+    the keys to delete, and the drives (their volumes and images still to check)."""
     prepared = _Prepared()
     problems: list[tuple[str, str]] = []
     drives: list[Drive] = []
@@ -169,11 +195,6 @@ def _prepare(config: VmConfig, changes: Mapping[str, str], deletes: Sequence[str
                 prepared.values[key] = canonical_option(key, text)
             except InvalidOptionError as error:
                 problems += [(key, line) for line in error.lines]
-                continue
-            if key == "machine":
-                problem = _machine_problem(prepared.values[key], allocator.settings.tools)
-                if problem is not None:
-                    problems.append((key, problem))
     for key in deletes:
         if not known_key(key) and key not in present:
             problems.append(("delete", f"unknown option '{key}'"))
@@ -183,18 +204,7 @@ def _prepare(config: VmConfig, changes: Mapping[str, str], deletes: Sequence[str
             prepared.deletes.append(key)
     if problems:
         raise InvalidOptionsError(config.vmid, problems)
-    for drive in drives:
-        try:
-            drive = allocator.allocated(drive)
-            prepared.warnings += _check_image(drive, allocator.storage_config,
-                                              allocator.settings.tools)
-        except InvalidInputError as error:
-            problems += [(drive.key, line) for line in _problem_lines(drive.key, error)]
-            continue
-        prepared.values[drive.key] = print_drive(drive)
-    if problems:
-        raise InvalidOptionsError(config.vmid, problems)
-    return prepared
+    return prepared, drives
 
 
 def _machine_problem(value: str, tools: Tools) -> str | None:

@@ -39,9 +39,9 @@ OPENAPI_PATH = "/api2/openapi.json"
 
 
 def create_app(settings: Settings, *, secure_cookies: bool = False,
-               accel: str | None = None, pve: PveHost | None = None) -> FastAPI:
+               pve: PveHost | None = None) -> FastAPI:
     """The whole server: API, OpenAPI document and page. ``secure_cookies`` marks the
-    session cookie Secure (served over TLS); ``accel`` is passed to ``vm.start``. With
+    session cookie Secure (served over TLS); VMs start with ``settings.accel``. With
     ``pve``, the VMs are that Proxmox VE host's and only their qcow2 cache is served;
     who may ask is then the host's own users and API tokens, with their privileges
     (:mod:`qdisk.web.pveauth`), else QDISK_HOME's tokens (``settings``)."""
@@ -52,7 +52,7 @@ def create_app(settings: Settings, *, secure_cookies: bool = False,
                                       "Proxmox VE host's VMs (qdisk serve --pve).")
     install_state(app, ServerState(settings, Authenticator(TokenStore(settings)), node_name(),
                                    pve=pve, access=None if pve is None else AccessFiles(pve.paths),
-                                   accel=accel, secure_cookies=secure_cookies))
+                                   secure_cookies=secure_cookies))
     router = APIRouter(prefix=API_PREFIX)
     router.include_router(sessions.router)
     router.add_api_route("/version", version, methods=["GET"], tags=["nodes"],

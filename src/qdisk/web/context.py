@@ -33,16 +33,15 @@ CPU_WORKERS = 1
 @dataclass(frozen=True)
 class ServerState:
     """What the handlers serve: QDISK_HOME (``settings``: its VMs, and the tokens either
-    way) or a Proxmox VE host (``pve``); how requests are authenticated (QDISK_HOME's
-    tokens, or with ``pve`` the host's own users, ``access``); the ``accel`` a VM start
-    gets; whether the session cookie is marked Secure (TLS)."""
+    way, and the accelerator VMs start with) or a Proxmox VE host (``pve``); how requests
+    are authenticated (QDISK_HOME's tokens, or with ``pve`` the host's own users,
+    ``access``); whether the session cookie is marked Secure (TLS)."""
 
     settings: Settings
     authenticator: Authenticator
     node: str
     pve: PveHost | None = None
     access: AccessFiles | None = None
-    accel: str | None = None
     secure_cookies: bool = False
     # One limiter per application: it serves one event loop.
     cpu_workers: anyio.CapacityLimiter = field(

@@ -137,8 +137,7 @@ def vm_status(state: State, _principal: Reader, vmid: ExistingVm) -> JSONRespons
 def vm_start(state: State, _principal: Writer, vmid: ExistingVm,
              parameters: Parameters) -> JSONResponse:
     only(parameters, ("skiplock",))
-    result = lifecycle.start(state.settings, vmid, accel=state.accel,
-                             skiplock=_flag(dict(parameters), "skiplock"))
+    result = lifecycle.start(state.settings, vmid, skiplock=_flag(dict(parameters), "skiplock"))
     return data(None, result={"pid": result.pid, "syntax": result.syntax,
                               "accel": result.accel, "warnings": list(result.warnings)})
 

@@ -191,12 +191,11 @@ def guarded_http(limits: ConnectionLimits) -> type[GuardedHttp]:
     return type("GuardedHttp", (GuardedHttp,), {"limits": limits})
 
 
-def make_server(settings: Settings, listener: Listener, *, accel: str | None = None,
-                pve: PveHost | None = None,
+def make_server(settings: Settings, listener: Listener, *, pve: PveHost | None = None,
                 limits: ConnectionLimits = ConnectionLimits()) -> uvicorn.Server:
     """The uvicorn server of the whole application (``pve``: over that Proxmox VE host's
     VMs); run it with ``server.run(sockets=[sock])``."""
-    app = create_app(settings, secure_cookies=listener.tls is not None, accel=accel, pve=pve)
+    app = create_app(settings, secure_cookies=listener.tls is not None, pve=pve)
     tls = listener.tls
     config = uvicorn.Config(app, log_config=None, server_header=False, http=guarded_http(limits),
                             timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
@@ -205,10 +204,9 @@ def make_server(settings: Settings, listener: Listener, *, accel: str | None = N
     return uvicorn.Server(config)
 
 
-def serve(settings: Settings, listener: Listener, *, accel: str | None = None,
-          pve: PveHost | None = None) -> None:
+def serve(settings: Settings, listener: Listener, *, pve: PveHost | None = None) -> None:
     """Serve until interrupted (SIGINT, SIGTERM): uvicorn finishes the requests under way."""
     try:
-        make_server(settings, listener, accel=accel, pve=pve).run(sockets=[listener.sock])
+        make_server(settings, listener, pve=pve).run(sockets=[listener.sock])
     finally:
         listener.sock.close()
