@@ -25,6 +25,10 @@ class QmpError(QdiskError):
     """QEMU's monitor could not be reached or answered with an error."""
 
 
+class QmpBusyError(QmpError):
+    """QEMU's monitor did not greet in time: another client holds it (or QEMU hangs)."""
+
+
 class QmpCommandError(QmpError):
     """QEMU refused a command; ``desc`` is QEMU's message."""
 
@@ -68,7 +72,7 @@ class QmpConnection:
         except asyncio.TimeoutError as error:
             self._loop.close()
             # QEMU serves one client per monitor: others wait, ungreeted, in the backlog.
-            raise QmpError(f"QEMU's monitor at {self.socket_path} is busy: no greeting within "
+            raise QmpBusyError(f"QEMU's monitor at {self.socket_path} is busy: no greeting within "
                            f"{self.timeout:g} s (another client, such as qemu-server, holds it, "
                            "or QEMU hangs)") from error
         except (OSError, QMPError) as error:
