@@ -1,16 +1,18 @@
-# qdisk: make install | make test | make test-fast | make demo
+# qdisk: make install | make test | make test-fast | make test-pve9 | make demo
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-APT_PACKAGES := qemu-utils qemu-system-x86 qemu-system-common qemu-block-extra fio chromium
+APT_PACKAGES := qemu-utils qemu-system-x86 qemu-system-common qemu-block-extra fio chromium debootstrap \
+  libcrypt-openssl-rsa-perl libdigest-sha-perl liburi-perl
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install system-packages test test-fast demo lint typecheck bench clean
+.PHONY: install system-packages test test-fast test-pve9 pve9-suite demo lint typecheck bench clean
 
 install: system-packages $(VENV)/.installed
 
-# QEMU (qemu-block-extra: its iscsi and rbd drivers) and fio from Debian, and venv support
-# for a bare Debian python3 (python3-venv).
+# QEMU (qemu-block-extra: its iscsi and rbd drivers) and fio from Debian, venv support for a
+# bare Debian python3 (python3-venv), debootstrap for test-pve9's Debian 13 root, and the Perl
+# modules Proxmox VE signs its tickets with (tests/access holds qdisk to them).
 system-packages:
 	@missing=""; for p in $(APT_PACKAGES); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \
@@ -41,6 +43,18 @@ test: install lint typecheck
 # The tests not marked qemu (they start no QEMU tool): a quicker edit-test loop.
 test-fast: install
 	$(BIN)/pytest -m "not qemu"
+
+# Proxmox VE 9's platform: the suite inside a Debian 13 root (Python 3.13, QEMU 10.0) that
+# .ci/pve9-root makes once in .pve9/ and reuses, with its own venv (.venv-pve9). Lint and
+# mypy do not depend on the platform: `make test` runs them.
+# QDISK_PVE9_RELEASE=bookworm-backports: Debian 12 with QEMU 10.0 from backports instead.
+test-pve9: system-packages
+	.ci/pve9-root ensure
+	.ci/pve9-root run $(MAKE) --no-print-directory VENV=.venv-pve9$(if $(QDISK_PVE9_RELEASE),-$(QDISK_PVE9_RELEASE)) pve9-suite
+
+# Inside the root only: .ci/pve9-root installed its Debian packages.
+pve9-suite: $(VENV)/.installed
+	$(BIN)/pytest
 
 # The demo keeps its VMs and images under scratch/ unless QDISK_HOME is set.
 demo: install
