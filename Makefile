@@ -1,16 +1,16 @@
-# qdisk: make install | make test | make demo
+# qdisk: make install | make test | make test-pve9 | make demo
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-APT_PACKAGES := qemu-utils qemu-system-x86 qemu-system-common qemu-block-extra fio chromium
+APT_PACKAGES := qemu-utils qemu-system-x86 qemu-system-common qemu-block-extra fio chromium debootstrap
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install system-packages test demo lint typecheck bench clean
+.PHONY: install system-packages test test-pve9 pve9-suite demo lint typecheck bench clean
 
 install: system-packages $(VENV)/.installed
 
-# QEMU (qemu-block-extra: its iscsi and rbd drivers) and fio from Debian, and venv support
-# for a bare Debian python3 (python3-venv).
+# QEMU (qemu-block-extra: its iscsi and rbd drivers) and fio from Debian, venv support for a
+# bare Debian python3 (python3-venv), and debootstrap for test-pve9's Debian 13 root.
 system-packages:
 	@missing=""; for p in $(APT_PACKAGES); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \
@@ -36,6 +36,17 @@ typecheck: install
 	$(BIN)/mypy
 
 test: install lint typecheck
+	$(BIN)/pytest
+
+# Proxmox VE 9's platform: the suite inside a Debian 13 root (Python 3.13, QEMU 10.0) that
+# .ci/pve9-root makes once in .pve9/ and reuses, with its own venv (.venv-pve9). Lint and
+# mypy do not depend on the platform: `make test` runs them.
+test-pve9: system-packages
+	.ci/pve9-root ensure
+	.ci/pve9-root run $(MAKE) --no-print-directory VENV=.venv-pve9 pve9-suite
+
+# Inside the root only: .ci/pve9-root installed its Debian packages.
+pve9-suite: $(VENV)/.installed
 	$(BIN)/pytest
 
 # The demo keeps its VMs and images under scratch/ unless QDISK_HOME is set.
