@@ -1,11 +1,11 @@
-# qdisk: make install | make test | make test-pve9 | make demo
+# qdisk: make install | make test | make test-pve9 | make deb | make test-deb | make demo
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 APT_PACKAGES := qemu-utils qemu-system-x86 qemu-system-common qemu-block-extra fio chromium debootstrap
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install system-packages test test-pve9 pve9-suite demo lint typecheck bench clean
+.PHONY: install system-packages test test-pve9 pve9-suite deb test-deb demo lint typecheck bench clean
 
 install: system-packages $(VENV)/.installed
 
@@ -49,6 +49,15 @@ test-pve9: system-packages
 pve9-suite: $(VENV)/.installed
 	$(BIN)/pytest
 
+# The Debian packages (dist/qdisk_<version>_all.deb and python3-qemu.qmp), built with
+# dpkg-buildpackage in a Debian 13 build root made from .ci/pve9-root's pristine base.
+deb: system-packages
+	packaging/build-debs dist
+
+# The packages installed with apt into a fresh Debian 13 root, as on a Proxmox VE node.
+test-deb: deb
+	packaging/test-deb dist
+
 # The demo keeps its VMs and images under scratch/ unless QDISK_HOME is set.
 demo: install
 	QDISK_HOME="$${QDISK_HOME:-$(CURDIR)/scratch/home}" $(BIN)/qdisk demo
@@ -58,4 +67,4 @@ bench: install
 	$(BIN)/python benchmarks/image_info.py
 
 clean:
-	rm -rf $(VENV) build src/*.egg-info .pytest_cache .mypy_cache .hypothesis
+	rm -rf --one-file-system $(VENV) build dist src/*.egg-info .pytest_cache .mypy_cache .hypothesis
