@@ -30,7 +30,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 lint: install
-	$(BIN)/ruff check src tests
+	$(BIN)/ruff check src tests packaging/tests
 
 typecheck: install
 	$(BIN)/mypy

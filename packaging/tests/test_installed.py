@@ -21,6 +21,7 @@ import click
 import pytest
 
 from conftest import CHECKOUT
+
 from pve_helpers import GIB, MIB, NOISE, THIS_NODE, PveTree, make_tree, vm_size
 
 UNITS = ("qdisk-serve.service", "qdisk-agent.service")
