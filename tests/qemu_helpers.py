@@ -7,7 +7,7 @@ import signal
 import subprocess
 import time
 
-from qdisk.processes import alive as process_alive
+from qdisk.system.processes import alive as process_alive
 
 
 def qemu_img(*args: str) -> str:
@@ -21,7 +21,7 @@ def kill_and_wait(pid: int, *, timeout: float = 10.0) -> None:
     """SIGKILL a daemonized QEMU and wait until it is gone.
 
     It is not our child (it double-forked), so it cannot be waited for; a zombie
-    counts as gone (``qdisk.processes.alive``)."""
+    counts as gone (``qdisk.system.processes.alive``)."""
     try:
         os.kill(pid, signal.SIGKILL)
     except ProcessLookupError:

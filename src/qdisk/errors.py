@@ -62,3 +62,16 @@ class DriveError(InvalidInputError):
         key = self.key or "''"  # an empty key must still show where the message starts
         return [f"{key}: {p.message}" if p.property == self.key else f"{key}.{p.property}: {p.message}"
                 for p in self.problems]
+
+
+class InvalidOptionsError(InvalidInputError):
+    """Values of a ``create``/``set`` are invalid; nothing was written. ``keyed``: per
+    problem the key it concerns and its line, which names the key too (``memory: ...``,
+    ``scsi0.size: ...``, ``unknown option 'x'``)."""
+
+    def __init__(self, vmid: int, keyed: Sequence[tuple[str, str]]) -> None:
+        self.vmid = vmid
+        self.keyed = tuple(keyed)
+        self.problems = tuple(line for _, line in self.keyed)
+        super().__init__(f"VM {vmid}: invalid values, nothing changed:\n"
+                         + "\n".join(f"  {line}" for line in self.problems))

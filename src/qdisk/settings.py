@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
-from qdisk.layout import Layout
+from qdisk.system.layout import Layout
 
 # Tools field -> the environment variable that overrides its default.
 _TOOL_ENV = {

@@ -26,9 +26,9 @@ from qdisk.cache import (
     parse_qemu_size,
     resolved_cache_options,
 )
-from qdisk.drive import parse_drive
+from qdisk.config.drive import parse_drive
 from qdisk.errors import Problem
-from qdisk.image import read_image
+from qdisk.image.info import read_image
 from qdisk.settings import Tools
 
 from cache_images import qemu_open_error

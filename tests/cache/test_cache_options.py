@@ -15,9 +15,9 @@ from qdisk.cache.options import (
     ignored_qcow2_keys,
     qemu_parse_order,
 )
-from qdisk.drive import parse_drive, schema_of
-from qdisk.propstring import Kind
-from qdisk.vm.cacheview import option_descriptors
+from qdisk.config.drive import parse_drive, schema_of
+from qdisk.config.propstring import Kind
+from qdisk.qemu.cacheview import option_descriptors
 from qdisk.vm.live import CACHE_KEYS
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from qdisk.cache.options import QCOW2_CACHE_KEYS
-from qdisk.drive import (
+from qdisk.config.drive import (
     Drive,
     drive_keys,
     is_drive_key,

@@ -12,11 +12,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from qdisk import storage, vmconfig
-from qdisk.drive import drive_keys, parse_drive, print_drive, schema_of
+from qdisk import storage
+from qdisk.config import vmconfig
+from qdisk.config.drive import drive_keys, parse_drive, print_drive, schema_of
 from qdisk.errors import DriveError, QdiskError
 from qdisk.settings import Settings
 from qdisk.units import parse_size
+from qdisk.vm import store
 
 from cli_helpers import RunQdisk
 
@@ -56,7 +58,7 @@ def test_a_vm_config_file_of_any_bytes_raises_only_qdisk_errors(config_home: Pat
                                                                 content: bytes) -> None:
     (config_home / "qemu-server" / "100.conf").write_bytes(content)
     try:
-        config = vmconfig.load(Settings(home=config_home), 100)
+        config = store.load(Settings(home=config_home), 100)
     except QdiskError:
         return
     printed = vmconfig.print_vm_config(config)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from qdisk.drive import parse_drive, print_drive
+from qdisk.config.drive import parse_drive, print_drive
 from qdisk.errors import DriveError
 
 GOLDEN = Path(__file__).parent / "golden"

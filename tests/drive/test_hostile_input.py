@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from qdisk.drive import parse_drive, qemu_throttle_value
+from qdisk.config.drive import parse_drive, qemu_throttle_value
 from qdisk.errors import DriveError
 from qdisk.qemu.rules import THROTTLE_LIMITS, throttle_group
 

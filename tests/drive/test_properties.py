@@ -6,10 +6,10 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from qdisk import propstring
-from qdisk.drive import Drive, drive_keys, parse_drive, print_drive, schema_of
+from qdisk.config import propstring
+from qdisk.config.drive import Drive, drive_keys, parse_drive, print_drive, schema_of
+from qdisk.config.propstring import Kind, Property
 from qdisk.errors import DriveError
-from qdisk.propstring import Kind, Property
 
 KEYS = ("ide0", "sata1", "scsi2", "virtio3", "efidisk0", "tpmstate0", "unused4")
 FILES = ("local:100/vm-100-disk-0.qcow2", "local-lvm:vm-100-disk-0", "/dev/sdb", "none",

@@ -6,9 +6,10 @@ from collections.abc import Iterator, Mapping
 
 import pytest
 
-from qdisk import propstring, units
+from qdisk import units
+from qdisk.config import propstring
+from qdisk.config.propstring import Rule, Schema, Value
 from qdisk.errors import Problem
-from qdisk.propstring import Rule, Schema, Value
 
 
 @pytest.mark.parametrize(("text", "size"), [

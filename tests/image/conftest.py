@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from qdisk.qcow2 import INCOMPAT_CORRUPT, INCOMPAT_DIRTY
+from qdisk.image.qcow2 import INCOMPAT_CORRUPT, INCOMPAT_DIRTY
 
 from image_kinds import IMAGE_KINDS, qemu_img, qemu_io_write
 

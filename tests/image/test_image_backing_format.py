@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from qdisk.cli.image import image_json
-from qdisk.image import read_chain, read_image
-from qdisk.imagefile import ImageError
-from qdisk.qcow2 import EXT_BACKING_FORMAT
+from qdisk.image.file import ImageError
+from qdisk.image.info import read_chain, read_image
+from qdisk.image.qcow2 import EXT_BACKING_FORMAT
 from qdisk.settings import Tools
 
 from cli_helpers import RunQdisk

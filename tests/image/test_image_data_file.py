@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from qdisk.image import DataFileError, read_image, refuse_external_data_file
-from qdisk.qcow2 import AUTOCLEAR_DATA_FILE_RAW, EXT_DATA_FILE, INCOMPAT_DATA_FILE
+from qdisk.image.info import DataFileError, read_image, refuse_external_data_file
+from qdisk.image.qcow2 import AUTOCLEAR_DATA_FILE_RAW, EXT_DATA_FILE, INCOMPAT_DATA_FILE
 from qdisk.settings import Tools
 
 from cli_helpers import RunQdisk

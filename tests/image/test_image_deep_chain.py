@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from qdisk.image import read_chain
+from qdisk.image.info import read_chain
 from qdisk.qemu.nodes import MAX_EXPLICIT_BACKING_IMAGES
 from qdisk.settings import Tools
 

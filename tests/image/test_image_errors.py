@@ -14,9 +14,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from qdisk.image import ImageInfo, read_chain, read_image
-from qdisk.imagefile import ImageError
-from qdisk.qcow2 import MAX_L1_ENTRIES
+from qdisk.image.file import ImageError
+from qdisk.image.info import ImageInfo, read_chain, read_image
+from qdisk.image.qcow2 import MAX_L1_ENTRIES
 from qdisk.settings import Tools
 
 from image_kinds import Patch, put, qemu_img

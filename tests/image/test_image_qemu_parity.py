@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from qdisk.cli.image import image_json
-from qdisk.image import read_image
-from qdisk.imagefile import ImageError
-from qdisk.qcow2 import (
+from qdisk.image.file import ImageError
+from qdisk.image.info import read_image
+from qdisk.image.qcow2 import (
     AUTOCLEAR_DATA_FILE_RAW,
     EXT_DATA_FILE,
     INCOMPAT_COMPRESSION,

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from qdisk.cli.image import image_json
-from qdisk.image import create_image, read_chain, read_image
-from qdisk.imagefile import ImageError
+from qdisk.image.file import ImageError
+from qdisk.image.info import create_image, read_chain, read_image
 from qdisk.settings import Tools
 
 from cli_helpers import QDISK

@@ -12,15 +12,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from qdisk import storage, vmconfig
-from qdisk.drive import Drive, parse_drive
+from qdisk import storage
+from qdisk.config import vmconfig
+from qdisk.config.drive import Drive, parse_drive
+from qdisk.config.vmconfig import Section, VmConfig
 from qdisk.qemu.command import Syntax, VmCommand, build_command, parse_version
 from qdisk.qemu.qmp import QmpConnection
 from qdisk.settings import Settings, Tools
 from qdisk.storage import StorageConfig
+from qdisk.vm import store
 from qdisk.vm.live import initial_state
 from qdisk.vm.state import write_state
-from qdisk.vmconfig import Section, VmConfig
 
 VMID = 100
 # How long QEMU may take to daemonize (TCG on a loaded 2-core machine included).
@@ -104,7 +106,7 @@ class RunningVm:
 
     @property
     def config_text(self) -> str:
-        return vmconfig.config_path(self.settings, VMID).read_text()
+        return store.config_path(self.settings, VMID).read_text()
 
     def nodes(self) -> dict[str, dict[str, Any]]:
         """query-named-block-nodes by node name."""
@@ -120,7 +122,7 @@ def start_vm(live_home: LiveHome, drives: dict[str, str], syntax: Syntax,
     settings = live_home.settings
     config = VmConfig(VMID, current=Section({"memory": "32", "scsihw": "virtio-scsi-pci",
                                              **drives}))
-    path = vmconfig.config_path(settings, VMID)
+    path = store.config_path(settings, VMID)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(vmconfig.print_vm_config(config))
     command = build_command(config, storage.load(settings), settings,

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from qdisk.drive import Drive, parse_drive
+from qdisk.config.drive import Drive, parse_drive
 from qdisk.qemu.qmp import QmpCommandError
 from qdisk.vm.live import LiveOutcome, LiveResult, apply_drive_change
 

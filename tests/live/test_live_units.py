@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 
 from qdisk import storage
-from qdisk.drive import parse_drive
+from qdisk.config.drive import parse_drive
+from qdisk.config.vmconfig import Section, VmConfig
 from qdisk.qemu.command import build_command, parse_version
 from qdisk.vm.live import LiveOutcome, apply_drive_change, classify, initial_state
-from qdisk.vmconfig import Section, VmConfig
 
 from live_helpers import VMID, LiveHome
 

@@ -14,12 +14,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from qdisk.configtext import read_config
+from qdisk.config.text import read_config
+from qdisk.config.vmconfig import parse_vm_config
 from qdisk.qemu.command import Syntax, build_command, parse_version
 from qdisk.qemu.qmp import QmpConnection
 from qdisk.settings import Settings, Tools
 from qdisk.storage import parse_storage_cfg
-from qdisk.vmconfig import parse_vm_config
 
 from qemu_helpers import kill_and_wait
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from qdisk.processes import alive
+from qdisk.system.processes import alive
 
 from cli_helpers import RunQdisk
 from pve_helpers import GIB, MIB, NOISE, OTHER_NODE, PveTree, vm_size

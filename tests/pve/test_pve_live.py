@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from qdisk.drive import parse_drive
+from qdisk.config.drive import parse_drive
 from qdisk.qemu.blockdev import reopen_options
 from qdisk.qemu.nodes import format_node, resolve_disk
 from qdisk.settings import Tools

@@ -7,8 +7,7 @@ from typing import Any
 
 import pytest
 
-from qdisk.vm.live import NotLive, RunningLevel, plan_reopen
-from qdisk.vm.state import AppliedNode
+from qdisk.qemu.reopen import AppliedNode, NotLive, RunningLevel, plan_reopen
 
 CACHE = {"direct": True, "no-flush": False}
 

@@ -24,9 +24,9 @@ from typing import Any
 import pytest
 
 from qdisk import storage
-from qdisk.drive import Drive, parse_drive
+from qdisk.config.drive import Drive, parse_drive
+from qdisk.config.vmconfig import drive_items, parse_vm_config
 from qdisk.qemu.command import build_command, parse_version
-from qdisk.vmconfig import drive_items, parse_vm_config
 
 from cmdline_helpers import GOLDEN_DIR, VMID, QemuHome, drive_set_nodes, iter_node_names, storage_daemon_nodes
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from qdisk import storage
-from qdisk.drive import parse_drive
+from qdisk.config.drive import parse_drive
 from qdisk.qemu.blockdev import drive_blockdev, to_json
 from qdisk.qemu.nodes import DriveGraphError, format_node, resolve_disk
 from qdisk.settings import Tools

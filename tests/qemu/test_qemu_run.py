@@ -13,13 +13,13 @@ import pytest
 from qemu.qmp import QMPClient
 
 from qdisk import storage
-from qdisk.drive import parse_drive
+from qdisk.config.drive import parse_drive
+from qdisk.config.vmconfig import parse_vm_config
 from qdisk.qemu.blockdev import to_json
 from qdisk.qemu.command import Syntax, build_command, format_command, parse_version
 from qdisk.qemu.drivestr import drive_string
 from qdisk.qemu.nodes import drive_graph
 from qdisk.settings import Tools
-from qdisk.vmconfig import parse_vm_config
 
 from cmdline_helpers import VMID, QemuHome, drive_set_nodes, iter_node_names, storage_daemon_nodes, walk
 

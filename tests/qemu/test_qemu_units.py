@@ -10,12 +10,13 @@ from typing import Any
 import pytest
 
 from qdisk import storage
-from qdisk.drive import parse_drive
+from qdisk.config.drive import parse_drive
+from qdisk.config.vmconfig import VmConfigError, parse_vm_config, pending_delete_flags, print_vm_config
 from qdisk.qemu.blockdev import drive_blockdev, reopen_options
 from qdisk.qemu.command import CommandError, format_command, parse_version, shell_quote
 from qdisk.qemu.nodes import format_node, resolve_disk
 from qdisk.settings import Settings, Tools
-from qdisk.vmconfig import VmConfigError, load, parse_vm_config, pending_delete_flags, print_vm_config
+from qdisk.vm.store import load
 
 from cmdline_helpers import VMID, QemuHome, walk
 

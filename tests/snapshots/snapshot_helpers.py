@@ -16,12 +16,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from qdisk import storage, vmconfig
-from qdisk.image import read_chain
+from qdisk import storage
+from qdisk.config import vmconfig
+from qdisk.image.info import read_chain
 from qdisk.qemu.command import build_command, parse_version
 from qdisk.qemu.qmp import QmpConnection
 from qdisk.settings import Settings, Tools
-from qdisk.vm import changes, snapshot_journal
+from qdisk.vm import changes, snapshot_journal, store
 from qdisk.vm import snapshot_volumes as volume_steps
 from qdisk.vm.live import initial_state
 from qdisk.vm.snapshot_live import LiveDisk
@@ -63,7 +64,7 @@ class SnapshotHome:
         changes.create(self.settings, VMID, {"memory": "64", "scsihw": "virtio-scsi-pci", **drives})
 
     def config(self) -> vmconfig.VmConfig:
-        return vmconfig.load(self.settings, VMID)
+        return store.load(self.settings, VMID)
 
     def config_path(self) -> Path:
         return self.settings.layout.vm_config(VMID)

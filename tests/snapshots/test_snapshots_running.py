@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from qdisk.qemu.qmp import QmpConnection
-from qdisk.tools import process_memory
+from qdisk.system.tools import process_memory
 from qdisk.vm import changes, lifecycle, snapshots, views
 
 from snapshot_helpers import (

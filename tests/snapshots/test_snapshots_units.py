@@ -13,7 +13,8 @@ import pytest
 from qdisk import storage
 from qdisk.cache import auto_size_for, plan_chain
 from qdisk.cli.vm import snapshot_tree
-from qdisk.image import ImageInfo
+from qdisk.config.vmconfig import parse_vm_config, print_vm_config
+from qdisk.image.info import ImageInfo
 from qdisk.qemu.rules import node_name
 from qdisk.storage import StorageConfig
 from qdisk.storage.chains import layer_snapshot, snapshot_file_name
@@ -21,7 +22,6 @@ from qdisk.units import MIB
 from qdisk.vm import snapshot_config
 from qdisk.vm.snapshot_config import SnapshotEntry, check_name
 from qdisk.vm.snapshot_volumes import Method, SnapshotRefusedError, layer_files, snapshot_volumes
-from qdisk.vmconfig import parse_vm_config, print_vm_config
 
 from snapshot_helpers import VMID
 

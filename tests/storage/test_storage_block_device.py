@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from qdisk.cache import auto_size
-from qdisk.image import read_image
+from qdisk.image.info import read_image
 from qdisk.qemu.qmp import QmpConnection
 from qdisk.settings import Tools
 

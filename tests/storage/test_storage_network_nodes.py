@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from qdisk import storage
-from qdisk.drive import parse_drive
+from qdisk.config.drive import parse_drive
 from qdisk.qemu.blockdev import to_json
 from qdisk.qemu.drivestr import drive_string
 from qdisk.qemu.nodes import Node, drive_graph

@@ -11,7 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from qdisk.fileio import (
+from qdisk.image.file import ImageError
+from qdisk.image.info import create_image
+from qdisk.settings import Tools
+from qdisk.system.fileio import (
     DIR_MODE,
     FILE_MODE,
     LINK_REFUSED,
@@ -21,9 +24,6 @@ from qdisk.fileio import (
     private_dir,
     truncated_output,
 )
-from qdisk.image import create_image
-from qdisk.imagefile import ImageError
-from qdisk.settings import Tools
 
 from cli_helpers import RunQdisk
 

@@ -6,7 +6,7 @@ import multiprocessing
 import os
 from pathlib import Path
 
-from qdisk.fileio import LockTimeout, atomic_write, locked
+from qdisk.system.fileio import LockTimeout, atomic_write, locked
 
 
 def test_atomic_write_replaces_and_leaves_no_temporary(tmp_path: Path) -> None:

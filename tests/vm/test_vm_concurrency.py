@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from qdisk.cli import main
-from qdisk.vmconfig import parse_vm_config
+from qdisk.config.vmconfig import parse_vm_config
 
 from cli_helpers import QDISK, RunQdisk
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from qdisk.drive import Drive
+from qdisk.config.drive import Drive
 from qdisk.errors import QdiskError
 from qdisk.qemu.qmp import QmpCommandError, QmpError
 from qdisk.settings import Settings

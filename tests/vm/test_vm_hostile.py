@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from qdisk.vmconfig import parse_vm_config
+from qdisk.config.vmconfig import parse_vm_config
 
 from cli_helpers import QDISK, RunQdisk
 from qemu_helpers import qemu_img

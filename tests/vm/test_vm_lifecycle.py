@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from qdisk.processes import alive as process_alive
 from qdisk.qemu.qmp import QmpConnection
+from qdisk.system.processes import alive as process_alive
 
 from cli_helpers import RunQdisk
 

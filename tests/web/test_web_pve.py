@@ -16,10 +16,10 @@ import pytest
 import requests
 from playwright.sync_api import Page, expect
 
-from qdisk.layout import PveLayout
 from qdisk.pve.cachesettings import read_settings
 from qdisk.pve.host import PveHost
 from qdisk.settings import Settings, Tools
+from qdisk.system.layout import PveLayout
 from qdisk.web import tokens
 
 from cli_helpers import RunQdisk

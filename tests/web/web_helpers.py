@@ -17,10 +17,10 @@ from typing import Any
 
 import requests
 
-from qdisk import storage, vmconfig
+from qdisk import storage
 from qdisk.pve.host import PveHost
 from qdisk.settings import Settings, Tools
-from qdisk.vm import changes, state
+from qdisk.vm import changes, state, store
 from qdisk.web import tokens
 from qdisk.web.http import node_name
 from qdisk.web.server import ListenAddress, TlsFiles, listen, make_server
@@ -47,7 +47,7 @@ class WebHome:
 
     @property
     def config_file(self) -> Path:
-        return vmconfig.config_path(self.settings, VMID)
+        return store.config_path(self.settings, VMID)
 
 
 def make_web_home(root: Path) -> WebHome:
@@ -61,7 +61,7 @@ def make_web_home(root: Path) -> WebHome:
 
 def stop_every_vm(settings: Settings) -> None:
     """Kill the QEMU of every VM of the home that still runs, and wait until it is gone."""
-    for vmid in vmconfig.list_vmids(settings):
+    for vmid in store.list_vmids(settings):
         pid = state.running_pid(settings, vmid)
         if pid is not None:
             kill_and_wait(pid)

@@ -12,12 +12,12 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from qdisk import fileio
 from qdisk.errors import ToolError
 from qdisk.qemu.blockdev import to_json
 from qdisk.qemu.qmp import QmpConnection
 from qdisk.qemuopts import escape
-from qdisk.tools import last_message, process_memory
+from qdisk.system import fileio
+from qdisk.system.tools import last_message, process_memory
 
 log = logging.getLogger(__name__)
 

@@ -11,8 +11,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from qdisk import tools
 from qdisk.errors import ToolError
+from qdisk.system import tools
 
 # The load of every measurement: 4 KiB random reads, 16 in flight (benchmarking.md).
 BLOCK_BYTES = 4096

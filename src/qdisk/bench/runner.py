@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from qdisk import tools
 from qdisk.bench.daemon import EXPORT_NAME, StorageDaemon
 from qdisk.bench.fio import RANDREAD, FioResult, Workload, fio_version, run_fio
 from qdisk.bench.stats import Summary, ratios, summarize
@@ -29,6 +28,7 @@ from qdisk.bench.variants import (
 )
 from qdisk.errors import InvalidInputError
 from qdisk.settings import Settings
+from qdisk.system import tools
 from qdisk.units import MIB
 
 DEFAULT_SIZE = 1 << 40

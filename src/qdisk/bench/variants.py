@@ -14,9 +14,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from qdisk import cache
-from qdisk.drive import parse_drive
+from qdisk.config.drive import parse_drive
 from qdisk.errors import InvalidInputError
-from qdisk.image import create_image, read_image
+from qdisk.image.info import create_image, read_image
 from qdisk.qemu.blockdev import BlockdevArguments, drive_blockdev
 from qdisk.qemu.nodes import Node
 from qdisk.settings import Settings

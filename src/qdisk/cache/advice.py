@@ -18,7 +18,7 @@ from qdisk.cache.model import (
     effective_cache,
 )
 from qdisk.cache.options import BY_QEMU_NAME, QemuSyntax
-from qdisk.image import ImageInfo
+from qdisk.image.info import ImageInfo
 from qdisk.units import format_bytes
 
 

@@ -14,11 +14,11 @@ from qdisk.cache.model import (
 )
 from qdisk.cache.options import AUTO_SIZE_KEY, BY_QEMU_NAME, QEMU_OPTIONS
 from qdisk.errors import Problem
-from qdisk.image import DataFileError, ImageInfo, refuse_external_data_file
+from qdisk.image.info import DataFileError, ImageInfo, refuse_external_data_file
 
 
 class CacheDrive(Protocol):
-    """What this module needs of a ``qdisk.drive.Drive``."""
+    """What this module needs of a ``qdisk.config.drive.Drive``."""
 
     @property
     def key(self) -> str: ...

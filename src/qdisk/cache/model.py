@@ -1,6 +1,6 @@
 """QEMU's model of the qcow2 metadata cache: options -> caches, and the auto size.
 
-Pure functions over image facts (:mod:`qdisk.image`). The model follows QEMU's
+Pure functions over image facts (:mod:`qdisk.image.info`). The model follows QEMU's
 ``read_cache_sizes`` and ``qcow2_update_options_prepare`` (block/qcow2.c) for QEMU >= 4.0
 on Linux, checked against QEMU 7.2: where QEMU refuses a combination, the error carries
 QEMU's exact message and the option it concerns.
@@ -13,9 +13,9 @@ from dataclasses import dataclass
 
 from qdisk.cache.options import BY_QEMU_NAME, QEMU_OPTION_NAMES, QemuSyntax
 from qdisk.errors import InvalidInputError
-from qdisk.image import ImageInfo
-from qdisk.imagefile import ImageError
-from qdisk.qcow2 import l2_entry_bytes
+from qdisk.image.file import ImageError
+from qdisk.image.info import ImageInfo
+from qdisk.image.qcow2 import l2_entry_bytes
 from qdisk.units import KIB, MIB
 
 # DEFAULT_L2_CACHE_MAX_SIZE on Linux (QEMU >= 3.1; 8 MiB on other hosts).

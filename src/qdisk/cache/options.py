@@ -2,7 +2,7 @@
 and factor, range, where QEMU and the ``-drive`` string put it, whether it changes live.
 
 Everything else derives from :data:`QCOW2_OPTIONS`: the drive schema
-(:mod:`qdisk.drive`), the cache model's option names and parse order
+(:mod:`qdisk.config.drive`), the cache model's option names and parse order
 (:mod:`qdisk.cache.model`, :mod:`qdisk.cache.syntax`), a drive's options in QEMU's units
 (:mod:`qdisk.cache.binding`), the ``-drive`` string's order (:mod:`qdisk.qemu.drivestr`)
 and what a running VM takes live (:mod:`qdisk.vm.live`). A new option is one more row.

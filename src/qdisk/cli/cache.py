@@ -21,7 +21,7 @@ from qdisk.cache import (
 )
 from qdisk.cli.common import echo_json, fail_json, pass_settings
 from qdisk.errors import InvalidInputError
-from qdisk.image import read_chain, read_image
+from qdisk.image.info import read_chain, read_image
 from qdisk.settings import Settings
 from qdisk.units import format_bytes
 

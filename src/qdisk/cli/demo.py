@@ -14,11 +14,11 @@ from collections.abc import Sequence
 
 import click
 
-from qdisk import storage, vmconfig
+from qdisk import storage
 from qdisk.cli.common import EXIT_OK
-from qdisk.drive import make_drive, parse_drive, print_drive
+from qdisk.config.drive import make_drive, parse_drive, print_drive
 from qdisk.settings import Settings
-from qdisk.vm import views
+from qdisk.vm import store, views
 
 DEMO_VMID = "9100"
 DEMO_NAME = "qdisk-demo"
@@ -44,7 +44,7 @@ def _run(argv: Sequence[str], *, may_fail: bool = False) -> int:
 
 
 def _disk_line(settings: Settings) -> str:
-    return vmconfig.load(settings, int(DEMO_VMID)).current.values["scsi0"]
+    return store.load(settings, int(DEMO_VMID)).current.values["scsi0"]
 
 
 def _with_explicit_l2_cache(line: str, l2_cache_mib: int) -> str:
@@ -70,7 +70,7 @@ def command(settings: Settings, bench_size: str, bench_runtime: int) -> None:
     _run(["drive", "parse", "local:100/vm-100-disk-0.qcow2,qcow2-l2-cache-size=128,"
           "qcow2-cache-size-based-on-disk=1,qcow2-l2-cache-entry-size=1000"], may_fail=True)
 
-    if vmconfig.config_path(settings, int(DEMO_VMID)).exists():
+    if store.config_path(settings, int(DEMO_VMID)).exists():
         click.echo("\n(a demo VM from an earlier, interrupted run exists: removing it first)")
         _run(["vm", "stop", DEMO_VMID], may_fail=True)
         _run(["vm", "destroy", DEMO_VMID])

@@ -7,8 +7,8 @@ import re
 import click
 
 from qdisk.cli.common import EXIT_INVALID, echo_json, warn
-from qdisk.configtext import BLANKS
-from qdisk.drive import parse_drive, print_drive
+from qdisk.config.drive import parse_drive, print_drive
+from qdisk.config.text import BLANKS
 from qdisk.errors import DriveError, Problem
 
 DEFAULT_KEY = "scsi0"

@@ -8,7 +8,7 @@ import click
 
 from qdisk.cli.common import echo_json, fail_json, pass_settings
 from qdisk.errors import InvalidInputError
-from qdisk.image import ImageInfo, read_chain, read_image
+from qdisk.image.info import ImageInfo, read_chain, read_image
 from qdisk.settings import Settings
 from qdisk.units import format_bytes
 

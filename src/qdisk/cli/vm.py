@@ -10,8 +10,7 @@ import click
 from qdisk import storage
 from qdisk.cache import describe_options
 from qdisk.cli.common import echo_json, pass_settings, warn
-from qdisk.propstring import split_list
-from qdisk.qemu.command import vm_command
+from qdisk.config.propstring import split_list
 from qdisk.settings import Settings
 from qdisk.units import format_bytes
 from qdisk.vm import changes, lifecycle, snapshots, views
@@ -38,9 +37,9 @@ def command(settings: Settings) -> None:
 def showcmd(settings: Settings, vmid: int, pretty: bool, qemu_version: str | None,
             syntax: str | None) -> None:
     """Print the QEMU command that starts VM VMID."""
-    result = vm_command(settings, vmid, qemu_version_text=qemu_version,
-                        syntax="blockdev" if syntax == "blockdev" else
-                        "drive" if syntax == "drive" else None)
+    result = views.vm_command(settings, vmid, qemu_version_text=qemu_version,
+                              syntax="blockdev" if syntax == "blockdev" else
+                              "drive" if syntax == "drive" else None)
     for message in result.warnings:
         warn(message)
     click.echo(result.text(pretty=pretty))

@@ -7,7 +7,7 @@ tuned live, without touching qemu-server, its VM configs or ``storage.cfg``.
   (``etc/pve/qdisk/<vmid>.conf``), the cluster lock, atomic writes there;
 - :mod:`.changes`: ``set``: checked against the image, applied, stored;
 - :mod:`.apply`: settings applied to a running VM by ``blockdev-reopen`` of qemu-server's
-  own nodes (the reopen of :mod:`qdisk.vm.live`), and the record of what was applied;
+  own nodes (the reopen of :mod:`qdisk.qemu.reopen`), and the record of what was applied;
 - :mod:`.hook`: the hookscript entry point (post-start, migration targets);
 - :mod:`.audit`: every VM and disk with its caches, and a memory budget's plan;
 - :mod:`.cacheview`: a VM's disks and the preview of a drive's settings, for the page

@@ -5,7 +5,7 @@ node under the guest's device, the block graph the rest. A VM with machine >= 10
 qemu-server's ``-blockdev`` graph (a throttle node ``drive-scsi0`` over the format node);
 a VM started with ``-drive`` (older machines) has nodes QEMU named itself, which QEMU
 cannot reopen: such a disk is reported and left as it is. The reopen is the one of
-``vm set`` (:func:`qdisk.vm.live.plan_reopen`): the format node (and each backing node
+``vm set`` (:func:`qdisk.qemu.reopen.plan_reopen`): the format node (and each backing node
 whose cache changes) gets the complete options qdisk's qemu-server-identical graph
 builds from the VM's config, plus the cache; a node that runs with other options, or
 that a block job uses, is left as it is.
@@ -32,16 +32,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from qdisk import cache, fileio
+from qdisk import cache
+from qdisk.config.propstring import Value
 from qdisk.errors import DriveError, InvalidInputError
-from qdisk.propstring import Value
 from qdisk.pve.cachesettings import CacheSettings, check_unlocked, read_settings, with_settings
 from qdisk.pve.host import HostVm, PveHost, PveRefusedError, in_drive_order, process_start_time
-from qdisk.qemu.nodes import backing_chain, format_node, resolve_disk
+from qdisk.qemu.nodes import format_node, resolve_disk
 from qdisk.qemu.qmp import QmpCommandError, QmpConnection, QmpError
+from qdisk.qemu.reopen import (
+    AppliedNode,
+    NotLive,
+    RunningLevel,
+    backing_chain,
+    plan_reopen,
+    reopen,
+    running_chain,
+    running_qemu_version,
+)
 from qdisk.storage import StorageConfig
-from qdisk.vm import live
-from qdisk.vm.state import AppliedNode
+from qdisk.system import fileio
 
 # A session waits this long for QEMU's greeting (qemu-server may hold the socket), and a
 # refused connection is retried until the deadline.
@@ -97,8 +106,8 @@ class Record:
         try:
             disks = {key: DiskRecord(
                 [(level["node-name"], level["filename"]) for level in disk["chain"]],
-                [AppliedNode(node["node-name"], node["filename"], dict(node["cache"]))
-                 for node in disk["nodes"]], [str(name) for name in disk["added"]])
+                [AppliedNode.from_json(node) for node in disk["nodes"]],
+                [str(name) for name in disk["added"]])
                 for key, disk in data["disks"].items()}
             return cls(int(data["pid"]), data["start-time"], disks)
         except (KeyError, TypeError, ValueError, AttributeError):
@@ -153,9 +162,9 @@ def _device_node(qmp: QmpConnection, key: str) -> str:
         if qdev == key or qdev.startswith(f"/machine/peripheral/{key}/") \
                 or block.get("device") == f"drive-{key}":
             if "inserted" not in block:
-                raise live.NotLive(f"{key}: the running VM's drive has no medium")
+                raise NotLive(f"{key}: the running VM's drive has no medium")
             return str(block["inserted"]["node-name"])
-    raise live.NotLive(f"{key}: the running VM has no such disk (the config's drive is not "
+    raise NotLive(f"{key}: the running VM has no such disk (the config's drive is not "
                        "the one it runs: a change still pending?)")
 
 
@@ -194,13 +203,13 @@ def _apply_drive(host: PveHost, vm: HostVm, key: str, values: Mapping[str, Value
         with qmp_session(host.layout.run_files(vm.vmid).qmp) as qmp:
             # The options the running QEMU takes (qemu-server could not have given it more).
             wanted = format_node(disk, tools=host.tools, explicit_backing=True,
-                                 qemu_version=live.running_qemu_version(qmp))
-            running = live.running_chain(qmp, key, _device_node(qmp, key))
+                                 qemu_version=running_qemu_version(qmp))
+            running = running_chain(qmp, key, _device_node(qmp, key))
             previous = record.disks.get(key)
             messages, applied = _applied_before(key, running, previous)
-            plan = live.plan_reopen(key, wanted, running, applied,
+            plan = plan_reopen(key, wanted, running, applied,
                                     replace_qemu_levels=cache.uses_auto_size(drive))
-            live.reopen(qmp, plan)
+            reopen(qmp, plan)
             added = [*(previous.added if previous else []),
                      *(node["node-name"] for node in backing_chain(plan.added))]
             messages += _delete_unused(qmp, key, [name for name in added if name not in plan.chain])
@@ -210,7 +219,7 @@ def _apply_drive(host: PveHost, vm: HostVm, key: str, values: Mapping[str, Value
         return DriveOutcome(key, Outcome.FAILED, (f"{key}: {error}",))
     except DriveError as error:
         return DriveOutcome(key, Outcome.LEFT, tuple(f"{line}: left as it is" for line in error.lines()))
-    except (live.NotLive, InvalidInputError) as error:
+    except (NotLive, InvalidInputError) as error:
         # No such drive, an image that cannot be read, nodes that cannot be reopened.
         text = str(error)
         return DriveOutcome(key, Outcome.LEFT, (
@@ -221,7 +230,7 @@ def _apply_drive(host: PveHost, vm: HostVm, key: str, values: Mapping[str, Value
     return DriveOutcome(key, Outcome.APPLIED, (*messages, *plan.messages))
 
 
-def _applied_before(key: str, running: list[live.RunningLevel],
+def _applied_before(key: str, running: list[RunningLevel],
                     previous: DiskRecord | None) -> tuple[list[str], list[AppliedNode]]:
     """What the running nodes have, as far as qdisk knows: what it recorded, if the chain
     is still the one it left; else QEMU's defaults (a stock qemu-server gives no cache

@@ -26,13 +26,14 @@ from typing import Any
 
 from qdisk import cache
 from qdisk.cache import CacheOptions, EffectiveCache, QemuCacheError
-from qdisk.drive import Drive, parse_drive
+from qdisk.config.drive import Drive, parse_drive
 from qdisk.errors import DriveError, InvalidInputError, QdiskError
-from qdisk.image import ImageInfo, read_chain
+from qdisk.image.info import ImageInfo, read_chain
 from qdisk.pve.apply import Record, read_record
 from qdisk.pve.cachesettings import CacheSettings, print_settings_value, read_settings, with_settings
 from qdisk.pve.host import HostVm, PveHost, PveRefusedError, is_disk
-from qdisk.qemu.nodes import Disk, backing_chain, format_node, resolve_disk
+from qdisk.qemu.nodes import Disk, format_node, resolve_disk
+from qdisk.qemu.reopen import backing_chain
 from qdisk.storage import StorageConfig
 from qdisk.units import MIB
 

@@ -8,7 +8,7 @@ file of qdisk's own on the cluster file system, which follows the VM to every no
     scsi0: qcow2-cache-size-based-on-disk=1
     virtio1: qcow2-l2-cache-size=64,qcow2-cache-clean-interval=30
 
-One line per drive, in the drive language (:mod:`qdisk.drive`'s schema of the six keys
+One line per drive, in the drive language (:mod:`qdisk.config.drive`'s schema of the six keys
 and their rules). A drive's settings apply on top of its line in the VM config: the
 result is checked like ``vm set`` checks a drive, against its image too.
 
@@ -17,7 +17,7 @@ under ``etc/pve/priv/lock/`` (pmxcfs has no flock across nodes; making it fails 
 the node has no quorum), held briefly and treated as stale after 120 s as pmxcfs does;
 a file is written to a temporary name and renamed (a rename is atomic on pmxcfs, an
 ``O_TRUNC`` is not). pmxcfs sets modes from the path and refuses others, so no mode is
-forced here (unlike :mod:`qdisk.fileio`'s private files).
+forced here (unlike :mod:`qdisk.system.fileio`'s private files).
 """
 
 from __future__ import annotations
@@ -29,12 +29,12 @@ import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
-from qdisk import propstring
 from qdisk.cache.options import QCOW2_CACHE_KEYS
-from qdisk.configtext import BLANKS, read_config
-from qdisk.drive import Drive, is_drive_key, make_drive, schema_of
+from qdisk.config import propstring
+from qdisk.config.drive import Drive, is_drive_key, make_drive, schema_of
+from qdisk.config.propstring import Schema, Value
+from qdisk.config.text import BLANKS, read_config
 from qdisk.errors import ConfigFileError, DriveError, Problem
-from qdisk.propstring import Schema, Value
 from qdisk.pve.host import PveError, PveRefusedError, in_drive_order
 
 # The drive schema's six qcow2 keys and the rules among them only.

@@ -1,5 +1,5 @@
 """The qcow2 cache of a Proxmox VE host's VM as the page shows it, in the shapes of
-:mod:`qdisk.vm.cacheview` (so one editor and one gauge serve both): per disk, its stored
+:mod:`qdisk.qemu.cacheview` (so one editor and one gauge serve both): per disk, its stored
 settings and, per image of its chain, the facts, the auto size, QEMU's default and the
 cache it has now (the audit's "now", :mod:`qdisk.pve.audit`); and the preview of a
 drive's settings being edited, checked as ``pve set`` checks them
@@ -11,14 +11,14 @@ from __future__ import annotations
 from typing import Any
 
 from qdisk.cache import CacheOptions, host_allocation_limit
-from qdisk.configtext import BLANKS
-from qdisk.drive import print_drive
+from qdisk.config.drive import print_drive
+from qdisk.config.text import BLANKS
 from qdisk.errors import DriveError, InvalidInputError
 from qdisk.pve.audit import DiskAudit, audit_vm
 from qdisk.pve.cachesettings import parse_settings_value, print_settings_value, read_settings
 from qdisk.pve.changes import checked_drive
 from qdisk.pve.host import PveHost
-from qdisk.vm.cacheview import (
+from qdisk.qemu.cacheview import (
     WHOLE_DRIVE,
     Layer,
     cache_view,

@@ -15,11 +15,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from qdisk.cache import check_drive_cache
-from qdisk.drive import Drive
-from qdisk.errors import DriveError, InvalidInputError
-from qdisk.image import read_image
-from qdisk.imagefile import ImageError
-from qdisk.propstring import Value
+from qdisk.config.drive import Drive
+from qdisk.config.propstring import Value
+from qdisk.config.vmconfig import check_vmid
+from qdisk.errors import DriveError, InvalidInputError, InvalidOptionsError
+from qdisk.image.file import ImageError
+from qdisk.image.info import read_image
 from qdisk.pve.apply import DriveOutcome, Outcome, apply_settings
 from qdisk.pve.cachesettings import (
     CacheSettings,
@@ -35,8 +36,6 @@ from qdisk.pve.cachesettings import (
 from qdisk.pve.host import HostVm, PveHost, PveRefusedError, is_disk
 from qdisk.qemu.nodes import Disk, resolve_disk
 from qdisk.storage import StorageConfig
-from qdisk.vm.errors import InvalidOptionsError
-from qdisk.vmconfig import check_vmid
 
 
 @dataclass(frozen=True)

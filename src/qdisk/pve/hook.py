@@ -21,10 +21,10 @@ import sys
 import time
 from dataclasses import dataclass
 
-from qdisk import fileio
 from qdisk.pve.apply import DriveOutcome, apply_stored, qmp_session
 from qdisk.pve.host import PveHost, PveRefusedError
 from qdisk.qemu.qmp import QmpError
+from qdisk.system import fileio
 
 PHASES = ("pre-start", "post-start", "pre-stop", "post-stop")
 # How long the child waits for an incoming migration to finish, and how often it asks.

@@ -1,6 +1,6 @@
 """A Proxmox VE host as qdisk finds it: its nodes, VM configs, storages and running VMs.
 
-Everything is read from the host's own files (:class:`~qdisk.layout.PveLayout`, under
+Everything is read from the host's own files (:class:`~qdisk.system.layout.PveLayout`, under
 ``QDISK_PVE_ROOT``, default ``/``); nothing here writes. The node is the host name
 (``QDISK_PVE_NODE`` overrides), as Proxmox VE names its nodes. A VM's config lives in
 the directory of the node it belongs to; every node's are visible on every node.
@@ -15,16 +15,16 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from qdisk import processes
-from qdisk.configtext import read_config
-from qdisk.drive import Drive, drive_keys, parse_drive
+from qdisk.config.drive import Drive, drive_keys, parse_drive
+from qdisk.config.text import read_config
+from qdisk.config.vmconfig import VmConfig, check_vmid, drive_items, parse_vm_config
 from qdisk.errors import InvalidInputError, QdiskError
-from qdisk.image import has_protocol
-from qdisk.layout import Layout, PveLayout
+from qdisk.image.info import has_protocol
 from qdisk.qemu.nodes import Disk
 from qdisk.settings import Tools
 from qdisk.storage import StorageConfig, StorageError, parse_storage_cfg
-from qdisk.vmconfig import VmConfig, check_vmid, drive_items, parse_vm_config
+from qdisk.system import processes
+from qdisk.system.layout import Layout, PveLayout
 
 ROOT_ENV = "QDISK_PVE_ROOT"
 NODE_ENV = "QDISK_PVE_NODE"

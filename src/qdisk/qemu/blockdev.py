@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from qdisk import storage
-from qdisk.drive import Drive
+from qdisk.config.drive import Drive
 from qdisk.qemu.nodes import DriveGraph, Node, drive_graph
 from qdisk.settings import Settings
 

@@ -21,8 +21,10 @@ from dataclasses import dataclass, field
 from typing import Literal
 from urllib.parse import unquote
 
-from qdisk import storage, vmconfig
-from qdisk.drive import Drive, parse_drive
+from qdisk.config import vmconfig
+from qdisk.config.drive import Drive, parse_drive
+from qdisk.config.vmconfig import VmConfig
+from qdisk.config.vmoptions import VmOptions, accelerator, read_options
 from qdisk.errors import InvalidInputError
 from qdisk.qemu.blockdev import to_json
 from qdisk.qemu.drivestr import drive_string
@@ -31,9 +33,6 @@ from qdisk.qemu.rules import cache_mode, template_read_only
 from qdisk.qemuopts import escape
 from qdisk.settings import Settings
 from qdisk.storage import StorageConfig
-from qdisk.tools import qemu_version as installed_qemu_version
-from qdisk.vmconfig import VmConfig
-from qdisk.vmoptions import VmOptions, accelerator, read_options
 
 Syntax = Literal["blockdev", "drive"]
 Version = tuple[int, ...]
@@ -79,24 +78,6 @@ def parse_version(text: str) -> Version:
     if match is None:
         raise CommandError(f"invalid QEMU version '{text}' (expected X.Y or X.Y.Z)")
     return tuple(int(part) for part in match.groups() if part is not None)
-
-
-def vm_command(settings: Settings, vmid: int, *, qemu_version_text: str | None = None,
-               syntax: Syntax | None = None, accel: str | None = None) -> VmCommand:
-    """The command of VM ``vmid`` from its config and storage.cfg under ``settings.home``.
-
-    The QEMU version is ``qemu_version_text``, else the installed ``qemu-system``'s (asked
-    only when the config pins no machine version and no ``syntax`` is forced).
-    """
-    config = vmconfig.load(settings, vmid)
-
-    def version() -> Version:
-        if qemu_version_text is not None:
-            return parse_version(qemu_version_text)
-        return installed_qemu_version(settings.tools.qemu_system)
-
-    return build_command(config, storage.load(settings), settings, qemu_version=version,
-                         syntax=syntax, accel=accel)
 
 
 def build_command(config: VmConfig, storage_config: StorageConfig, settings: Settings, *,

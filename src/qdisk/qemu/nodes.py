@@ -44,14 +44,14 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypedDict, cast
+from typing import Any, TypedDict
 
 from qdisk import cache
 from qdisk.cache.options import ignored_qcow2_keys
-from qdisk.drive import IMAGE_FORMATS, Drive
+from qdisk.config.drive import IMAGE_FORMATS, Drive
 from qdisk.errors import InvalidInputError
-from qdisk.image import DataFileError, ImageInfo, read_chain, refuse_external_data_file
-from qdisk.imagefile import ImageError
+from qdisk.image.file import ImageError
+from qdisk.image.info import DataFileError, ImageInfo, read_chain, refuse_external_data_file
 from qdisk.qemu.rules import (
     aio_mode,
     cache_mode,
@@ -438,17 +438,3 @@ def ignored_cache_options(disk: Disk) -> list[str]:
     else:
         source = " (no format= given)"
     return ignored_qcow2_keys(disk.key, disk.drive.values, disk.format, source)
-
-
-# --- reading a graph back --------------------------------------------------------------
-
-
-def backing_chain(node: Node | None) -> list[NodeKeys]:
-    """The format nodes from ``node`` down its explicit backing nodes, top first, read
-    through the keys qdisk reads back."""
-    chain: list[NodeKeys] = []
-    while isinstance(node, dict):
-        chain.append(cast(NodeKeys, node))
-        node = node.get("backing")
-    return chain
-

@@ -9,7 +9,7 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any
 
-from qdisk.drive import Drive, qemu_throttle_value
+from qdisk.config.drive import Drive, qemu_throttle_value
 from qdisk.storage import Storage
 from qdisk.storage.schema import IoUring
 

@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from qdisk.propstring import STORAGE_ID_PATTERN, parse_boolean
+from qdisk.config.propstring import STORAGE_ID_PATTERN, parse_boolean
 from qdisk.storage.config import Storage, StorageConfig, StorageError
 from qdisk.storage.volumes import parse_volume_id, subdir, usable_storage
 from qdisk.units import INT64_MAX, whole_number

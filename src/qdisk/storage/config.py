@@ -25,13 +25,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 
-from qdisk.configtext import BLANKS, read_config
+from qdisk.config.propstring import STORAGE_ID_PATTERN, parse_boolean
+from qdisk.config.text import BLANKS, read_config
 from qdisk.errors import InvalidInputError
-from qdisk.fileio import atomic_write
-from qdisk.propstring import STORAGE_ID_PATTERN, parse_boolean
 from qdisk.settings import Settings
 from qdisk.storage import values
 from qdisk.storage.schema import PROPERTIES, TYPES, StorageType
+from qdisk.system.fileio import atomic_write
 
 _STORAGE_ID_RE = re.compile(STORAGE_ID_PATTERN, re.IGNORECASE | re.ASCII)
 # SectionConfig's header and property lines.

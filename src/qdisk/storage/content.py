@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from qdisk.errors import InvalidInputError
-from qdisk.image import read_image
+from qdisk.image.info import read_image
 from qdisk.settings import Settings
 from qdisk.storage.config import Storage, ensure_default, load
 from qdisk.storage.volumes import resolve

@@ -11,8 +11,8 @@ import ipaddress
 import re
 from collections.abc import Callable
 
-from qdisk import propstring
-from qdisk.propstring import parse_boolean
+from qdisk.config import propstring
+from qdisk.config.propstring import parse_boolean
 
 Check = Callable[[str], "str | None"]
 

@@ -29,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from qdisk.propstring import STORAGE_ID_PATTERN
+from qdisk.config.propstring import STORAGE_ID_PATTERN
 from qdisk.storage import remote, values
 from qdisk.storage.config import Storage, StorageConfig, StorageError
 from qdisk.storage.remote import IscsiLun, RbdImage

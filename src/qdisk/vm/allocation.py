@@ -8,16 +8,17 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from qdisk import fileio, storage
-from qdisk.drive import Drive, make_drive
+from qdisk import storage
+from qdisk.config.drive import Drive, make_drive
+from qdisk.config.vmconfig import VmConfig
 from qdisk.errors import DriveError, Problem, ToolError
-from qdisk.image import create_image
+from qdisk.image.info import create_image
 from qdisk.settings import Settings
 from qdisk.storage import StorageConfig
+from qdisk.system import fileio
 from qdisk.vm import journal
 from qdisk.vm.errors import VmError
 from qdisk.vm.volumes import remove_images, volnames_on
-from qdisk.vmconfig import VmConfig
 
 log = logging.getLogger(__name__)
 

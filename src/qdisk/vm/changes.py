@@ -2,7 +2,7 @@
 
 Every value is checked before anything is written (drive strings with the drive language,
 the image-dependent cache rules against the image, the other keys against
-:data:`qdisk.vmoptions.OPTION_SCHEMAS`), new images are allocated for the
+:data:`qdisk.config.vmoptions.OPTION_SCHEMAS`), new images are allocated for the
 ``STORAGE:SIZE_IN_GiB`` syntax, and the config is written atomically under the VM's lock.
 As qemu-server's update_vm_api, ``set`` first records every change in ``[PENDING]``; a
 stopped VM gets them all at once, a running one what it can take now
@@ -15,16 +15,26 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from qdisk import storage, vmconfig
+from qdisk import storage
 from qdisk.cache import check_drive_cache
-from qdisk.drive import Drive, is_drive_key, parse_drive, print_drive
-from qdisk.errors import DriveError, InvalidInputError, Problem
-from qdisk.image import DataFileError, read_chain, read_image, refuse_external_data_file
+from qdisk.config.drive import Drive, is_drive_key, parse_drive, print_drive
+from qdisk.config.vmconfig import (
+    VmConfig,
+    add_pending_delete,
+    pending_delete_flags,
+    section_values,
+    set_pending,
+    set_value,
+)
+from qdisk.config.vmoptions import InvalidOptionError, canonical_option, known_key
+from qdisk.errors import DriveError, InvalidInputError, InvalidOptionsError, Problem
+from qdisk.image.info import DataFileError, read_chain, read_image, refuse_external_data_file
 from qdisk.qemu.nodes import resolve_disk
 from qdisk.settings import Settings, Tools
 from qdisk.storage import StorageConfig
+from qdisk.vm import store
 from qdisk.vm.allocation import Allocator, allocating
-from qdisk.vm.errors import InvalidOptionsError, StaleDigestError, VmRefusedError
+from qdisk.vm.errors import StaleDigestError, VmRefusedError
 from qdisk.vm.journal import vm_lock
 from qdisk.vm.pending import (
     Messages,
@@ -34,15 +44,6 @@ from qdisk.vm.pending import (
     hotplug_pending,
 )
 from qdisk.vm.state import running_pid
-from qdisk.vmconfig import (
-    VmConfig,
-    add_pending_delete,
-    pending_delete_flags,
-    section_values,
-    set_pending,
-    set_value,
-)
-from qdisk.vmoptions import InvalidOptionError, canonical_option, known_key
 
 
 @dataclass(frozen=True)
@@ -70,7 +71,7 @@ def create(settings: Settings, vmid: int, options: Mapping[str, str]) -> ChangeR
             prepared = _prepare(config, options, (), allocator)
             for key, value in prepared.values.items():
                 set_value(config.current, key, value)
-            vmconfig.save(settings, config)
+            store.save(settings, config)
     return ChangeResult(applied=tuple(prepared.values), warnings=tuple(prepared.warnings))
 
 
@@ -81,7 +82,7 @@ def set_options(settings: Settings, vmid: int, changes: Mapping[str, str],
     (the one :func:`qdisk.vm.views.config_values` gave) refuses a change to a config that
     changed since it was read."""
     with vm_lock(settings, vmid):
-        config = vmconfig.load(settings, vmid)
+        config = store.load(settings, vmid)
         if digest and digest.lower() != config.digest:
             raise StaleDigestError()
         check_pending(settings, config, replaced=(*changes, *deletes))
@@ -101,14 +102,14 @@ def set_options(settings: Settings, vmid: int, changes: Mapping[str, str],
                 messages.add(apply_pending(config, storage_config))
             # A running VM's changes are saved pending first, as qemu-server does: a crash
             # during a live change loses nothing. A stopped VM's config is written once.
-            vmconfig.save(settings, config)
+            store.save(settings, config)
         refused: tuple[str, ...] = ()
         failed: tuple[str, ...] = ()
         if running:
             hotplugged = hotplug_pending(settings, config, storage_config)
             refused, failed = hotplugged.refused, hotplugged.failed
             messages.notes += hotplugged.notes
-            vmconfig.save(settings, config)
+            store.save(settings, config)
     changed = [*prepared.values, *prepared.deletes]
     pending_now = set(section_values(config.pending)) | set(pending_delete_flags(config))
     return ChangeResult(applied=tuple(key for key in changed if key not in pending_now),

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from qdisk.errors import InvalidInputError, QdiskError
 
 
@@ -14,19 +12,6 @@ class VmError(QdiskError):
 class VmRefusedError(InvalidInputError):
     """The request does not fit the VM's state (already running, not running, exists,
     a disk in use, a run file in the way)."""
-
-
-class InvalidOptionsError(InvalidInputError):
-    """Values of a ``create``/``set`` are invalid; nothing was written. ``keyed``: per
-    problem the key it concerns and its line, which names the key too (``memory: ...``,
-    ``scsi0.size: ...``, ``unknown option 'x'``)."""
-
-    def __init__(self, vmid: int, keyed: Sequence[tuple[str, str]]) -> None:
-        self.vmid = vmid
-        self.keyed = tuple(keyed)
-        self.problems = tuple(line for _, line in self.keyed)
-        super().__init__(f"VM {vmid}: invalid values, nothing changed:\n"
-                         + "\n".join(f"  {line}" for line in self.problems))
 
 
 class InvalidPendingError(InvalidInputError):

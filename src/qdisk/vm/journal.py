@@ -1,6 +1,6 @@
 """A VM's lock, and crash safety: what a killed command left, the next one removes.
 
-Config writes are atomic (:mod:`qdisk.fileio`). An allocation is journaled (the image
+Config writes are atomic (:mod:`qdisk.system.fileio`). An allocation is journaled (the image
 paths, in the layout's ``allocation_journal``) before ``qemu-img create`` runs; the
 journal ends once the config names the images or they are removed again. Every command
 that takes a VM's lock (:func:`vm_lock`) first removes journaled images the config does
@@ -15,11 +15,12 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from qdisk import processes, storage, vmconfig
+from qdisk import storage
 from qdisk.errors import QdiskError
-from qdisk.fileio import atomic_write
 from qdisk.settings import Settings
-from qdisk.vm import snapshot_journal
+from qdisk.system import processes
+from qdisk.system.fileio import atomic_write
+from qdisk.vm import snapshot_journal, store
 from qdisk.vm.volumes import named_paths, remove_images
 
 log = logging.getLogger(__name__)
@@ -58,7 +59,7 @@ def recover(settings: Settings, vmid: int) -> None:
 
 def _named_image_paths(settings: Settings, vmid: int) -> list[Path]:
     try:
-        config = vmconfig.load(settings, vmid)
+        config = store.load(settings, vmid)
     except QdiskError:
         return []  # no config (a killed create): nothing names the images
     return named_paths(config, storage.load(settings))
@@ -67,6 +68,6 @@ def _named_image_paths(settings: Settings, vmid: int) -> list[Path]:
 @contextmanager
 def vm_lock(settings: Settings, vmid: int) -> Iterator[None]:
     """VM ``vmid``'s lock, with what an interrupted command left cleaned up first."""
-    with vmconfig.config_lock(settings, vmid):
+    with store.config_lock(settings, vmid):
         recover(settings, vmid)
         yield

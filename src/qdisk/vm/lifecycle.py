@@ -10,20 +10,22 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from qdisk import fileio, processes, storage, vmconfig
+from qdisk import storage
+from qdisk.config import vmconfig
+from qdisk.config.vmoptions import accelerator, read_options
 from qdisk.errors import InvalidInputError
 from qdisk.qemu.command import Syntax, build_command
 from qdisk.qemu.qmp import QmpConnection, QmpError
 from qdisk.settings import Settings
-from qdisk.tools import last_message, qemu_version
-from qdisk.vm import live
+from qdisk.system import fileio, processes
+from qdisk.system.tools import last_message, qemu_version
+from qdisk.vm import live, store
 from qdisk.vm.errors import VmError, VmRefusedError
 from qdisk.vm.journal import vm_lock
 from qdisk.vm.pending import Messages, apply_pending, check_pending
 from qdisk.vm.snapshot_volumes import layer_files
 from qdisk.vm.state import remove_run_files, running_pid, write_state
 from qdisk.vm.volumes import images_named_for, owned_volumes, remove_images
-from qdisk.vmoptions import accelerator, read_options
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +61,7 @@ def start(settings: Settings, vmid: int, *, syntax: Syntax | None = None,
     """Start VM ``vmid`` (pending changes applied first, as qemu-server does) with the
     command ``showcmd`` prints; returns once QEMU has daemonized."""
     with vm_lock(settings, vmid):
-        config = vmconfig.load(settings, vmid)
+        config = store.load(settings, vmid)
         pid = running_pid(settings, vmid)
         if pid is not None:
             raise VmRefusedError(f"VM {vmid} is already running (pid {pid})")
@@ -69,7 +71,7 @@ def start(settings: Settings, vmid: int, *, syntax: Syntax | None = None,
         storage_config = storage.load(settings)
         if vmconfig.has_pending(config):
             messages = apply_pending(config, storage_config)
-            vmconfig.save(settings, config)
+            store.save(settings, config)
         chosen_accel = accelerator(read_options(config.current.values), accel,
                                    kvm_usable=kvm_usable)
         command = build_command(config, storage_config, settings,
@@ -155,7 +157,7 @@ class StopResult:
 def stop(settings: Settings, vmid: int, *, timeout: float = DEFAULT_STOP_TIMEOUT) -> StopResult:
     """Ask QEMU to quit over QMP; kill it if it is still there after ``timeout`` seconds."""
     with vm_lock(settings, vmid):
-        vmconfig.load(settings, vmid)
+        store.load(settings, vmid)
         pid = running_pid(settings, vmid)
         if pid is None:
             remove_run_files(settings, vmid)
@@ -186,7 +188,7 @@ def destroy(settings: Settings, vmid: int) -> list[Path]:
     with their snapshot layers (internal snapshots go with their image).
     Refused while any process has one of them open. Returns the removed images."""
     with vm_lock(settings, vmid):
-        config = vmconfig.load(settings, vmid)
+        config = store.load(settings, vmid)
         pid = running_pid(settings, vmid)
         if pid is not None:
             raise VmRefusedError(f"VM {vmid} is running (pid {pid}): stop it first")

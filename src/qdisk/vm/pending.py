@@ -8,16 +8,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from qdisk import storage, vmconfig
-from qdisk.drive import is_drive_key, parse_drive
-from qdisk.errors import DriveError, InvalidInputError, QdiskError
-from qdisk.qemu.qmp import QmpCommandError
-from qdisk.settings import Settings
-from qdisk.storage import StorageConfig
-from qdisk.vm import live
-from qdisk.vm.errors import InvalidPendingError
-from qdisk.vm.volumes import drive_file, left_volume, remove_images
-from qdisk.vmconfig import (
+from qdisk import storage
+from qdisk.config import vmconfig
+from qdisk.config.drive import is_drive_key, parse_drive
+from qdisk.config.vmconfig import (
     Section,
     VmConfig,
     delete_value,
@@ -25,7 +19,20 @@ from qdisk.vmconfig import (
     section_values,
     set_value,
 )
-from qdisk.vmoptions import DESCRIPTION_KEY, OPTION_SCHEMAS, InvalidOptionError, canonical_option, known_key
+from qdisk.config.vmoptions import (
+    DESCRIPTION_KEY,
+    OPTION_SCHEMAS,
+    InvalidOptionError,
+    canonical_option,
+    known_key,
+)
+from qdisk.errors import DriveError, InvalidInputError, QdiskError
+from qdisk.qemu.qmp import QmpCommandError
+from qdisk.settings import Settings
+from qdisk.storage import StorageConfig
+from qdisk.vm import live
+from qdisk.vm.errors import InvalidPendingError
+from qdisk.vm.volumes import drive_file, left_volume, remove_images
 
 # qemu-server's fast-plug options: applied at once even while the VM runs.
 FAST_PLUG_KEYS = frozenset({"name", "description", "onboot", "tags", "protection", "startup"})

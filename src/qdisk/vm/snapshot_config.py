@@ -15,9 +15,9 @@ import re
 from dataclasses import dataclass
 
 from qdisk import storage
+from qdisk.config.vmconfig import Section, VmConfig
 from qdisk.storage.chains import SNAPSHOT_NAME_PATTERN
 from qdisk.vm.volumes import drive_files
-from qdisk.vmconfig import Section, VmConfig
 
 LOCK_KEY = "lock"
 PARENT_KEY = "parent"

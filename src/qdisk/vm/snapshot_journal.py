@@ -24,12 +24,14 @@ import logging
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from qdisk import fileio, storage, vmconfig
+from qdisk import storage
+from qdisk.config.vmconfig import VmConfig
 from qdisk.errors import QdiskError
 from qdisk.qemu.qmp import QmpCommandError, QmpConnection, QmpError
+from qdisk.qemu.reopen import applied_chain
 from qdisk.settings import Settings
-from qdisk.vm import live as live_changes
-from qdisk.vm import snapshot_config
+from qdisk.system import fileio
+from qdisk.vm import snapshot_config, store
 from qdisk.vm.errors import VmError
 from qdisk.vm.snapshot_live import (
     LiveDisk,
@@ -51,7 +53,6 @@ from qdisk.vm.snapshot_volumes import (
     snapshot_volume,
 )
 from qdisk.vm.state import read_state, running_pid, write_state
-from qdisk.vmconfig import VmConfig
 
 log = logging.getLogger(__name__)
 
@@ -130,9 +131,9 @@ def recover(settings: Settings, vmid: int) -> None:
 def run(settings: Settings, vmid: int, operation: Operation) -> Outcome:
     """Carry out ``operation`` to its end (the caller holds the VM's lock)."""
     write(settings, vmid, operation)
-    config = vmconfig.load(settings, vmid)
+    config = store.load(settings, vmid)
     _mark(config, operation)
-    vmconfig.save(settings, config)
+    store.save(settings, config)
     storage_config = storage.load(settings)
     outcome = Outcome()
     for task in operation.tasks:
@@ -154,9 +155,9 @@ def run(settings: Settings, vmid: int, operation: Operation) -> Outcome:
                           "tries again") from error
         task.done = True
         write(settings, vmid, operation)
-    config = vmconfig.load(settings, vmid)
+    config = store.load(settings, vmid)
     outcome.warnings += _finish(config, operation)
-    vmconfig.save(settings, config)
+    store.save(settings, config)
     settings.layout.snapshot_journal(vmid).unlink()
     return outcome
 
@@ -208,7 +209,7 @@ def _record_chain(settings: Settings, vmid: int, live: LiveDisk) -> None:
     """The state's record of the disk's qcow2 nodes, as the chain now is."""
     state = read_state(settings, vmid)
     if state is not None:
-        state.disks[live.key] = live_changes.applied_chain(live.tree())
+        state.disks[live.key] = applied_chain(live.tree())
         write_state(settings, vmid, state)
 
 

@@ -46,10 +46,10 @@ from typing import Any
 from qdisk.qemu.blockdev import reopen_options
 from qdisk.qemu.nodes import Node, format_node
 from qdisk.qemu.qmp import QmpConnection
+from qdisk.qemu.reopen import running_qemu_version
 from qdisk.qemu.rules import node_name, top_node_name
 from qdisk.settings import Settings
 from qdisk.vm.errors import VmError
-from qdisk.vm.live import running_qemu_version
 from qdisk.vm.snapshot_volumes import (
     SnapshotVolume,
     ensure_overlay,

@@ -30,18 +30,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from qdisk import storage
-from qdisk.drive import Drive, parse_drive
+from qdisk.config.drive import Drive, parse_drive
+from qdisk.config.vmconfig import drive_items
 from qdisk.errors import InvalidInputError, ToolError
-from qdisk.image import ImageInfo, create_image, read_chain, read_image
-from qdisk.imagefile import ImageError
+from qdisk.image.file import ImageError
+from qdisk.image.info import ImageInfo, create_image, read_chain, read_image
 from qdisk.qemu.nodes import Disk, is_volume_chain, resolve_disk
 from qdisk.settings import Tools
 from qdisk.storage import StorageConfig
 from qdisk.storage.chains import layer_snapshot, snapshot_file_name
 from qdisk.storage.schema import Layout
-from qdisk.tools import run
+from qdisk.system.tools import run
 from qdisk.vm.errors import VmError, VmRefusedError
-from qdisk.vmconfig import drive_items
 
 # pve-storage's overlays of a volume chain: extended L2 entries (subclusters) and 128 KiB
 # clusters, which is also what lets a qcow2 image with a backing file be preallocated.

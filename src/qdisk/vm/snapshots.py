@@ -18,13 +18,16 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from qdisk import storage, vmconfig
+from qdisk import storage
+from qdisk.config import vmconfig
+from qdisk.config.vmconfig import VmConfig, drive_items
+from qdisk.config.vmoptions import read_options
 from qdisk.errors import QdiskError
 from qdisk.qemu.command import COMMAND_BUSES
 from qdisk.qemu.qmp import QmpConnection
 from qdisk.settings import Settings
 from qdisk.storage import StorageConfig
-from qdisk.vm import lifecycle, snapshot_config
+from qdisk.vm import lifecycle, snapshot_config, store
 from qdisk.vm.journal import vm_lock
 from qdisk.vm.snapshot_config import SnapshotEntry
 from qdisk.vm.snapshot_journal import DELETE, ROLLBACK, SNAPSHOT, Operation, VolumeTask, run
@@ -42,8 +45,6 @@ from qdisk.vm.snapshot_volumes import (
 )
 from qdisk.vm.state import read_state, running_pid
 from qdisk.vm.volumes import drive_file
-from qdisk.vmconfig import VmConfig, drive_items
-from qdisk.vmoptions import read_options
 
 __all__ = ["SnapshotEntry", "SnapshotResult", "delete_snapshot", "list_snapshots", "rollback",
            "snapshot"]
@@ -66,7 +67,7 @@ def snapshot(settings: Settings, vmid: int, name: str, *, description: str | Non
     if problem is not None:
         raise SnapshotRefusedError(f"VM {vmid}: {problem}")
     with vm_lock(settings, vmid):
-        config = vmconfig.load(settings, vmid)
+        config = store.load(settings, vmid)
         _check_unlocked(config)
         if read_options(config.current.values).template:
             raise SnapshotRefusedError(f"VM {vmid}: you can't take a snapshot if it's a template")
@@ -88,7 +89,7 @@ def snapshot(settings: Settings, vmid: int, name: str, *, description: str | Non
 def delete_snapshot(settings: Settings, vmid: int, name: str) -> SnapshotResult:
     """Delete snapshot ``name`` of VM ``vmid`` (``qm delsnapshot``), running or stopped."""
     with vm_lock(settings, vmid):
-        config = vmconfig.load(settings, vmid)
+        config = store.load(settings, vmid)
         _check_unlocked(config)
         section = _snapshot(config, name)
         storage_config = storage.load(settings)
@@ -144,7 +145,7 @@ def rollback(settings: Settings, vmid: int, name: str, *, start: bool = False) -
 def list_snapshots(settings: Settings, vmid: int) -> list[SnapshotEntry]:
     """Every snapshot of VM ``vmid`` and ``current`` (``qm listsnapshot``)."""
     with vm_lock(settings, vmid):
-        config = vmconfig.load(settings, vmid)
+        config = store.load(settings, vmid)
         running = running_pid(settings, vmid) is not None
     return snapshot_config.entries(config, running=running)
 
@@ -238,7 +239,7 @@ def _neighbours(settings: Settings, volume: SnapshotVolume, name: str) -> Neighb
 
 
 def _check_rollback(settings: Settings, vmid: int, name: str) -> list[SnapshotVolume]:
-    config = vmconfig.load(settings, vmid)
+    config = store.load(settings, vmid)
     _check_unlocked(config)
     section = _snapshot(config, name)
     if snapshot_config.VMSTATE_KEY in section.values:

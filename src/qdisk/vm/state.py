@@ -21,27 +21,15 @@ Each disk lists its qcow2 nodes that qdisk named, top first, down the backing ch
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from qdisk import fileio, processes
-from qdisk.layout import RunFiles
 from qdisk.qemu.command import Syntax
+from qdisk.qemu.reopen import AppliedNode
 from qdisk.settings import Settings
+from qdisk.system import fileio, processes
+from qdisk.system.layout import RunFiles
 from qdisk.vm.errors import VmRefusedError
-
-
-@dataclass(frozen=True)
-class AppliedNode:
-    """One qcow2 node of a running disk and the cache options qdisk gave it."""
-
-    node_name: str
-    filename: str
-    cache: Mapping[str, int] = field(default_factory=dict)
-
-    def as_json(self) -> dict[str, Any]:
-        return {"node-name": self.node_name, "filename": self.filename, "cache": dict(self.cache)}
 
 
 @dataclass
@@ -64,8 +52,8 @@ class VmState:
                 or not isinstance(data.get("disks"), dict) or not isinstance(data.get("pid"), int):
             return None
         try:
-            disks = {key: [AppliedNode(node["node-name"], node["filename"], dict(node["cache"]))
-                           for node in disk["nodes"]] for key, disk in data["disks"].items()}
+            disks = {key: [AppliedNode.from_json(node) for node in disk["nodes"]]
+                     for key, disk in data["disks"].items()}
         except (KeyError, TypeError):
             return None
         return cls(data["syntax"], data["pid"], disks)

@@ -1,5 +1,5 @@
-"""What a VM looks like from outside: ``qm config``, ``qm pending``, ``qm list`` and
-its status."""
+"""What a VM looks like from outside: ``qm config``, ``qm pending``, ``qm list``, its
+status and ``qm showcmd``."""
 
 from __future__ import annotations
 
@@ -7,12 +7,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from qdisk import vmconfig
+from qdisk import storage
+from qdisk.config.vmconfig import pending_delete_flags, section_values
+from qdisk.qemu.command import Syntax, Version, VmCommand, build_command, parse_version
 from qdisk.settings import Settings
-from qdisk.tools import process_memory
+from qdisk.system.tools import process_memory
+from qdisk.system.tools import qemu_version as installed_qemu_version
+from qdisk.vm import store
 from qdisk.vm.journal import vm_lock
 from qdisk.vm.state import VmState, read_state, remove_run_files, run_files_left, running_pid
-from qdisk.vmconfig import pending_delete_flags, section_values
 
 
 @dataclass(frozen=True)
@@ -26,7 +29,7 @@ class ConfigView:
 def config_view(settings: Settings, vmid: int, *, current: bool = False) -> ConfigView:
     """The values with pending changes merged, or (``current``) the applied ones; the
     description as ``description``."""
-    config = vmconfig.load(settings, vmid)
+    config = store.load(settings, vmid)
     values = section_values(config.current) if current else config.merged()
     assert config.digest is not None  # a loaded config has one
     return ConfigView(values, config.digest)
@@ -59,7 +62,7 @@ class PendingItem:
 
 def pending_items(settings: Settings, vmid: int) -> list[PendingItem]:
     """``qm pending``: every key with an applied value, a pending one or a pending deletion."""
-    config = vmconfig.load(settings, vmid)
+    config = store.load(settings, vmid)
     current = section_values(config.current)
     new = {key: value for key, value in section_values(config.pending).items() if key != "delete"}
     deletions = pending_delete_flags(config)
@@ -101,7 +104,7 @@ class VmStatus:
 def status(settings: Settings, vmid: int, *, clean_up: bool = True) -> VmStatus:
     """Whether VM ``vmid`` runs, and the state applied to it. The run files of a QEMU that
     died on its own are removed (``clean_up``)."""
-    vmconfig.load(settings, vmid)
+    store.load(settings, vmid)
     qmp = settings.layout.run_files(vmid).qmp
     pid = running_pid(settings, vmid)
     if pid is None:
@@ -124,9 +127,27 @@ class VmSummary:
 def list_vms(settings: Settings) -> list[VmSummary]:
     """Every VM with a config: id, name and status (``qm list``)."""
     summaries = []
-    for vmid in vmconfig.list_vmids(settings):
-        config = vmconfig.load(settings, vmid)
+    for vmid in store.list_vmids(settings):
+        config = store.load(settings, vmid)
         running = running_pid(settings, vmid) is not None
         summaries.append(VmSummary(vmid, config.current.values.get("name"),
                                    "running" if running else "stopped"))
     return summaries
+
+
+def vm_command(settings: Settings, vmid: int, *, qemu_version_text: str | None = None,
+               syntax: Syntax | None = None, accel: str | None = None) -> VmCommand:
+    """The command of VM ``vmid`` from its config and storage.cfg under ``settings.home``.
+
+    The QEMU version is ``qemu_version_text``, else the installed ``qemu-system``'s (asked
+    only when the config pins no machine version and no ``syntax`` is forced).
+    """
+    config = store.load(settings, vmid)
+
+    def version() -> Version:
+        if qemu_version_text is not None:
+            return parse_version(qemu_version_text)
+        return installed_qemu_version(settings.tools.qemu_system)
+
+    return build_command(config, storage.load(settings), settings, qemu_version=version,
+                         syntax=syntax, accel=accel)

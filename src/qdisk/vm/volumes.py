@@ -7,11 +7,12 @@ import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from qdisk import storage, vmconfig
-from qdisk.drive import parse_drive
+from qdisk import storage
+from qdisk.config import vmconfig
+from qdisk.config.drive import parse_drive
+from qdisk.config.vmconfig import Section, VmConfig
 from qdisk.errors import DriveError, InvalidInputError
 from qdisk.storage import StorageConfig
-from qdisk.vmconfig import Section, VmConfig
 
 log = logging.getLogger(__name__)
 

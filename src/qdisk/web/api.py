@@ -25,16 +25,16 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 
-from qdisk import __version__, storage, vmconfig
-from qdisk.drive import is_drive_key
-from qdisk.errors import InvalidInputError
-from qdisk.propstring import split_list
+from qdisk import __version__, storage
+from qdisk.config.drive import is_drive_key
+from qdisk.config.propstring import split_list
+from qdisk.config.vmoptions import known_key
+from qdisk.errors import InvalidInputError, InvalidOptionsError
 from qdisk.pve.host import PveHost
+from qdisk.qemu.cacheview import option_descriptors
 from qdisk.settings import Settings
 from qdisk.storage import content as storage_content
-from qdisk.vm import cacheview, changes, lifecycle, views
-from qdisk.vm.errors import InvalidOptionsError
-from qdisk.vmoptions import known_key
+from qdisk.vm import cacheview, changes, lifecycle, store, views
 from qdisk.web.auth import COOKIE_NAME, CSRF_HEADER, SESSION_LIFETIME, Authenticator, AuthError, Principal
 from qdisk.web.http import (
     MISSING_PARAMETER,
@@ -179,7 +179,7 @@ def _home_routes(settings: Settings, reader: PrincipalDependency, writer: Princi
     def check_vm(name: str, vmid: int) -> None:
         check_node(name)
         try:
-            path = vmconfig.config_path(settings, vmid)
+            path = store.config_path(settings, vmid)
         except InvalidInputError as error:
             raise parameter_error({"vmid": str(error)}) from None
         if not path.exists():
@@ -306,7 +306,7 @@ def _home_routes(settings: Settings, reader: PrincipalDependency, writer: Princi
     def vm_cache(node: str = node_parameter(), vmid: int = vmid_parameter(),
                  _principal: Principal = Depends(reader)) -> JSONResponse:
         check_vm(node, vmid)
-        return data({"options": cacheview.option_descriptors(),
+        return data({"options": option_descriptors(),
                      "disks": cacheview.disk_cache_plans(settings, vmid)})
 
     @router.post("/nodes/{node}/qemu/{vmid}/qcow2-cache/preview", tags=["qdisk"],

@@ -18,8 +18,8 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from qdisk.errors import InvalidInputError, QdiskError
-from qdisk.vm.errors import InvalidOptionsError, StaleDigestError
+from qdisk.errors import InvalidInputError, InvalidOptionsError, QdiskError
+from qdisk.vm.errors import StaleDigestError
 from qdisk.web.auth import AuthError, Principal
 
 log = logging.getLogger(__name__)

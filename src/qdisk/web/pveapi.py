@@ -15,14 +15,14 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
 
-from qdisk.drive import is_drive_key
+from qdisk.config.drive import is_drive_key
+from qdisk.config.propstring import split_list
+from qdisk.config.vmconfig import check_vmid
 from qdisk.errors import InvalidInputError
-from qdisk.propstring import split_list
 from qdisk.pve import audit, cacheview, changes
 from qdisk.pve.apply import Outcome
 from qdisk.pve.cachesettings import has_cache_keys
 from qdisk.pve.host import PveHost
-from qdisk.vmconfig import check_vmid
 from qdisk.web.auth import Principal
 from qdisk.web.http import (
     MISSING_PARAMETER,

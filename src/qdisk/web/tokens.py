@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from qdisk.errors import InvalidInputError, QdiskError
-from qdisk.fileio import atomic_write, locked
 from qdisk.settings import Settings
+from qdisk.system.fileio import atomic_write, locked
 
 # Proxmox VE's pve-userid (NAME@REALM) and pve-tokenid.
 _USER_ID = r"[^\s:/@!=]+@[A-Za-z][A-Za-z0-9.\-_]+"

@@ -1,6 +1,6 @@
 """Image facts: format probing, raw sizes, backing chains, `qemu-img info` and `create`.
 
-qcow2 images are read natively (:mod:`qdisk.qcow2`), raw ones by their size: no
+qcow2 images are read natively (:mod:`qdisk.image.qcow2`), raw ones by their size: no
 subprocess and no lock, so it works on an image a running QEMU holds. Only a non-file
 protocol (``nbd:...``, ``json:{...}``) or another format (vmdk, vdi, ...) goes through
 ``qemu-img info``. The format of an image is what QEMU 7.2 opens it as: the one given
@@ -17,9 +17,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from qdisk.errors import ToolError
-from qdisk.fileio import LINK_REFUSED
-from qdisk.imagefile import ImageError, ImageFile, open_image
-from qdisk.qcow2 import (
+from qdisk.image.file import ImageError, ImageFile, open_image
+from qdisk.image.qcow2 import (
     AUTOCLEAR_DATA_FILE_RAW,
     COMPAT_LAZY_REFCOUNTS,
     COMPRESSION_TYPES,
@@ -34,7 +33,8 @@ from qdisk.qcow2 import (
 )
 from qdisk.qemuopts import option_value
 from qdisk.settings import Tools
-from qdisk.tools import run
+from qdisk.system.fileio import LINK_REFUSED
+from qdisk.system.tools import run
 
 # QEMU's driver names (qcow2, host_device, copy-on-read, ...).
 _DRIVER_NAME = re.compile(r"[a-z0-9_-]+")

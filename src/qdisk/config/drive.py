@@ -13,10 +13,10 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
-from qdisk import propstring
 from qdisk.cache.options import QCOW2_OPTIONS, Qcow2Option, ignored_qcow2_keys
+from qdisk.config import propstring
+from qdisk.config.propstring import Checked, Property, Rule, Schema, Value
 from qdisk.errors import DriveError, Problem
-from qdisk.propstring import Checked, Property, Rule, Schema, Value
 from qdisk.units import MIB
 
 IMAGE_FORMATS = ("raw", "qcow", "qed", "qcow2", "vmdk", "cloop")

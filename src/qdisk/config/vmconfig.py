@@ -1,4 +1,6 @@
-"""VM configuration files in the Proxmox VE format (``QDISK_HOME/qemu-server/<vmid>.conf``).
+"""The VM configuration file format of Proxmox VE (``qemu-server/<vmid>.conf``), parsed and
+printed; where a home keeps the files, and how they are read, locked and written, is
+:mod:`qdisk.vm.store`.
 
 ::
 
@@ -23,20 +25,14 @@ snapshots (sorted), so a file PVE wrote reads and prints back unchanged.
 
 from __future__ import annotations
 
-import hashlib
 import re
 import urllib.parse
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 
-from qdisk.configtext import BLANKS, read_config
-from qdisk.drive import drive_keys
+from qdisk.config.drive import drive_keys
+from qdisk.config.propstring import split_list
+from qdisk.config.text import BLANKS
 from qdisk.errors import InvalidInputError
-from qdisk.fileio import atomic_write, locked
-from qdisk.propstring import split_list
-from qdisk.settings import Settings
 
 # A line's key; qemu-server's ^([a-z][a-z_]*\d*):\s*(.+?)\s*$ is split in two (key, then
 # the rest stripped), since that regex takes quadratic time on a run of blanks.
@@ -47,10 +43,9 @@ _SPECIAL_RE = re.compile(r"\[special:([a-z]+)\]\s*", re.IGNORECASE | re.ASCII)
 _PENDING_RE = re.compile(r"\[PENDING\]\s*", re.IGNORECASE)
 # PVE::Tools::encode_text: control and non-ASCII characters, and ':', are %-escaped.
 _UNSAFE_DESCRIPTION_RE = re.compile(r"[^\x20-\x39\x3b-\x7e]")
-# PVE's vmid range (pve-vmid), and the config file names it gives.
+# PVE's vmid range (pve-vmid).
 MIN_VMID = 100
 MAX_VMID = 999_999_999
-_VMID_RE = re.compile(r"[1-9][0-9]{2,8}")
 
 
 class VmConfigError(InvalidInputError):
@@ -94,25 +89,6 @@ def check_vmid(vmid: int) -> int:
     if not MIN_VMID <= vmid <= MAX_VMID:
         raise VmConfigError(f"invalid VM id {vmid} (must be {MIN_VMID} to {MAX_VMID})")
     return vmid
-
-
-def config_path(settings: Settings, vmid: int) -> Path:
-    return settings.layout.vm_config(check_vmid(vmid))
-
-
-def load(settings: Settings, vmid: int) -> VmConfig:
-    """Read and parse the config of VM ``vmid``."""
-    path = config_path(settings, vmid)
-    try:
-        text = read_config(path)
-    except FileNotFoundError:
-        raise VmConfigError(f"VM {vmid}: configuration file '{path}' does not exist") from None
-    except OSError as error:
-        raise VmConfigError(f"VM {vmid}: cannot read '{path}': {error.strerror}") from None
-    config = parse_vm_config(text, vmid)
-    # read_config decoded strict UTF-8: encoding it again gives the file's bytes.
-    config.digest = hashlib.sha1(text.encode("utf-8")).hexdigest()
-    return config
 
 
 def parse_vm_config(text: str, vmid: int) -> VmConfig:
@@ -213,34 +189,7 @@ def drive_items(values: dict[str, str]) -> list[tuple[str, str]]:
     return [(key, values[key]) for key in drive_keys() if key in values]
 
 
-# --- saving, locking and pending changes ------------------------------------------------
-
-
-def lock_path(settings: Settings, vmid: int) -> Path:
-    """The lock a command holds while it reads, changes and writes the VM's config."""
-    return settings.layout.vm_lock(check_vmid(vmid))
-
-
-@contextmanager
-def config_lock(settings: Settings, vmid: int) -> Iterator[None]:
-    """Hold VM ``vmid``'s lock: read-modify-write cycles of its config queue up."""
-    with locked(lock_path(settings, vmid), home=settings.home):
-        yield
-
-
-def save(settings: Settings, config: VmConfig) -> None:
-    """Write the config atomically (old or new file, never a torn one). The caller holds
-    :func:`config_lock` across its read, change and this write."""
-    atomic_write(config_path(settings, config.vmid), print_vm_config(config), home=settings.home)
-
-
-def list_vmids(settings: Settings) -> list[int]:
-    """The ids of every VM with a config, in ascending order."""
-    directory = settings.layout.config_dir
-    if not directory.is_dir():
-        return []
-    return sorted(int(path.stem) for path in directory.glob("*.conf")
-                  if _VMID_RE.fullmatch(path.stem))
+# --- pending changes ---------------------------------------------------------------------
 
 
 def pending_delete_flags(config: VmConfig) -> dict[str, bool]:

@@ -1,7 +1,7 @@
 """The VM options qdisk knows besides drives: their schemas (qemu-server's), the checks of
 ``create``/``set``, and the typed view the QEMU command is built from.
 
-Drives have their own language (:mod:`qdisk.drive`); everything else of a VM config is
+Drives have their own language (:mod:`qdisk.config.drive`); everything else of a VM config is
 one of :data:`OPTION_SCHEMAS` (a property string, most of them a single value) or the
 free-text description. The command builder reads the config through :func:`read_options`,
 so a value means the same to ``vm set`` and to ``vm start``.
@@ -14,10 +14,10 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from qdisk import propstring
-from qdisk.drive import is_drive_key
+from qdisk.config import propstring
+from qdisk.config.drive import is_drive_key
+from qdisk.config.propstring import Property, Schema
 from qdisk.errors import InvalidInputError
-from qdisk.propstring import Property, Schema
 
 _DNS_LABEL = r"[a-zA-Z0-9](?:[a-zA-Z0-9\-]*[a-zA-Z0-9])?"
 _DNS_NAME = rf"{_DNS_LABEL}(?:\.{_DNS_LABEL})*"

@@ -13,7 +13,7 @@ import os
 import struct
 from dataclasses import dataclass
 
-from qdisk.imagefile import ImageError, ImageFile, past_the_end
+from qdisk.image.file import ImageError, ImageFile, past_the_end
 
 QCOW2_MAGIC = b"QFI\xfb"
 # QEMU's MIN_CLUSTER_BITS / MAX_CLUSTER_BITS (block/qcow2.h).
