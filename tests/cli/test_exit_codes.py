@@ -8,6 +8,7 @@ import pytest
 
 from qdisk import bench
 from qdisk.errors import InvalidInputError, QdiskError
+from qdisk.outcome import DriveOutcome, Outcome, change_error
 
 from cli_helpers import RunQdisk
 
@@ -41,3 +42,31 @@ def test_usage_errors_exit_2(run_qdisk: RunQdisk) -> None:
     result = run_qdisk("vm", "start")
     assert result.exit_code == 2
     assert "Missing argument 'VMID'" in result.stderr
+
+
+REFUSED = DriveOutcome("scsi0", Outcome.REFUSED, reason="Could not reopen qcow2 layer: boom")
+FAILED = DriveOutcome("scsi1", Outcome.FAILED, reason="QEMU's monitor failed: EOFError")
+
+
+@pytest.mark.parametrize(("outcomes", "code", "headline"), [
+    ([REFUSED, DriveOutcome("scsi2", Outcome.APPLIED)], 2, "VM 100: QEMU refused, it stays"),
+    ([REFUSED, FAILED], 1, "VM 100: not applied to the running VM, it stays"),
+])
+def test_changes_a_running_vm_did_not_take_decide_the_exit_code(
+        run_qdisk: RunQdisk, monkeypatch: pytest.MonkeyPatch,
+        outcomes: list[DriveOutcome], code: int, headline: str) -> None:
+    error = change_error("VM 100", outcomes, consequence="it stays")
+    assert error is not None
+    assert (error.headline, error.reasons) == (
+        headline, {outcome.key: outcome.reason for outcome in outcomes if outcome.not_taken})
+    monkeypatch.setattr(bench, "run_bench", _raising(error))
+    result = run_qdisk("bench", "--size", "1G")
+    assert result.exit_code == code
+    assert result.stderr.endswith(
+        "".join(f"  {key}: {reason}\n" for key, reason in error.reasons.items()))
+
+
+def test_changes_the_running_vm_took_or_that_wait_are_no_error() -> None:
+    outcomes = [DriveOutcome(key, outcome) for key, outcome in
+                (("scsi0", Outcome.APPLIED), ("scsi1", Outcome.PENDING), ("scsi2", Outcome.LEFT))]
+    assert change_error("VM 100", outcomes, consequence="it stays") is None

@@ -145,10 +145,10 @@ def test_a_value_qemu_refuses_leaves_qemu_and_the_record_as_they_were(
 
     result = run_qdisk("pve", "apply", "100")
 
-    assert result.exit_code == 1
-    assert "scsi0: QEMU refused blockdev-reopen: L2 cache entry size must be a power of two" \
-        in result.stderr
-    assert "not applied: VM 100 scsi0" in result.stderr
+    # QEMU refused the stored value: the request's fault, as `vm set`'s (exit 2).
+    assert result.exit_code == 2
+    assert "VM 100: QEMU refused, the settings stay stored:\n  scsi0: QEMU refused " \
+        "blockdev-reopen: L2 cache entry size must be a power of two" in result.stderr
     assert_grown(pid, before, 0)
     assert nodes(tree, 100) == nodes_before and tree.record(100) == record_before
 

@@ -7,6 +7,8 @@ import os
 import re
 import shutil
 import sys
+from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -14,9 +16,9 @@ import click
 from qdisk.cache import describe_options
 from qdisk.cli.common import pass_settings, warn
 from qdisk.cli.vm import parse_key_values
+from qdisk.outcome import DriveOutcome, Outcome
 from qdisk.pve import apply, audit, changes, hook
-from qdisk.pve.apply import DriveOutcome, Outcome
-from qdisk.pve.host import PveError, PveHost, PveRefusedError
+from qdisk.pve.host import PveHost, PveRefusedError
 from qdisk.settings import Settings
 from qdisk.units import format_bytes, parse_size
 
@@ -146,13 +148,17 @@ def set_(ctx: click.Context, vmid: int, deletes: tuple[str, ...]) -> None:
         click.echo(message)
     click.echo(f"stored in {host.paths.cache_settings(vmid)}: {', '.join(result.stored)}"
                if result.stored else "the stored settings are unchanged")
-    if result.refused:
-        raise PveRefusedError(f"VM {vmid}: not applied, and not stored: "
-                              f"{', '.join(outcome.key for outcome in result.refused)}")
+    not_taken = result.error()
+    if not_taken is not None:
+        raise not_taken
 
 
-def _report(outcomes: tuple[DriveOutcome, ...] | list[DriveOutcome]) -> None:
+def _report(outcomes: Sequence[DriveOutcome]) -> None:
+    """Each drive's messages, but those of the changes the running VM did not take: the
+    error for them lists them (:func:`qdisk.outcome.change_error`)."""
     for outcome in outcomes:
+        if outcome.not_taken:
+            continue
         for message in outcome.messages:
             if outcome.outcome in (Outcome.APPLIED, Outcome.SKIPPED):
                 click.echo(message)
@@ -170,21 +176,22 @@ def apply_(settings: Settings, vmid: int | None, all_vms: bool) -> None:
     if (vmid is None) == (not all_vms):
         raise click.UsageError("give a VMID or --all")
     host = pve_host(settings)
-    failed = []
+    outcomes: list[DriveOutcome] = []
     for each in apply.running_vmids(host) if all_vms else [vmid]:
         assert each is not None
         try:
-            outcomes = apply.apply_stored(host, each)
+            applied = apply.apply_stored(host, each)
         except PveRefusedError as error:
             if not all_vms:
                 raise
             warn(str(error))
             continue
-        _report(outcomes)
-        failed += [f"VM {each} {outcome.key}" for outcome in outcomes
-                   if outcome.outcome in (Outcome.REFUSED, Outcome.FAILED)]
-    if failed:
-        raise PveError(f"not applied: {', '.join(failed)}")
+        _report(applied)
+        outcomes += [replace(outcome, key=f"VM {each} {outcome.key}") if all_vms else outcome
+                     for outcome in applied]
+    not_taken = apply.apply_error(f"node {host.node}" if all_vms else f"VM {vmid}", outcomes)
+    if not_taken is not None:
+        raise not_taken
 
 
 # --- hook ---------------------------------------------------------------------------------
@@ -212,16 +219,24 @@ def hook_(settings: Settings, vmid: str | None, phase: str | None, print_snippet
     try:
         host = pve_host(settings)
         if wait_for_migration:
-            _report(hook.wait_for_migration(host, int(vmid)))
+            _report_hook(int(vmid), hook.wait_for_migration(host, int(vmid)))
             return
         result = hook.run_hook(host, int(vmid), phase)
         if result.waiting_pid is not None:
             click.echo(f"VM {vmid} is the target of a migration: its qcow2 cache settings are "
                        f"applied once it runs (in the background, pid {result.waiting_pid}, log "
                        f"{host.layout.run_files(int(vmid)).log})")
-        _report(result.outcomes)
+        _report_hook(int(vmid), result.outcomes)
     except Exception as error:  # noqa: BLE001  (a failing post-start marks the VM's start failed)
         warn(f"VM {vmid}: qcow2 cache settings not applied: {error}")
+
+
+def _report_hook(vmid: int, outcomes: Sequence[DriveOutcome]) -> None:
+    """The hook never fails: the changes the VM did not take are a warning."""
+    _report(outcomes)
+    not_taken = apply.apply_error(f"VM {vmid}", outcomes)
+    if not_taken is not None:
+        warn(str(not_taken))
 
 
 def _qdisk_command() -> str:

@@ -14,7 +14,6 @@ from qdisk.config.propstring import split_list
 from qdisk.settings import Settings
 from qdisk.units import format_bytes
 from qdisk.vm import changes, lifecycle, snapshots, views
-from qdisk.vm.errors import VmError, VmRefusedError
 
 
 @click.group(name="vm")
@@ -73,21 +72,16 @@ def parse_key_values(args: list[str]) -> dict[str, str]:
     return values
 
 
-def _report(vmid: int, result: changes.ChangeResult) -> None:
+def _report(result: changes.ChangeResult) -> None:
     for message in result.warnings:
         warn(message)
     for message in result.notes:
         click.echo(message)
     if result.pending:
         click.echo(f"pending until the next start: {', '.join(result.pending)}")
-    if result.failed:
-        for line in result.refused:
-            warn(f"QEMU refused: {line}")
-        raise VmError(f"VM {vmid}: not applied to the running VM, the change stays pending:\n"
-                         + "\n".join(f"  {line}" for line in result.failed))
-    if result.refused:
-        raise VmRefusedError(f"VM {vmid}: QEMU refused, the change stays pending:\n"
-                                + "\n".join(f"  {line}" for line in result.refused))
+    error = result.error()
+    if error is not None:
+        raise error
 
 
 @command.command(name="create", context_settings=_KEY_VALUE_COMMAND)
@@ -96,7 +90,7 @@ def _report(vmid: int, result: changes.ChangeResult) -> None:
 def create(ctx: click.Context, vmid: int) -> None:
     """Create VM VMID from --KEY VALUE options (drives: --scsi0 local:32,format=qcow2)."""
     settings = ctx.ensure_object(Settings)
-    _report(vmid, changes.create(settings, vmid, parse_key_values(ctx.args)))
+    _report(changes.create(settings, vmid, parse_key_values(ctx.args)))
 
 
 @command.command(name="set", context_settings=_KEY_VALUE_COMMAND)
@@ -109,7 +103,7 @@ def set_(ctx: click.Context, vmid: int, deletes: tuple[str, ...]) -> None:
     now, the rest at the next start)."""
     settings = ctx.ensure_object(Settings)
     keys = [key for text in deletes for key in split_list(text)]
-    _report(vmid, changes.set_options(settings, vmid, parse_key_values(ctx.args), keys))
+    _report(changes.set_options(settings, vmid, parse_key_values(ctx.args), keys))
 
 
 @command.command(name="config")

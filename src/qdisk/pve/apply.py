@@ -24,7 +24,6 @@ settings are applied again.
 from __future__ import annotations
 
 import contextlib
-import enum
 import json
 import time
 from collections.abc import Iterable, Iterator, Mapping
@@ -35,6 +34,7 @@ from typing import Any
 from qdisk import cache
 from qdisk.config.propstring import Value
 from qdisk.errors import DriveError, InvalidInputError
+from qdisk.outcome import ChangeError, DriveOutcome, Outcome, change_error
 from qdisk.pve.cachesettings import CacheSettings, check_unlocked, read_settings, with_settings
 from qdisk.pve.host import HostVm, PveHost, PveRefusedError, in_drive_order, process_start_time
 from qdisk.qemu.nodes import format_node, resolve_disk
@@ -57,21 +57,6 @@ from qdisk.system import fileio
 QMP_TIMEOUT = 5.0
 QMP_BUSY_WAIT = 10.0
 _RETRY_INTERVAL = 0.2
-class Outcome(enum.Enum):
-    APPLIED = "applied"    # QEMU has the settings now
-    LEFT = "left"          # the disk cannot take them live: left as it is
-    REFUSED = "refused"    # QEMU refused them: nothing changed
-    FAILED = "failed"      # QEMU's monitor failed: what QEMU has is not known
-    SKIPPED = "skipped"    # not a qcow2 disk of the VM
-
-
-@dataclass(frozen=True)
-class DriveOutcome:
-    key: str
-    outcome: Outcome
-    messages: tuple[str, ...] = ()
-
-
 # --- the record of what was applied -------------------------------------------------------
 
 
@@ -214,9 +199,9 @@ def _apply_drive(host: PveHost, vm: HostVm, key: str, values: Mapping[str, Value
                      *(node["node-name"] for node in backing_chain(plan.added))]
             messages += _delete_unused(qmp, key, [name for name in added if name not in plan.chain])
     except QmpCommandError as error:
-        return DriveOutcome(key, Outcome.REFUSED, (f"{key}: {error}",))
+        return DriveOutcome(key, Outcome.REFUSED, (f"{key}: {error}",), str(error))
     except QmpError as error:
-        return DriveOutcome(key, Outcome.FAILED, (f"{key}: {error}",))
+        return DriveOutcome(key, Outcome.FAILED, (f"{key}: {error}",), str(error))
     except DriveError as error:
         return DriveOutcome(key, Outcome.LEFT, tuple(f"{line}: left as it is" for line in error.lines()))
     except (NotLive, InvalidInputError) as error:
@@ -267,6 +252,12 @@ def apply_stored(host: PveHost, vmid: int, *,
     if vm.lock != allowed_lock:
         check_unlocked(vmid, vm.lock)
     return apply_settings(host, vm, read_settings(host.paths.cache_settings(vmid), vmid))
+
+
+def apply_error(subject: str, outcomes: Iterable[DriveOutcome]) -> ChangeError | None:
+    """The error for the stored settings a running VM (``subject``) did not take (see
+    :func:`qdisk.outcome.change_error`)."""
+    return change_error(subject, outcomes, consequence="the settings stay stored")
 
 
 def running_vmids(host: PveHost) -> list[int]:

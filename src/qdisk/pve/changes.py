@@ -21,7 +21,8 @@ from qdisk.config.vmconfig import check_vmid
 from qdisk.errors import DriveError, InvalidInputError, InvalidOptionsError
 from qdisk.image.file import ImageError
 from qdisk.image.info import read_image
-from qdisk.pve.apply import DriveOutcome, Outcome, apply_settings
+from qdisk.outcome import ChangeError, DriveOutcome, change_error
+from qdisk.pve.apply import apply_settings
 from qdisk.pve.cachesettings import (
     CacheSettings,
     check_unlocked,
@@ -40,19 +41,21 @@ from qdisk.storage import StorageConfig
 
 @dataclass(frozen=True)
 class SetResult:
-    """What ``set`` did: the drives whose settings changed in the file, what the running
-    VM did with each change, and messages (``notes`` on stdout, ``warnings`` on stderr)."""
+    """What ``set`` of VM ``vmid`` did: the drives whose settings changed in the file,
+    what the running VM did with each change (a refused or failed one is not stored), and
+    messages (``notes`` on stdout, ``warnings`` on stderr)."""
 
+    vmid: int
     stored: tuple[str, ...] = ()
     outcomes: tuple[DriveOutcome, ...] = ()
     notes: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
 
-    @property
-    def refused(self) -> tuple[DriveOutcome, ...]:
-        """The changes QEMU refused, or that could not reach it: not stored."""
-        return tuple(outcome for outcome in self.outcomes
-                     if outcome.outcome in (Outcome.REFUSED, Outcome.FAILED))
+    def error(self) -> ChangeError | None:
+        """The error for the changes the running VM did not take (see
+        :func:`qdisk.outcome.change_error`)."""
+        return change_error(f"VM {self.vmid}", self.outcomes,
+                            consequence="the settings are not stored")
 
 
 def set_cache(host: PveHost, vmid: int, changes: Mapping[str, str],
@@ -94,7 +97,7 @@ def set_cache(host: PveHost, vmid: int, changes: Mapping[str, str],
         if host.running_pid(vmid) is not None:
             outcomes = apply_settings(host, vm, wanted, [*parsed, *removed], storage=storage)
             for outcome in outcomes:
-                if outcome.outcome in (Outcome.REFUSED, Outcome.FAILED):
+                if outcome.not_taken:
                     _keep_as_before(wanted, current, outcome.key)
         else:
             notes.append(_where_it_applies(host, vm))
@@ -102,7 +105,7 @@ def set_cache(host: PveHost, vmid: int, changes: Mapping[str, str],
         stored = tuple(key for key in [*parsed, *removed] if wanted.get(key) != current.get(key))
         if stored:
             replace_file(path, print_settings(vmid, wanted) if wanted else None)
-    return SetResult(stored, tuple(outcomes), tuple(notes), tuple(warnings))
+    return SetResult(vmid, stored, tuple(outcomes), tuple(notes), tuple(warnings))
 
 
 def _keep_as_before(wanted: CacheSettings, current: CacheSettings, key: str) -> None:

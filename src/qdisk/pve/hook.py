@@ -21,7 +21,8 @@ import sys
 import time
 from dataclasses import dataclass
 
-from qdisk.pve.apply import DriveOutcome, apply_stored, qmp_session
+from qdisk.outcome import DriveOutcome
+from qdisk.pve.apply import apply_stored, qmp_session
 from qdisk.pve.host import PveHost, PveRefusedError
 from qdisk.qemu.qmp import QmpError
 from qdisk.system import fileio

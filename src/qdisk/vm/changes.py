@@ -29,6 +29,7 @@ from qdisk.config.vmconfig import (
 from qdisk.config.vmoptions import InvalidOptionError, canonical_option, known_key
 from qdisk.errors import DriveError, InvalidInputError, InvalidOptionsError, Problem
 from qdisk.image.info import DataFileError, read_chain, read_image, refuse_external_data_file
+from qdisk.outcome import ChangeError, DriveOutcome, change_error
 from qdisk.qemu.nodes import resolve_disk
 from qdisk.settings import Settings, Tools
 from qdisk.storage import StorageConfig
@@ -48,16 +49,23 @@ from qdisk.vm.state import running_pid
 
 @dataclass(frozen=True)
 class ChangeResult:
-    """What a ``create``/``set`` did: keys now in the applied config, keys left pending (a
-    running VM gets them at the next start), changes QEMU refused (``key: QEMU's message``)
-    or that could not reach it (``key: why``; both stay pending), and messages for the user."""
+    """What a ``create``/``set`` of VM ``vmid`` did: keys now in the applied config, keys
+    left pending (a running VM gets them at the next start), what the running VM did with
+    each drive change it was asked to take (a refused or failed one stays pending), and
+    messages for the user."""
 
+    vmid: int
     applied: tuple[str, ...] = ()
     pending: tuple[str, ...] = ()
-    refused: tuple[str, ...] = ()
-    failed: tuple[str, ...] = ()
+    outcomes: tuple[DriveOutcome, ...] = ()
     warnings: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
+
+    def error(self) -> ChangeError | None:
+        """The error for the drive changes the running VM did not take (see
+        :func:`qdisk.outcome.change_error`)."""
+        return change_error(f"VM {self.vmid}", self.outcomes,
+                            consequence="the change stays pending")
 
 
 def create(settings: Settings, vmid: int, options: Mapping[str, str]) -> ChangeResult:
@@ -72,7 +80,7 @@ def create(settings: Settings, vmid: int, options: Mapping[str, str]) -> ChangeR
             for key, value in prepared.values.items():
                 set_value(config.current, key, value)
             store.save(settings, config)
-    return ChangeResult(applied=tuple(prepared.values), warnings=tuple(prepared.warnings))
+    return ChangeResult(vmid, applied=tuple(prepared.values), warnings=tuple(prepared.warnings))
 
 
 def set_options(settings: Settings, vmid: int, changes: Mapping[str, str],
@@ -103,18 +111,17 @@ def set_options(settings: Settings, vmid: int, changes: Mapping[str, str],
             # A running VM's changes are saved pending first, as qemu-server does: a crash
             # during a live change loses nothing. A stopped VM's config is written once.
             store.save(settings, config)
-        refused: tuple[str, ...] = ()
-        failed: tuple[str, ...] = ()
+        outcomes: tuple[DriveOutcome, ...] = ()
         if running:
             hotplugged = hotplug_pending(settings, config, storage_config)
-            refused, failed = hotplugged.refused, hotplugged.failed
+            outcomes = hotplugged.outcomes
             messages.notes += hotplugged.notes
             store.save(settings, config)
     changed = [*prepared.values, *prepared.deletes]
     pending_now = set(section_values(config.pending)) | set(pending_delete_flags(config))
-    return ChangeResult(applied=tuple(key for key in changed if key not in pending_now),
+    return ChangeResult(vmid, applied=tuple(key for key in changed if key not in pending_now),
                         pending=tuple(key for key in changed if key in pending_now),
-                        refused=refused, failed=failed,
+                        outcomes=outcomes,
                         warnings=tuple(messages.warnings), notes=tuple(messages.notes))
 
 

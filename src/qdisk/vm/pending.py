@@ -27,6 +27,7 @@ from qdisk.config.vmoptions import (
     known_key,
 )
 from qdisk.errors import DriveError, InvalidInputError, QdiskError
+from qdisk.outcome import DriveOutcome, Outcome
 from qdisk.qemu.qmp import QmpCommandError
 from qdisk.settings import Settings
 from qdisk.storage import StorageConfig
@@ -141,11 +142,10 @@ def _apply_one(config: VmConfig, key: str, value: str) -> None:
 
 @dataclass(frozen=True)
 class HotplugResult:
-    """What a running VM did with its pending changes: QEMU's refusals (``key: message``)
-    and failures to reach it (``key: why``), both left pending, and notes for the user."""
+    """What a running VM did with its pending drive changes (a refused or failed one stays
+    pending), and notes for the user."""
 
-    refused: tuple[str, ...] = ()
-    failed: tuple[str, ...] = ()
+    outcomes: tuple[DriveOutcome, ...] = ()
     notes: tuple[str, ...] = ()
 
 
@@ -153,8 +153,7 @@ def hotplug_pending(settings: Settings, config: VmConfig,
                     storage_config: StorageConfig) -> HotplugResult:
     """What a running VM can take now: fast-plug keys, and drive changes that keep the
     volume, through :mod:`qdisk.vm.live`. Everything else stays pending."""
-    refused: list[str] = []
-    failed: list[str] = []
+    outcomes: list[DriveOutcome] = []
     notes: list[str] = []
     for key in list(pending_delete_flags(config)):
         if key in FAST_PLUG_KEYS:
@@ -172,16 +171,19 @@ def hotplug_pending(settings: Settings, config: VmConfig,
             if old.file != new.file:
                 continue
             try:
-                outcome = live.apply_drive_change(settings, config.vmid, old, new, storage_config)
+                result = live.apply_drive_change(settings, config.vmid, old, new, storage_config)
             except QmpCommandError as error:
-                refused.append(f"{key}: {error.desc}")
+                outcomes.append(DriveOutcome(key, Outcome.REFUSED, reason=error.desc))
                 continue
             except QdiskError as error:
                 # QEMU's monitor failed (QEMU died?), or the volume no longer resolves: the
                 # change waits for the next start, and the other keys still get their turn.
-                failed.append(f"{key}: {error}")
+                outcomes.append(DriveOutcome(key, Outcome.FAILED, reason=str(error)))
                 continue
-            notes.extend(outcome.messages)
-            if outcome.outcome is not live.LiveOutcome.PENDING:
+            notes.extend(result.messages)
+            pending = result.outcome is live.LiveOutcome.PENDING
+            outcomes.append(DriveOutcome(key, Outcome.PENDING if pending else Outcome.APPLIED,
+                                         result.messages))
+            if not pending:
                 _apply_one(config, key, value)
-    return HotplugResult(tuple(refused), tuple(failed), tuple(notes))
+    return HotplugResult(tuple(outcomes), tuple(notes))

@@ -237,12 +237,9 @@ def _home_routes(settings: Settings, reader: PrincipalDependency, writer: Princi
             raise parameter_error(problems_by_key(error)) from None
         outcome = {"applied": list(result.applied), "pending": list(result.pending),
                    "notes": list(result.notes), "warnings": list(result.warnings)}
-        if result.failed:
-            raise ApiError(500, f"VM {vmid}: not applied to the running VM, the change stays "
-                                f"pending: {'; '.join(result.failed)}")
-        if result.refused:
-            raise ApiError(400, f"VM {vmid}: QEMU refused, the change stays pending",
-                           {line.split(":", 1)[0]: line.split(": ", 1)[-1] for line in result.refused})
+        not_taken = result.error()
+        if not_taken is not None:
+            raise not_taken
         return data(None, result=outcome)
 
     for method, summary in (

@@ -19,6 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from qdisk.errors import InvalidInputError, InvalidOptionsError, QdiskError
+from qdisk.outcome import ChangeError
 from qdisk.vm.errors import StaleDigestError
 from qdisk.web.auth import AuthError, Principal
 
@@ -211,11 +212,12 @@ def install_error_handlers(app: FastAPI) -> None:
     async def stale_digest(_request: Request, error: Exception) -> JSONResponse:
         return _error_response(400, str(error), {"digest": str(error)})
 
-    async def invalid_input(_request: Request, error: Exception) -> JSONResponse:
-        return _error_response(400, str(error))
-
     async def qdisk_error(_request: Request, error: Exception) -> JSONResponse:
-        return _error_response(500, str(error))
+        # The client's fault (invalid input, a refusal) is a 400, every other failure a 500.
+        status = 400 if isinstance(error, InvalidInputError) else 500
+        if isinstance(error, ChangeError):
+            return _error_response(status, error.headline, error.reasons)
+        return _error_response(status, str(error))
 
     async def http_error(_request: Request, error: Exception) -> JSONResponse:
         assert isinstance(error, StarletteHTTPException)
@@ -228,7 +230,7 @@ def install_error_handlers(app: FastAPI) -> None:
     handlers: list[tuple[type[Exception], Callable[[Request, Exception], Awaitable[JSONResponse]]]] = [
         (ApiError, api_error), (AuthError, auth_error), (RequestValidationError, validation_error),
         (InvalidOptionsError, invalid_options), (StaleDigestError, stale_digest),
-        (InvalidInputError, invalid_input), (QdiskError, qdisk_error),
+        (QdiskError, qdisk_error),
         (StarletteHTTPException, http_error), (Exception, unexpected)]
     for kind, handler in handlers:
         app.add_exception_handler(kind, handler)

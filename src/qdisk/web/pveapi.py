@@ -20,7 +20,6 @@ from qdisk.config.propstring import split_list
 from qdisk.config.vmconfig import check_vmid
 from qdisk.errors import InvalidInputError
 from qdisk.pve import audit, cacheview, changes
-from qdisk.pve.apply import Outcome
 from qdisk.pve.cachesettings import has_cache_keys
 from qdisk.pve.host import PveHost
 from qdisk.web.auth import Principal
@@ -107,13 +106,9 @@ def pve_routes(host: PveHost, reader: PrincipalDependency, writer: PrincipalDepe
         if not requested and not deletes:
             raise ApiError(400, "no options specified")
         result = changes.set_cache(host, vmid, requested, deletes)
-        refused = {outcome.key: "\n".join(outcome.messages) for outcome in result.refused}
-        if any(outcome.outcome is Outcome.FAILED for outcome in result.refused):
-            raise ApiError(500, f"VM {vmid}: not applied, and not stored: "
-                                f"{'; '.join(refused.values())}")
-        if refused:
-            raise ApiError(400, f"VM {vmid}: QEMU refused: not applied, and not stored: "
-                                f"{', '.join(refused)}", refused)
+        not_taken = result.error()
+        if not_taken is not None:
+            raise not_taken
         return data(None, result={
             "stored": list(result.stored), "file": str(host.paths.cache_settings(vmid)),
             "drives": {outcome.key: {"outcome": outcome.outcome.value,
