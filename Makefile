@@ -41,9 +41,10 @@ test: install lint typecheck
 # Proxmox VE 9's platform: the suite inside a Debian 13 root (Python 3.13, QEMU 10.0) that
 # .ci/pve9-root makes once in .pve9/ and reuses, with its own venv (.venv-pve9). Lint and
 # mypy do not depend on the platform: `make test` runs them.
+# QDISK_PVE9_RELEASE=bookworm-backports: Debian 12 with QEMU 10.0 from backports instead.
 test-pve9: system-packages
 	.ci/pve9-root ensure
-	.ci/pve9-root run $(MAKE) --no-print-directory VENV=.venv-pve9 pve9-suite
+	.ci/pve9-root run $(MAKE) --no-print-directory VENV=.venv-pve9$(if $(QDISK_PVE9_RELEASE),-$(QDISK_PVE9_RELEASE)) pve9-suite
 
 # Inside the root only: .ci/pve9-root installed its Debian packages.
 pve9-suite: $(VENV)/.installed

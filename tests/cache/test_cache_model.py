@@ -30,6 +30,7 @@ from qdisk.config.drive import parse_drive
 from qdisk.errors import Problem
 from qdisk.image.info import read_image
 from qdisk.settings import Tools
+from qdisk.system.tools import qemu_version
 
 from cache_images import qemu_open_error
 
@@ -109,6 +110,9 @@ QEMU_CASES = [
     ("c64k-2g", {"cache-clean-interval": "0x10"}),
     ("c64k-2g", {"l2-cache-size": "abc"}),
     ("c64k-2g", {"l2-cache-size": "-1"}),
+    ("c64k-2g", {"l2-cache-size": " -0"}),
+    ("c64k-2g", {"l2-cache-size": "-5k"}),
+    ("c64k-2g", {"refcount-cache-size": "-18446744073709551616"}),
     ("c64k-2g", {"l2-cache-size": "16E"}),
     ("c64k-2g", {"l2-cache-size": "1.5"}),
     ("c64k-2g", {"l2-cache-size": "x", "cache-size": "y", "cache-clean-interval": "z"}),
@@ -130,7 +134,9 @@ QEMU_CASES = [
 def test_model_agrees_with_qemu(images: dict[str, Path], name: str,
                                 settings: dict[str, str]) -> None:
     try:
-        effective_cache(read_image(images[name], tools=TOOLS), parse_cache_options(settings),
+        # The wording of the QEMU it is compared with (a negative size's changed in 8.1).
+        options = parse_cache_options(settings, lambda: qemu_version(TOOLS.qemu_img))
+        effective_cache(read_image(images[name], tools=TOOLS), options,
                         allocation_limit=host_allocation_limit())
         model_error = None
     except QemuCacheError as error:
@@ -180,10 +186,21 @@ def test_qemu_size_syntax(text: str, value: int) -> None:
     assert parse_qemu_size("cache-size", text) == value
 
 
-@pytest.mark.parametrize("text", ["", "-1", "1.5", "0x10k", "1Mx", "1.5e3", "abc", "0x"])
+@pytest.mark.parametrize("text", ["", "-5k", "-1.5", "1.5", "0x10k", "1Mx", "1.5e3", "abc", "0x"])
 def test_qemu_size_syntax_errors(text: str) -> None:
     with pytest.raises(QemuCacheError, match="expects a non-negative number below 2"):
         parse_qemu_size("cache-size", text)
+
+
+@pytest.mark.parametrize(("version", "text", "out_of_range"), [
+    ((7, 2, 0), "-1", False), ((7, 2, 0), "-18446744073709551616", True),
+    ((8, 1, 0), " -0", True), ((10, 0, 2), "-1", True), (None, "-1", True)])
+def test_a_negative_size_in_each_qemu_s_words(version: tuple[int, ...] | None, text: str,
+                                              out_of_range: bool) -> None:
+    """As QEMU 7.2 and 10.0 say it (test_model_agrees_with_qemu checks the installed one)."""
+    message = "is out of range for parameter" if out_of_range else "expects a non-negative number"
+    with pytest.raises(QemuCacheError, match=message):
+        parse_qemu_size("cache-size", text, None if version is None else lambda: version)
 
 
 def test_qemu_number_syntax() -> None:

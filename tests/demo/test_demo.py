@@ -7,6 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from qdisk.qemu.command import BLOCKDEV_MIN_VERSION
+from qdisk.system.tools import qemu_version
+
 from cli_helpers import RunQdisk
 
 
@@ -26,8 +29,12 @@ def test_demo_runs_the_whole_flow_and_cleans_up(run_qdisk: RunQdisk, home: Path,
                  "6. Change the cache while it runs", "7. Stop the VM", "8. Measure the gain",
                  "9. Remove the demo VM"):
         assert step in out
-    # The auto size reached QEMU, then the live change replaced it.
-    assert "cache-size=167772160" in out
+    # The auto size reached QEMU, then the live change replaced it. The installed QEMU says
+    # how: -blockdev's JSON from QEMU 10 on (as Proxmox VE 9), -drive's text before.
+    if qemu_version("qemu-system-x86_64")[:2] >= BLOCKDEV_MIN_VERSION:
+        assert '"cache-size":167772160' in out and "blockdev syntax" in out
+    else:
+        assert "cache-size=167772160" in out and "drive syntax" in out
     assert "qcow2 cache l2-cache-size 64 MiB applied live" in out
     assert "qcow2-auto/qcow2-default:" in out
     assert "VM 9100 stopped" in out

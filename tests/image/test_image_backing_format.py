@@ -37,7 +37,7 @@ def qemu_img_chain(path: Path, *extra: str) -> list[dict[str, object]] | str:
 
 
 def our_chain(path: Path, image_format: str | None = None) -> list[dict[str, object]]:
-    return [{key: value for key, value in image_json(image).items() if key != "qdisk"}
+    return [{key: value for key, value in image_json(image, TOOLS).items() if key != "qdisk"}
             for image in read_chain(path, format=image_format, tools=TOOLS)]
 
 
@@ -105,7 +105,7 @@ def test_no_backing_format_is_probed_and_not_shown(overlays: Path) -> None:
     for name in ("probe-qcow2.qcow2", "empty-format.qcow2"):
         top, base = read_chain(overlays / name, tools=TOOLS)
         assert (top.backing_format, base.format) == (None, "qcow2")
-        assert "backing-filename-format" not in image_json(top)
+        assert "backing-filename-format" not in image_json(top, TOOLS)
 
 
 @pytest.mark.parametrize("image_format", ["raw", "qcow2", "vmdk", "file"])

@@ -102,3 +102,13 @@ def test_human_output_of_a_chain(run_qdisk: RunQdisk, tmp_path: Path,
     assert "    extended l2: false" in top and "allocated L2 tables: 0 of 6144 L1 entries" in top
     assert base.splitlines()[0] == "image: sub/../base.qcow2"
     assert "    extended l2: true" in base and "backing file" not in base
+
+
+def test_human_output_is_the_local_qemu_img_s(run_qdisk: RunQdisk, tmp_path: Path) -> None:
+    """Line for line qemu-img's own layout, whichever QEMU is installed (8.0 and later add the
+    protocol node, "Child node '/file'"), plus the lines only we print."""
+    qemu_img("create", "-q", "-f", "qcow2", "-o", "cluster_size=128k,extended_l2=on",
+             str(tmp_path / "disk.qcow2"), "1G")
+    ours = run_qdisk("image", "info", str(tmp_path / "disk.qcow2")).stdout.splitlines()
+    assert ours[-1] == "allocated L2 tables: 0 of 1 L1 entries"
+    assert ours[:-1] == qemu_img("info", str(tmp_path / "disk.qcow2")).splitlines()

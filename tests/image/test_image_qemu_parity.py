@@ -97,7 +97,7 @@ CASES: dict[str, tuple[tuple[Patch, ...], str | None]] = {
 
 
 def ours(path: Path, **kwargs: str) -> dict[str, object]:
-    return {key: value for key, value in image_json(read_image(path, **kwargs, tools=TOOLS)).items()
+    return {key: value for key, value in image_json(read_image(path, **kwargs, tools=TOOLS), TOOLS).items()
             if key != "qdisk"}
 
 

@@ -26,7 +26,7 @@ NATIVE = [f"{name}.qcow2" for name in IMAGE_KINDS] + [
 
 
 def ours(path: Path | str) -> dict[str, object]:
-    document = image_json(read_image(path, tools=TOOLS))
+    document = image_json(read_image(path, tools=TOOLS), TOOLS)
     assert document.pop("qdisk")["source"] == "header"  # type: ignore[index]
     return document
 
@@ -84,7 +84,7 @@ def test_chain_resolves_relative_names_against_the_naming_image(image_dir: Path)
         str(image_dir / "sub" / "../c64k.qcow2")]
     assert chain[1].backing_filename == "../c64k.qcow2"
     expected = qemu_img_info(image_dir / "absolute.qcow2", "--backing-chain")
-    assert [image_json(image) | {"qdisk": None} for image in chain] == \
+    assert [image_json(image, TOOLS) | {"qdisk": None} for image in chain] == \
         [document | {"qdisk": None} for document in expected]  # type: ignore[operator]
 
 

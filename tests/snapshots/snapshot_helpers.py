@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import subprocess
+import time
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -16,12 +18,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from qdisk import storage
 from qdisk.config import vmconfig
 from qdisk.image.info import read_chain
-from qdisk.qemu.command import build_command, parse_version
+from qdisk.qemu.command import build_command
 from qdisk.qemu.qmp import QmpConnection
 from qdisk.settings import Settings, Tools
+from qdisk.system.tools import qemu_version
 from qdisk.vm import changes, snapshot_journal, store
 from qdisk.vm import snapshot_volumes as volume_steps
 from qdisk.vm.live import initial_state
@@ -43,6 +48,9 @@ CHUNK = 64 * KIB
 # would keep freed buffers of a block job in the heap).
 QEMU_ENV = {"MALLOC_ARENA_MAX": "1", "MALLOC_MMAP_THRESHOLD_": str(1024 * 1024)}
 QEMU_TIMEOUT = 60
+# One snapshot operation in a forked child (a second or two here, 60 s the stall bound of a
+# block job).
+OPERATION_TIMEOUT = 120
 
 
 @dataclass(frozen=True)
@@ -196,7 +204,9 @@ def start_storage_daemon(home: SnapshotHome, started: list[int]) -> int:
     settings = home.settings
     config = home.config()
     command = build_command(config, storage.load(settings), settings,
-                            qemu_version=lambda: parse_version("7.2"), syntax="blockdev")
+                            # The storage daemon's own version: its nodes as it accepts them.
+                            qemu_version=lambda: qemu_version(settings.tools.qemu_storage_daemon),
+                            syntax="blockdev")
     files = settings.layout.run_files(VMID)
     files.qmp.parent.mkdir(exist_ok=True)
     argv = ["qemu-storage-daemon", "--chardev", f"socket,id=qmp,path={files.qmp},server=on,wait=off",
@@ -309,8 +319,7 @@ def run_killed(operation: Callable[[], Any], kill_at: int, action: Callable[[], 
             os.write(writer, traceback.format_exc().encode())
         os._exit(0)
     os.close(writer)
-    with os.fdopen(reader, "rb") as pipe:
-        report = pipe.read().decode()
+    report = _read_until_closed(reader, pid)
     _, status = os.waitpid(pid, 0)
     reached = report.startswith("reached\n")
     if os.WIFSIGNALED(status):
@@ -318,6 +327,21 @@ def run_killed(operation: Callable[[], Any], kill_at: int, action: Callable[[], 
         return True
     assert report.endswith("done\n"), report
     return reached
+
+
+def _read_until_closed(reader: int, pid: int) -> str:
+    """The child's report; a child that runs past OPERATION_TIMEOUT is killed and the test
+    fails (a stuck QMP wait or block job must not hang the suite)."""
+    deadline = time.monotonic() + OPERATION_TIMEOUT
+    chunks = []
+    with os.fdopen(reader, "rb", buffering=0) as pipe:
+        while select.select([pipe], [], [], max(0.0, deadline - time.monotonic()))[0]:
+            if not (chunk := pipe.read(65536)):
+                return b"".join(chunks).decode()
+            chunks.append(chunk)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    pytest.fail(f"the operation ran past {OPERATION_TIMEOUT} s; it said: {b''.join(chunks).decode()}")
 
 
 def _count_steps(kill_at: int, action: Callable[[], object], *, file_steps: bool) -> None:

@@ -4,7 +4,7 @@ with suffixes, numbers in any base, and the order QEMU reads them in."""
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from qdisk.cache.model import UINT64_LIMIT, CacheOptions, QemuCacheError, size_syntax_message
 from qdisk.cache.options import QEMU_OPTION_NAMES, QemuSyntax, qemu_parse_order
@@ -13,14 +13,27 @@ _SIZE_SUFFIX_SHIFT = {"b": 0, "k": 10, "m": 20, "g": 30, "t": 40, "p": 50, "e": 
 # qemu_strtosz: decimal (with a fraction only before a suffix) or hex (no suffix, no fraction).
 _SIZE_RE = re.compile(r"\s*\+?(?:0[xX](?P<hex>[0-9a-fA-F]+)|(?P<int>\d+)(?P<frac>\.\d*)?"
                       r"(?P<suffix>[bBkKmMgGtTpPeE])?)")
+# A negative size, whole: QEMU 8.1's qemu_strtosz (parse_uint) says it is out of range; 7.2's
+# (strtoull, then a check for '-') says so only when the magnitude overflows, else that it
+# expects a non-negative number. With anything after the digits both call it syntax.
+_NEGATIVE_RE = re.compile(r"\s*-(?P<digits>\d+)")
+NEGATIVE_OUT_OF_RANGE_SINCE = (8, 1)
+# The version of the QEMU that will parse the options, asked only when the answer matters
+# (None: the newest QEMU).
+QemuVersion = Callable[[], tuple[int, ...]] | None
+
 # qemu_strtou64 with base 0: hex, octal or decimal; a minus sign wraps around.
 _NUMBER_RE = re.compile(r"\s*(?P<sign>[+-]?)(?:0[xX](?P<hex>[0-9a-fA-F]+)|(?P<oct>0[0-7]*)"
                         r"|(?P<dec>[1-9]\d*))")
 
 
-def parse_qemu_size(option: str, text: str) -> int:
+def parse_qemu_size(option: str, text: str, qemu_version: QemuVersion = None) -> int:
     """A size as QEMU parses it in ``-drive``/``--image-opts`` (suffixes k M G T P E, ``0x``)."""
     match = _SIZE_RE.fullmatch(text)
+    negative = _NEGATIVE_RE.fullmatch(text)
+    if negative is not None and (_decimal(negative["digits"]) >= UINT64_LIMIT or qemu_version is None
+                                 or qemu_version()[:2] >= NEGATIVE_OUT_OF_RANGE_SINCE):
+        _in_size_range(option, text, UINT64_LIMIT)
     if match is None:
         raise QemuCacheError(size_syntax_message(option), option=option)
     if match["hex"] is not None:
@@ -67,9 +80,10 @@ def _decimal(digits: str) -> int:
     return UINT64_LIMIT if len(digits.lstrip("0")) > len(str(UINT64_LIMIT)) else int(digits)
 
 
-def parse_cache_options(settings: Mapping[str, str]) -> CacheOptions:
+def parse_cache_options(settings: Mapping[str, str], qemu_version: QemuVersion = None) -> CacheOptions:
     """Options given as QEMU's ``name=value`` text, checked like QEMU's qcow2 driver does
-    (the options in QEMU's parse order, so the first bad one is the one QEMU names)."""
+    (the options in QEMU's parse order, so the first bad one is the one QEMU names; its
+    wording, where it changed, the one of ``qemu_version``)."""
     for option in settings:
         if option not in QEMU_OPTION_NAMES:
             raise QemuCacheError(f"Block format 'qcow2' does not support the option '{option}'",
@@ -78,6 +92,8 @@ def parse_cache_options(settings: Mapping[str, str]) -> CacheOptions:
     for descriptor in qemu_parse_order():
         name = descriptor.qemu_name
         if name is not None and name in settings:
-            parse = parse_qemu_size if descriptor.qemu_syntax is QemuSyntax.SIZE else parse_qemu_number
-            values[name.replace("-", "_")] = parse(name, settings[name])
+            text = settings[name]
+            values[name.replace("-", "_")] = (
+                parse_qemu_size(name, text, qemu_version) if descriptor.qemu_syntax is QemuSyntax.SIZE
+                else parse_qemu_number(name, text))
     return CacheOptions(**values)

@@ -23,6 +23,7 @@ from qdisk.cli.common import echo_json, fail_json, pass_settings
 from qdisk.errors import InvalidInputError
 from qdisk.image.info import read_chain, read_image
 from qdisk.settings import Settings
+from qdisk.system.tools import qemu_version
 from qdisk.units import format_bytes
 
 
@@ -129,7 +130,7 @@ def explain(ctx: click.Context, settings: Settings, as_json: bool,
     """What QEMU would use for the top image of PATH with these options, or QEMU's error."""
     try:
         image = read_image(path, format="qcow2", tools=settings.tools)
-        options = parse_cache_options(settings_text)
+        options = parse_cache_options(settings_text, lambda: qemu_version(settings.tools.qemu_img))
         cache = effective_cache(image, options, allocation_limit=host_allocation_limit())
     except QemuCacheError as error:
         if as_json:

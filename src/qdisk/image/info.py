@@ -85,6 +85,11 @@ class ImageInfo:
     header_extensions: tuple[HeaderExtension, ...] = ()
     # True when the facts came from `qemu-img info` rather than the native reader.
     from_qemu_img: bool = False
+    # The file or block device under the format (QEMU's protocol node, native reads only):
+    # its driver, its length in whole sectors (rounded up) and its extent size hint.
+    protocol: str | None = None
+    file_length: int | None = None
+    extent_size_hint: int | None = None
 
     @property
     def is_qcow2(self) -> bool:
@@ -169,11 +174,16 @@ def _other_format(first_block: bytes) -> str | None:
     return None
 
 
+def _file_length(image: ImageFile) -> int:
+    # QEMU rounds a file up to whole sectors (qemu-img shows 1000 bytes as 1024).
+    return -(-image.size // SECTOR_SIZE) * SECTOR_SIZE
+
+
 def _raw_info(image: ImageFile) -> ImageInfo:
-    # QEMU rounds a raw file up to whole sectors (qemu-img shows 1000 bytes as 1024).
-    virtual_size = -(-image.size // SECTOR_SIZE) * SECTOR_SIZE
-    return ImageInfo(filename=image.filename, format="raw", virtual_size=virtual_size,
-                     actual_size=image.actual_size)
+    length = _file_length(image)
+    return ImageInfo(filename=image.filename, format="raw", virtual_size=length,
+                     actual_size=image.actual_size, protocol=image.protocol, file_length=length,
+                     extent_size_hint=image.extent_size_hint)
 
 
 def _qcow2_info(image: ImageFile) -> ImageInfo:
@@ -203,6 +213,9 @@ def _qcow2_info(image: ImageFile) -> ImageInfo:
         allocated_l2_tables=qcow2.allocated_l2_tables,
         header=header,
         header_extensions=qcow2.extensions,
+        protocol=image.protocol,
+        file_length=_file_length(image),
+        extent_size_hint=image.extent_size_hint,
     )
 
 
@@ -245,6 +258,8 @@ def _qemu_img_info(filename: str, format: str | None, tools: Tools) -> ImageInfo
         lazy_refcounts=bool(data.get("lazy-refcounts", False)),
         compression_type=_optional_str(data.get("compression-type")),
         from_qemu_img=True,
+        # A protocol driver's own (format "file"): QEMU 8.0's, on XFS.
+        extent_size_hint=_optional_int(data.get("extent-size-hint")),
     )
 
 

@@ -64,6 +64,9 @@ Step = tuple[str, Callable[[], None]]
 # name starts with a letter, so no snapshot's node is named alike).
 TEMPORARY_LAYER = ".qdisk-overlay"
 JOB_POLL_SECONDS = 0.005
+# A block job whose state and progress stay the same this long is stuck (paused, or QEMU
+# hangs): qdisk stops waiting; the job stays in QEMU and the next command waits for it again.
+JOB_STALL_SECONDS = 60.0
 
 
 def read_only(node: Node) -> Node:
@@ -175,8 +178,12 @@ class LiveDisk:
                                                           "backing": backing}]})
 
     def writable(self, node: Node) -> None:
-        """Reopen a node qdisk added read-only with its real options, its file node too."""
-        self.qmp.execute("blockdev-reopen", {"options": [reopen_options(node), node["file"]]})
+        """Reopen a node qdisk added read-only with its real options, its file node first.
+
+        One at a time: QEMU 10.0 reopens both in one blockdev-reopen, then every later
+        request through the node waits forever (the monitor with it); 7.2 takes either."""
+        self.qmp.execute("blockdev-reopen", {"options": [node["file"]]})
+        self.qmp.execute("blockdev-reopen", {"options": [reopen_options(node)]})
 
     def release(self, node: Node) -> None:
         """Reopen a node read-only, its file node left as it is (QEMU keeps the open file),
@@ -213,7 +220,15 @@ class LiveDisk:
                 return
             self.qmp.execute(command, {"job-id": job_id, "auto-dismiss": False, **arguments})
         completing = False
+        seen: tuple[object, ...] = ()
+        since = time.monotonic()
         while (job := self._job(job_id)) is not None:
+            if (now := (job["status"], job.get("current-progress"), completing)) != seen:
+                seen, since = now, time.monotonic()
+            elif time.monotonic() - since > JOB_STALL_SECONDS:
+                raise VmError(f"{self.key}: QEMU's {command} job made no progress for "
+                              f"{JOB_STALL_SECONDS:g} s (status {job['status']}): left to QEMU, "
+                              "the next command on the VM waits for it again")
             if job["status"] == "ready" and active and not completing:
                 self.qmp.execute("job-complete", {"id": job_id})
                 completing = True
