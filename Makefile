@@ -1,11 +1,11 @@
-# qdisk: make install | make test | make test-pve9 | make deb | make test-deb | make demo
+# qdisk: make install | make test | make test-fast | make test-pve9 | make deb | make test-deb | make demo
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 APT_PACKAGES := qemu-utils qemu-system-x86 qemu-system-common qemu-block-extra fio chromium debootstrap
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install system-packages test test-pve9 pve9-suite deb test-deb demo lint typecheck bench clean
+.PHONY: install system-packages test test-fast test-pve9 pve9-suite deb test-deb demo lint typecheck bench clean
 
 install: system-packages $(VENV)/.installed
 
@@ -37,6 +37,10 @@ typecheck: install
 
 test: install lint typecheck
 	$(BIN)/pytest
+
+# The tests not marked qemu (they start no QEMU tool): a quicker edit-test loop.
+test-fast: install
+	$(BIN)/pytest -m "not qemu"
 
 # Proxmox VE 9's platform: the suite inside a Debian 13 root (Python 3.13, QEMU 10.0) that
 # .ci/pve9-root makes once in .pve9/ and reuses, with its own venv (.venv-pve9). Lint and

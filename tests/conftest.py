@@ -85,6 +85,12 @@ def vm_home(home: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
 
 
 @pytest.fixture
+def config_file(vm_home: Path) -> Path:
+    """VM 100's config file (not created)."""
+    return vm_home / "qemu-server" / "100.conf"
+
+
+@pytest.fixture
 def make_qcow2(tmp_path: Path) -> Callable[..., Path]:
     """Create a real qcow2 image: ``make_qcow2("a.qcow2", "1G", "-o", "cluster_size=4096")``."""
 

@@ -1,9 +1,10 @@
 """The exception hierarchy: one root, and precise subclasses that carry context.
 
 Every module raises a subclass of :class:`QdiskError`. The CLI turns them into
-messages and exit codes in one place (``qdisk.cli.main``): an
+messages and exit codes in one place (``qdisk.cli.common.run``): an
 :class:`InvalidInputError` (the user's input is wrong, or the request is refused)
-exits 2, every other :class:`QdiskError` exits 1.
+exits 2, every other :class:`QdiskError` exits 1; the web API answers 400 and 500 likewise
+(``qdisk.web.http``).
 """
 
 from __future__ import annotations

@@ -47,12 +47,20 @@ def default_home(environ: Mapping[str, str] | None = None) -> Path:
     return Path(data_home) / "qdisk"
 
 
+def default_accel(environ: Mapping[str, str] | None = None) -> str | None:
+    """``QDISK_ACCEL`` (``kvm`` or ``tcg``), else None: KVM when ``/dev/kvm`` is usable."""
+    env = os.environ if environ is None else environ
+    return env.get("QDISK_ACCEL") or None
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything a command needs to know about its environment."""
 
     home: Path = field(default_factory=default_home)
     tools: Tools = field(default_factory=Tools.from_env)
+    # The accelerator VMs start with (None: the VM's ``kvm`` option and /dev/kvm decide).
+    accel: str | None = field(default_factory=default_accel)
     # Where every file lives, decided once from the home.
     layout: Layout = field(init=False)
 
@@ -61,4 +69,5 @@ class Settings:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        return cls(home=default_home(environ), tools=Tools.from_env(environ))
+        return cls(home=default_home(environ), tools=Tools.from_env(environ),
+                   accel=default_accel(environ))

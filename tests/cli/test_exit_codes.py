@@ -1,4 +1,4 @@
-"""The one place that decides exit codes (qdisk.cli.main): 0, 1, 2 and 130, never a traceback."""
+"""The one place that decides exit codes (qdisk.cli.common.run): 0, 1, 2 and 130, never a traceback."""
 
 from __future__ import annotations
 

@@ -1,9 +1,12 @@
-"""Fixtures of the QEMU command area (helpers in cmdline_helpers.py)."""
+"""Fixtures of the QEMU area (helpers in cmdline_helpers.py): homes for QEMU commands, daemonized
+QEMUs, and a paused QEMU to talk QMP to."""
 
 from __future__ import annotations
 
 import shutil
+import socket
 import subprocess
+import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
@@ -45,3 +48,37 @@ def daemonized_qemu() -> Iterator[Callable[[Sequence[str], Path], int]]:
     yield start
     for pid in pids:
         kill_and_wait(pid)
+
+
+# How long QEMU may take to open its monitor (a loaded 2-core machine included).
+START_TIMEOUT = 60.0
+
+
+@pytest.fixture
+def paused_qemu(tmp_path: Path) -> Iterator[Path]:
+    socket_path = tmp_path / "qmp.sock"
+    process = subprocess.Popen(
+        ["qemu-system-x86_64", "-machine", "none", "-nodefaults", "-display", "none", "-S",
+         "-qmp", f"unix:{socket_path},server=on,wait=off"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        _wait_listening(socket_path, process)
+        yield socket_path
+    finally:
+        process.kill()
+        process.wait()
+
+
+def _wait_listening(path: Path, process: subprocess.Popen[bytes]) -> None:
+    """Until QEMU accepts connections on ``path`` (the file exists before QEMU listens)."""
+    deadline = time.monotonic() + START_TIMEOUT
+    while True:
+        assert process.poll() is None, f"QEMU exited: {process.stderr and process.stderr.read()!r}"
+        with socket.socket(socket.AF_UNIX) as probe:
+            try:
+                probe.connect(str(path))
+                return
+            except OSError:
+                pass
+        assert time.monotonic() < deadline, f"QEMU's monitor {path} not up in {START_TIMEOUT:g} s"
+        time.sleep(0.02)

@@ -220,17 +220,54 @@ def effective_cache(image: ImageInfo, options: CacheOptions, *,
                     allocation_limit: int | None = None) -> EffectiveCache:
     """What QEMU (>= 4.0, Linux) allocates for ``image`` with ``options``, or QEMU's error.
 
+    Along QEMU's own seam: the sizes the options ask for (:func:`_read_cache_sizes`, its
+    ``read_cache_sizes``), then the caches made of them (``qcow2_update_options_prepare``).
     ``allocation_limit``: the largest single allocation the host grants
     (:func:`host_allocation_limit`); a larger cache fails to open in QEMU.
     """
     cluster_size = _require_qcow2(image)
+    l2_bytes, refcount_bytes, entry_bytes = _read_cache_sizes(image, options, cluster_size)
+    if not (MIN_ENTRY_BYTES <= entry_bytes <= cluster_size and _is_power_of_two(entry_bytes)):
+        raise _refusal(image, f"L2 cache entry size must be a power of two between "
+                              f"{MIN_ENTRY_BYTES} and the cluster size ({cluster_size})",
+                       "l2-cache-entry-size")
+    # The L2 part comes from cache-size when l2-cache-size was not given.
+    l2_option = ("l2-cache-size" if options.l2_cache_size is not None or options.cache_size is None
+                 else "cache-size")
+    l2_entries = max(MIN_L2_CACHE_ENTRIES, l2_bytes // entry_bytes)
+    if l2_entries > INT_MAX:
+        raise _refusal(image, "L2 cache size too big", l2_option)
+    refcount_entries = max(MIN_REFCOUNT_CACHE_CLUSTERS, refcount_bytes // cluster_size)
+    if refcount_entries > INT_MAX:
+        raise _refusal(image, "Refcount cache size too big", "refcount-cache-size")
+    if allocation_limit is not None and max(l2_entries * entry_bytes,
+                                            refcount_entries * cluster_size) > allocation_limit:
+        raise _refusal(image, "Could not allocate metadata caches", "cache-size")
+    interval = options.cache_clean_interval
+    if interval is None:
+        interval = DEFAULT_CACHE_CLEAN_INTERVAL
+    # QEMU reads the interval as uint64 (a negative number wraps) and needs an unsigned int.
+    if not 0 <= interval <= UINT_MAX:
+        raise _refusal(image, "Cache clean interval too big", "cache-clean-interval")
+    return EffectiveCache(
+        virtual_size=image.virtual_size,
+        cluster_size=cluster_size,
+        needed_l2_cache_size=needed_l2_cache_size(image),
+        l2_entry_bytes=image.l2_entry_bytes,
+        l2_cache_entry_size=entry_bytes,
+        l2_cache_entries=l2_entries,
+        refcount_cache_entries=refcount_entries,
+        cache_clean_interval=interval,
+    )
 
-    def refuse(message: str, option: str) -> QemuCacheError:
-        return QemuCacheError(message, option=option, filename=image.filename)
 
+def _read_cache_sizes(image: ImageInfo, options: CacheOptions,
+                      cluster_size: int) -> tuple[int, int, int]:
+    """QEMU's read_cache_sizes: the L2 cache, refcount cache and L2 entry sizes the options
+    ask for (``cache-size`` split between the two caches), or its refusal."""
     for name, value in options.as_qemu().items():
         if BY_QEMU_NAME[name].qemu_syntax is QemuSyntax.SIZE and not 0 <= value < UINT64_LIMIT:
-            raise refuse(size_syntax_message(name), name)
+            raise _refusal(image, size_syntax_message(name), name)
     needed_l2 = needed_l2_cache_size(image)
     min_refcount = MIN_REFCOUNT_CACHE_CLUSTERS * cluster_size
     requested_l2 = options.l2_cache_size
@@ -239,12 +276,13 @@ def effective_cache(image: ImageInfo, options: CacheOptions, *,
     combined = options.cache_size
     if combined is not None:
         if requested_l2 is not None and options.refcount_cache_size is not None:
-            raise refuse("cache-size, l2-cache-size and refcount-cache-size may not be set at "
-                         "the same time", "cache-size")
+            raise _refusal(image, "cache-size, l2-cache-size and refcount-cache-size may not be "
+                                  "set at the same time", "cache-size")
         if requested_l2 is not None and requested_l2 > combined:
-            raise refuse("l2-cache-size may not exceed cache-size", "l2-cache-size")
+            raise _refusal(image, "l2-cache-size may not exceed cache-size", "l2-cache-size")
         if refcount_bytes > combined:
-            raise refuse("refcount-cache-size may not exceed cache-size", "refcount-cache-size")
+            raise _refusal(image, "refcount-cache-size may not exceed cache-size",
+                           "refcount-cache-size")
         if requested_l2 is not None:
             refcount_bytes = combined - l2_bytes
         elif options.refcount_cache_size is not None:
@@ -259,36 +297,11 @@ def effective_cache(image: ImageInfo, options: CacheOptions, *,
     if entry_bytes is None:
         entry_bytes = cluster_size if l2_bytes >= needed_l2 else min(
             cluster_size, PARTIAL_COVERAGE_ENTRY_BYTES)
-    if not (MIN_ENTRY_BYTES <= entry_bytes <= cluster_size and _is_power_of_two(entry_bytes)):
-        raise refuse(f"L2 cache entry size must be a power of two between {MIN_ENTRY_BYTES} and "
-                     f"the cluster size ({cluster_size})", "l2-cache-entry-size")
-    # The L2 part comes from cache-size when l2-cache-size was not given.
-    l2_option = "l2-cache-size" if requested_l2 is not None or combined is None else "cache-size"
-    l2_entries = max(MIN_L2_CACHE_ENTRIES, l2_bytes // entry_bytes)
-    if l2_entries > INT_MAX:
-        raise refuse("L2 cache size too big", l2_option)
-    refcount_entries = max(MIN_REFCOUNT_CACHE_CLUSTERS, refcount_bytes // cluster_size)
-    if refcount_entries > INT_MAX:
-        raise refuse("Refcount cache size too big", "refcount-cache-size")
-    if allocation_limit is not None and max(l2_entries * entry_bytes,
-                                            refcount_entries * cluster_size) > allocation_limit:
-        raise refuse("Could not allocate metadata caches", "cache-size")
-    interval = options.cache_clean_interval
-    if interval is None:
-        interval = DEFAULT_CACHE_CLEAN_INTERVAL
-    # QEMU reads the interval as uint64 (a negative number wraps) and needs an unsigned int.
-    if not 0 <= interval <= UINT_MAX:
-        raise refuse("Cache clean interval too big", "cache-clean-interval")
-    return EffectiveCache(
-        virtual_size=image.virtual_size,
-        cluster_size=cluster_size,
-        needed_l2_cache_size=needed_l2,
-        l2_entry_bytes=image.l2_entry_bytes,
-        l2_cache_entry_size=entry_bytes,
-        l2_cache_entries=l2_entries,
-        refcount_cache_entries=refcount_entries,
-        cache_clean_interval=interval,
-    )
+    return l2_bytes, refcount_bytes, entry_bytes
+
+
+def _refusal(image: ImageInfo, message: str, option: str) -> QemuCacheError:
+    return QemuCacheError(message, option=option, filename=image.filename)
 
 
 def host_allocation_limit(proc: str = "/proc") -> int | None:

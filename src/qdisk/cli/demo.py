@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import click
 
 from qdisk import storage
-from qdisk.cli.common import EXIT_OK
+from qdisk.cli.common import EXIT_OK, run
 from qdisk.config.drive import make_drive, parse_drive, print_drive
 from qdisk.settings import Settings
 from qdisk.vm import store, views
@@ -33,11 +33,10 @@ def _step(title: str, why: str) -> None:
 
 
 def _run(argv: Sequence[str], *, may_fail: bool = False) -> int:
-    """Run one qdisk command in this process, echoing it first."""
-    from qdisk.cli import main  # the CLI package imports this module: import late
-
+    """Run one qdisk command in this process (the command line this one runs under),
+    echoing it first."""
     click.secho("$ qdisk " + " ".join(argv), fg="cyan")
-    code = main(list(argv))
+    code = run(click.get_current_context().find_root().command, list(argv))
     if code != EXIT_OK and not may_fail:
         raise click.ClickException(f"the demo stopped: 'qdisk {' '.join(argv)}' exited with {code}")
     return code

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import sys
 from collections.abc import Sequence
@@ -14,22 +13,12 @@ from pathlib import Path
 import click
 
 from qdisk.cache import describe_options
-from qdisk.cli.common import pass_settings, warn
-from qdisk.cli.vm import parse_key_values
+from qdisk.cli.common import KEY_VALUE_COMMAND, delete_keys, parse_key_values, pass_settings, pve_host, warn
 from qdisk.outcome import DriveOutcome, Outcome
 from qdisk.pve import apply, audit, changes, hook
-from qdisk.pve.host import PveHost, PveRefusedError
+from qdisk.pve.host import PveRefusedError
 from qdisk.settings import Settings
 from qdisk.units import format_bytes, parse_size
-
-# `set` takes arbitrary `--DRIVE OPTIONS`, as `vm set` and qm do.
-_KEY_VALUE_COMMAND = {"ignore_unknown_options": True, "allow_extra_args": True}
-
-
-def pve_host(settings: Settings) -> PveHost:
-    """This host ($QDISK_PVE_ROOT, $QDISK_PVE_NODE) with the settings' QEMU tools."""
-    host = PveHost.from_env()
-    return PveHost(host.paths, settings.tools)
 
 
 @click.group(name="pve")
@@ -130,7 +119,8 @@ def _budget_lines(plan: audit.BudgetPlan) -> list[str]:
 # --- set and apply ------------------------------------------------------------------------
 
 
-@command.command(name="set", context_settings=_KEY_VALUE_COMMAND)
+# `set` takes arbitrary `--DRIVE OPTIONS`, as `vm set` and qm do.
+@command.command(name="set", context_settings=KEY_VALUE_COMMAND)
 @click.argument("vmid", type=int)
 @click.option("--delete", "deletes", metavar="DRIVE,...", multiple=True,
               help="Drives whose settings to remove (comma-separated).")
@@ -139,8 +129,7 @@ def set_(ctx: click.Context, vmid: int, deletes: tuple[str, ...]) -> None:
     """Store VM VMID's qcow2 cache settings (--scsi0 qcow2-cache-size-based-on-disk=1 ...)
     in /etc/pve/qdisk/VMID.conf, and apply them at once if the VM runs on this node."""
     host = pve_host(ctx.ensure_object(Settings))
-    keys = [key for text in deletes for key in re.split(r"[,;\s]+", text) if key]
-    result = changes.set_cache(host, vmid, parse_key_values(ctx.args), keys)
+    result = changes.set_cache(host, vmid, parse_key_values(ctx.args), delete_keys(deletes))
     for message in result.warnings:
         warn(message)
     _report(result.outcomes)

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import click
 
-from qdisk.cli.common import pass_settings, warn
-from qdisk.cli.pve import pve_host
-from qdisk.cli.vm import ACCEL_ENV
+from qdisk.cli.common import pass_settings, pve_host, warn
 from qdisk.pve.host import NODE_ENV, PveHost, PveRefusedError
 from qdisk.settings import Settings
 from qdisk.web import tokens
@@ -55,7 +52,7 @@ def command(settings: Settings, listen_text: str | None, tls_cert: Path | None,
     if not tokens.list_tokens(settings):
         warn("no API token exists yet: every request is refused until `qdisk token create NAME` "
              "makes one")
-    server.serve(settings, listener, accel=os.environ.get(ACCEL_ENV) or None, pve=host)
+    server.serve(settings, listener, pve=host)
 
 
 def _checked_host(settings: Settings) -> PveHost:

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from qdisk import storage
-from qdisk.cli.common import echo_json, pass_settings
+from qdisk.cli.common import echo_json, pass_settings, with_default_storage
 from qdisk.settings import Settings
 
 
@@ -15,7 +15,7 @@ from qdisk.settings import Settings
 @pass_settings
 def command(settings: Settings) -> None:
     """Storages (storage.cfg; a fresh QDISK_HOME gets a `dir` storage `local`)."""
-    storage.ensure_default(settings)
+    with_default_storage(settings)
 
 
 @command.command(name="path")

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
-import os
 import time
 
 import click
 
-from qdisk import storage
 from qdisk.cache import describe_options
-from qdisk.cli.common import echo_json, pass_settings, warn
-from qdisk.config.propstring import split_list
+from qdisk.cli.common import (
+    KEY_VALUE_COMMAND,
+    delete_keys,
+    echo_json,
+    parse_key_values,
+    pass_settings,
+    warn,
+    with_default_storage,
+)
 from qdisk.settings import Settings
 from qdisk.units import format_bytes
 from qdisk.vm import changes, lifecycle, snapshots, views
@@ -20,8 +25,7 @@ from qdisk.vm import changes, lifecycle, snapshots, views
 @pass_settings
 def command(settings: Settings) -> None:
     """VMs: their configs, QEMU commands and lifecycle (as `qm`)."""
-    # A fresh QDISK_HOME works at once: the first command creates the `local` storage.
-    storage.ensure_default(settings)
+    with_default_storage(settings)
 
 
 @command.command(name="showcmd")
@@ -46,32 +50,6 @@ def showcmd(settings: Settings, vmid: int, pretty: bool, qemu_version: str | Non
 
 # --- lifecycle and config changes ---------------------------------------------------------
 
-# Commands that take arbitrary `--KEY VALUE` options, as qm does.
-_KEY_VALUE_COMMAND = {"ignore_unknown_options": True, "allow_extra_args": True}
-ACCEL_ENV = "QDISK_ACCEL"
-
-
-def parse_key_values(args: list[str]) -> dict[str, str]:
-    """``--key value`` and ``--key=value`` pairs, in order; a key given twice is an error."""
-    values: dict[str, str] = {}
-    position = 0
-    while position < len(args):
-        argument = args[position]
-        if not argument.startswith("--") or len(argument) == 2:
-            raise click.UsageError(f"unexpected argument '{argument}' (expected --KEY VALUE)")
-        key, has_value, value = argument[2:].partition("=")
-        if not has_value:
-            if position + 1 >= len(args):
-                raise click.UsageError(f"option '--{key}' needs a value")
-            position += 1
-            value = args[position]
-        if key in values:
-            raise click.UsageError(f"option '--{key}' given twice")
-        values[key] = value
-        position += 1
-    return values
-
-
 def _report(result: changes.ChangeResult) -> None:
     for message in result.warnings:
         warn(message)
@@ -84,7 +62,7 @@ def _report(result: changes.ChangeResult) -> None:
         raise error
 
 
-@command.command(name="create", context_settings=_KEY_VALUE_COMMAND)
+@command.command(name="create", context_settings=KEY_VALUE_COMMAND)
 @click.argument("vmid", type=int)
 @click.pass_context
 def create(ctx: click.Context, vmid: int) -> None:
@@ -93,7 +71,7 @@ def create(ctx: click.Context, vmid: int) -> None:
     _report(changes.create(settings, vmid, parse_key_values(ctx.args)))
 
 
-@command.command(name="set", context_settings=_KEY_VALUE_COMMAND)
+@command.command(name="set", context_settings=KEY_VALUE_COMMAND)
 @click.argument("vmid", type=int)
 @click.option("--delete", "deletes", metavar="KEY,...", multiple=True,
               help="Keys to remove (comma-separated).")
@@ -102,8 +80,7 @@ def set_(ctx: click.Context, vmid: int, deletes: tuple[str, ...]) -> None:
     """Change VM VMID: --KEY VALUE ... and --delete KEY,... (a running VM takes what it can
     now, the rest at the next start)."""
     settings = ctx.ensure_object(Settings)
-    keys = [key for text in deletes for key in split_list(text)]
-    _report(changes.set_options(settings, vmid, parse_key_values(ctx.args), keys))
+    _report(changes.set_options(settings, vmid, parse_key_values(ctx.args), delete_keys(deletes)))
 
 
 @command.command(name="config")
@@ -149,8 +126,7 @@ def pending(settings: Settings, vmid: int, as_json: bool) -> None:
 def start(settings: Settings, vmid: int, syntax: str | None) -> None:
     """Start VM VMID under QEMU (KVM when /dev/kvm is usable; $QDISK_ACCEL overrides)."""
     result = lifecycle.start(settings, vmid, syntax="blockdev" if syntax == "blockdev" else
-                      "drive" if syntax == "drive" else None,
-                      accel=os.environ.get(ACCEL_ENV) or None)
+                             "drive" if syntax == "drive" else None)
     for message in result.warnings:
         warn(message)
     for message in result.notes:

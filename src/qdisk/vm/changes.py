@@ -140,7 +140,28 @@ class _Prepared:
 def _prepare(config: VmConfig, changes: Mapping[str, str], deletes: Sequence[str],
              allocator: Allocator) -> _Prepared:
     """Every change checked, new images allocated; raises InvalidOptionsError with every
-    problem found."""
+    problem found: first the syntax of every value, then (all of it valid) each drive
+    against its volume and image."""
+    prepared, drives = _checked_syntax(config, changes, deletes)
+    problems: list[tuple[str, str]] = []
+    for drive in drives:
+        try:
+            drive = allocator.allocated(drive)
+            prepared.warnings += _check_image(drive, allocator.storage_config,
+                                              allocator.settings.tools)
+        except InvalidInputError as error:
+            problems += [(drive.key, line) for line in _problem_lines(drive.key, error)]
+            continue
+        prepared.values[drive.key] = print_drive(drive)
+    if problems:
+        raise InvalidOptionsError(config.vmid, problems)
+    return prepared
+
+
+def _checked_syntax(config: VmConfig, changes: Mapping[str, str],
+                    deletes: Sequence[str]) -> tuple[_Prepared, list[Drive]]:
+    """The changes whose syntax alone is checked: the other options' canonical values,
+    the keys to delete, and the drives (their volumes and images still to check)."""
     prepared = _Prepared()
     problems: list[tuple[str, str]] = []
     drives: list[Drive] = []
@@ -172,18 +193,7 @@ def _prepare(config: VmConfig, changes: Mapping[str, str], deletes: Sequence[str
             prepared.deletes.append(key)
     if problems:
         raise InvalidOptionsError(config.vmid, problems)
-    for drive in drives:
-        try:
-            drive = allocator.allocated(drive)
-            prepared.warnings += _check_image(drive, allocator.storage_config,
-                                              allocator.settings.tools)
-        except InvalidInputError as error:
-            problems += [(drive.key, line) for line in _problem_lines(drive.key, error)]
-            continue
-        prepared.values[drive.key] = print_drive(drive)
-    if problems:
-        raise InvalidOptionsError(config.vmid, problems)
-    return prepared
+    return prepared, drives
 
 
 def _check_image(drive: Drive, storage_config: StorageConfig, tools: Tools) -> list[str]:

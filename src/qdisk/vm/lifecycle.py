@@ -59,7 +59,8 @@ class StartResult:
 def start(settings: Settings, vmid: int, *, syntax: Syntax | None = None,
           accel: str | None = None) -> StartResult:
     """Start VM ``vmid`` (pending changes applied first, as qemu-server does) with the
-    command ``showcmd`` prints; returns once QEMU has daemonized."""
+    command ``showcmd`` prints, under ``accel``, else ``settings.accel``; returns once QEMU
+    has daemonized."""
     with vm_lock(settings, vmid):
         config = store.load(settings, vmid)
         pid = running_pid(settings, vmid)
@@ -72,7 +73,7 @@ def start(settings: Settings, vmid: int, *, syntax: Syntax | None = None,
         if vmconfig.has_pending(config):
             messages = apply_pending(config, storage_config)
             store.save(settings, config)
-        chosen_accel = accelerator(read_options(config.current.values), accel,
+        chosen_accel = accelerator(read_options(config.current.values), accel or settings.accel,
                                    kvm_usable=kvm_usable)
         command = build_command(config, storage_config, settings,
                                 qemu_version=lambda: qemu_version(settings.tools.qemu_system),
