@@ -21,6 +21,7 @@ from qdisk.errors import InvalidInputError, QdiskError
 
 class Outcome(enum.Enum):
     APPLIED = "applied"    # the running VM has the change now (or QEMU never sees it)
+    UNCHANGED = "unchanged"  # the running VM had it already: nothing was sent
     PENDING = "pending"    # the change waits for the next start
     LEFT = "left"          # the disk cannot take the change live: left as it is
     SKIPPED = "skipped"    # not a qcow2 disk: nothing to apply

@@ -5,17 +5,20 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
+from types import FrameType
+from typing import Any
 
 import click
 
 from qdisk.cache import describe_options
 from qdisk.cli.common import KEY_VALUE_COMMAND, delete_keys, parse_key_values, pass_settings, pve_host, warn
 from qdisk.outcome import DriveOutcome, Outcome
-from qdisk.pve import apply, audit, changes, hook
+from qdisk.pve import agent, apply, audit, changes, hook, nodestatus
 from qdisk.pve.host import PveRefusedError
 from qdisk.settings import Settings
 from qdisk.units import format_bytes, parse_size
@@ -53,23 +56,46 @@ def audit_(settings: Settings, as_json: bool, node: str | None, all_nodes: bool,
     host = pve_host(settings)
     nodes = host.nodes() if all_nodes else [node] if node is not None else None
     results = audit.audit(host, nodes, budget=budget_bytes)
+    # Every node's agent's record: where each VM's settings stand in the cluster.
+    view = nodestatus.cluster_view(host, {vm.vmid: result.node for result in results
+                                          for vm in result.vms}) if all_nodes else {}
     if as_json:
         # Compact: a host's report is large (every image of every disk).
-        click.echo(json.dumps({"nodes": [result.as_json() for result in results]},
+        click.echo(json.dumps({"nodes": [_node_json(result, view) for result in results]},
                               separators=(",", ":")))
         return
-    click.echo("\n\n".join(_node_text(result) for result in results))
+    click.echo("\n\n".join(_node_text(result, view) for result in results))
 
 
-def _node_text(node: audit.NodeAudit) -> str:
+def _node_json(node: audit.NodeAudit, view: Mapping[int, nodestatus.SettingsState]
+               ) -> dict[str, Any]:
+    data = node.as_json()
+    for vm in data["vms"]:
+        if vm["vmid"] in view:
+            vm["settings-state"] = view[vm["vmid"]].as_json()
+    return data
+
+
+def _node_text(node: audit.NodeAudit, view: Mapping[int, nodestatus.SettingsState]) -> str:
     lines = [f"node {node.node}: {len(node.vms)} VMs"]
     for vm in node.vms:
         lines += _vm_lines(vm)
+        state = view.get(vm.vmid)
+        if state is not None and state.state != "none":
+            lines.insert(len(lines) - 1, f"  settings: {_state_text(state)}")
     lines.append(f"node {node.node}: qcow2 caches {format_bytes(node.memory)} now, "
                  f"{format_bytes(node.auto_memory)} to cover every disk whole")
     if node.budget is not None:
         lines += _budget_lines(node.budget)
     return "\n".join(lines)
+
+
+def _state_text(state: nodestatus.SettingsState) -> str:
+    where = f" on {state.node}" if state.node else ""
+    reasons = "; ".join(state.reasons)
+    if state.state == "applied":
+        return f"applied{where}" + (f" ({reasons})" if reasons else "")
+    return f"{state.state}{where}" + (f": {reasons}" if reasons else "")
 
 
 def _vm_lines(vm: audit.VmAudit) -> list[str]:
@@ -149,7 +175,7 @@ def _report(outcomes: Sequence[DriveOutcome]) -> None:
         if outcome.not_taken:
             continue
         for message in outcome.messages:
-            if outcome.outcome in (Outcome.APPLIED, Outcome.SKIPPED):
+            if outcome.outcome in (Outcome.APPLIED, Outcome.UNCHANGED, Outcome.SKIPPED):
                 click.echo(message)
             else:
                 warn(message)
@@ -234,3 +260,37 @@ def _qdisk_command() -> str:
     if running.name == "qdisk" and running.exists():
         return str(running.absolute())
     return shutil.which("qdisk") or "qdisk"
+
+
+# --- agent --------------------------------------------------------------------------------
+
+
+@command.command(name="agent")
+@click.option("--interval", type=click.FloatRange(min=0.1), default=agent.DEFAULT_INTERVAL,
+              show_default=True, metavar="SECONDS", help="Time between two cycles.")
+@click.option("--once", is_flag=True, help="One cycle, then exit.")
+@click.option("--confirm-interval", type=click.FloatRange(min=0.1),
+              default=agent.DEFAULT_CONFIRM_INTERVAL, show_default=True, metavar="SECONDS",
+              help="How often the node names of a VM qdisk tuned are confirmed over QMP.")
+@pass_settings
+def agent_(settings: Settings, interval: float, once: bool, confirm_interval: float) -> None:
+    """This node's agent: keeps every running VM's qcow2 caches as its stored settings say
+    (changed on any node, a VM started or migrated here, nodes rebuilt, a disk resized).
+    One line per action or problem on stdout; SIGTERM ends it."""
+    host = pve_host(settings)
+    node_agent = agent.Agent(host, click.echo, confirm_interval=confirm_interval)
+
+    def stop(signum: int, _frame: FrameType | None) -> None:
+        raise agent.AgentStopped(signal.Signals(signum).name)
+
+    before = {signum: signal.signal(signum, stop) for signum in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        with agent.node_agent_lock(host):
+            click.echo(f"qdisk agent on node {host.node}: a cycle every {interval:g} s, node "
+                       f"names confirmed every {confirm_interval:g} s")
+            agent.run(node_agent, interval=interval, once=once)
+    except agent.AgentStopped as stopped:
+        click.echo(f"qdisk agent on node {host.node}: stopped ({stopped})")
+    finally:
+        for signum, handler in before.items():
+            signal.signal(signum, handler)

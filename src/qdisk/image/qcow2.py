@@ -42,6 +42,8 @@ _HEADER_V2 = struct.Struct(">4sIQIIQIIQQIIQ")
 _HEADER_V3 = struct.Struct(">QQQII")
 V2_HEADER_LENGTH = _HEADER_V2.size
 V3_HEADER_LENGTH = V2_HEADER_LENGTH + _HEADER_V3.size
+# The header's virtual size: magic, version, backing offset and length, cluster bits, size.
+_SIZE_FIELD_END = struct.calcsize(">4sIQII") + 8
 
 # Incompatible feature bits.
 INCOMPAT_DIRTY = 1 << 0
@@ -183,6 +185,24 @@ def read_qcow2(image: ImageFile) -> Qcow2Image:
     # An empty backing format (a NUL first) is no format: QEMU probes the backing file.
     return Qcow2Image(header, extensions, backing_filename, backing_format or None, data_file,
                       _count_allocated_l2_tables(image, header))
+
+
+def peek_virtual_size(path: str) -> int | None:
+    """The virtual size field of a qcow2 file's header (one small read: the node agent's
+    cheap check for a resize); None when the file cannot be read or is not qcow2."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        start = os.pread(fd, _SIZE_FIELD_END, 0)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    if len(start) < _SIZE_FIELD_END or not start.startswith(QCOW2_MAGIC):
+        return None
+    return int.from_bytes(start[_SIZE_FIELD_END - 8:_SIZE_FIELD_END], "big")
 
 
 def _parse_header(image: ImageFile) -> Qcow2Header:

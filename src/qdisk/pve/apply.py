@@ -10,8 +10,9 @@ whose cache changes) gets the complete options qdisk's qemu-server-identical gra
 builds from the VM's config, plus the cache; a node that runs with other options, or
 that a block job uses, is left as it is.
 
-qemu-server connects to the VM's QMP socket per command and expects it free: each drive
-gets one short session, and a busy socket is retried briefly.
+qemu-server connects to the VM's QMP socket per command and expects it free: a VM gets
+one short session for all its drives (everything that needs no QEMU is prepared
+before), and a busy socket is retried briefly.
 
 What was applied is recorded on this node, ``var/run/qdisk/<vmid>.state.json`` (the
 QEMU process, and per disk the chain's node names and each qcow2 node's cache). QEMU
@@ -26,18 +27,26 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from qdisk import cache
+from qdisk.config.drive import Drive
 from qdisk.config.propstring import Value
 from qdisk.errors import DriveError, InvalidInputError
 from qdisk.outcome import ChangeError, DriveOutcome, Outcome, change_error
 from qdisk.pve.cachesettings import CacheSettings, check_unlocked, read_settings, with_settings
-from qdisk.pve.host import HostVm, PveHost, PveRefusedError, in_drive_order, process_start_time
-from qdisk.qemu.nodes import format_node, resolve_disk
+from qdisk.pve.host import (
+    HostVm,
+    PveError,
+    PveHost,
+    PveRefusedError,
+    in_drive_order,
+    process_start_time,
+)
+from qdisk.qemu.nodes import Disk, format_node, resolve_disk
 from qdisk.qemu.qmp import QmpCommandError, QmpConnection, QmpError
 from qdisk.qemu.reopen import (
     AppliedNode,
@@ -122,11 +131,16 @@ def _write_record(host: PveHost, vmid: int, record: Record) -> None:
 # --- QMP ----------------------------------------------------------------------------------
 
 
+class NotNow(PveError):
+    """The running VM cannot take settings at this moment (an incoming migration, a block
+    job): nothing was changed, a later try may succeed."""
+
+
 @contextlib.contextmanager
-def qmp_session(socket: Path) -> Iterator[QmpConnection]:
+def qmp_session(socket: Path, *, busy_wait: float = QMP_BUSY_WAIT) -> Iterator[QmpConnection]:
     """One short session on a VM's QMP socket; a refused or unanswered connection (the
-    socket is busy) is retried for a few seconds."""
-    deadline = time.monotonic() + QMP_BUSY_WAIT
+    socket is busy) is retried for ``busy_wait`` seconds."""
+    deadline = time.monotonic() + busy_wait
     with contextlib.ExitStack() as stack:
         while True:
             try:
@@ -139,10 +153,10 @@ def qmp_session(socket: Path) -> Iterator[QmpConnection]:
         yield qmp
 
 
-def _device_node(qmp: QmpConnection, key: str) -> str:
-    """The node under the guest's device ``key``: qemu-server's throttle node (-blockdev),
-    or the format node QEMU opened for a ``-drive``."""
-    for block in qmp.execute("query-block"):
+def _device_node(blocks: list[dict[str, Any]], key: str) -> str:
+    """The node under the guest's device ``key`` (of ``query-block``'s ``blocks``):
+    qemu-server's throttle node (-blockdev), or the format node QEMU opened for a ``-drive``."""
+    for block in blocks:
         qdev = block.get("qdev", "")
         if qdev == key or qdev.startswith(f"/machine/peripheral/{key}/") \
                 or block.get("device") == f"drive-{key}":
@@ -157,11 +171,14 @@ def _device_node(qmp: QmpConnection, key: str) -> str:
 
 
 def apply_settings(host: PveHost, vm: HostVm, settings: CacheSettings,
-                   keys: Iterable[str] | None = None, *,
-                   storage: StorageConfig | None = None) -> list[DriveOutcome]:
+                   keys: Iterable[str] | None = None, *, storage: StorageConfig | None = None,
+                   session_check: Callable[[QmpConnection], None] | None = None,
+                   busy_wait: float = QMP_BUSY_WAIT) -> list[DriveOutcome]:
     """Give VM ``vm`` (running on this node) the cache of ``settings``: of ``keys``, by
     default of every drive with settings or with a cache qdisk applied before (a drive
-    without settings gets QEMU's defaults). One QMP session per drive."""
+    without settings gets QEMU's defaults). One QMP session for all drives;
+    ``session_check`` runs first in it and may raise :class:`NotNow` (then nothing
+    changed)."""
     pid = host.running_pid(vm.vmid)
     if pid is None:
         raise PveRefusedError(f"VM {vm.vmid} is not running on this node ({host.node})")
@@ -169,35 +186,76 @@ def apply_settings(host: PveHost, vm: HostVm, settings: CacheSettings,
     with fileio.locked(host.paths.apply_lock(vm.vmid), home=host.paths.qdisk_run_dir):
         record = read_record(host, vm.vmid, pid)
         wanted = in_drive_order(set(settings) | set(record.disks) if keys is None else set(keys))
-        if not wanted:
-            return []
-        outcomes = [_apply_drive(host, vm, key, settings.get(key, {}), record, storage)
-                    for key in wanted]
-        _write_record(host, vm.vmid, record)
-    return outcomes
+        prepared = [_prepare_drive(vm, key, settings.get(key, {}), storage) for key in wanted]
+        disks = [disk for disk in prepared if isinstance(disk, tuple)]
+        outcomes = {outcome.key: outcome for outcome in prepared
+                    if isinstance(outcome, DriveOutcome)}
+        if disks:
+            try:
+                with qmp_session(host.layout.run_files(vm.vmid).qmp, busy_wait=busy_wait) as qmp:
+                    if session_check is not None:
+                        session_check(qmp)
+                    # Asked once per session: the monitor is held as briefly as can be.
+                    running = _RunningVm(running_qemu_version(qmp), qmp.execute("query-block"))
+                    for drive, disk in disks:
+                        outcomes[drive.key] = _apply_drive(host, qmp, running, drive, disk,
+                                                           record)
+            except QmpError as error:
+                # No session (or QEMU died before the first drive): none of them was touched.
+                outcomes.update({drive.key: DriveOutcome(drive.key, Outcome.FAILED,
+                                                         (f"{drive.key}: {error}",), str(error))
+                                 for drive, _disk in disks if drive.key not in outcomes})
+            _write_record(host, vm.vmid, record)
+    return [outcomes[key] for key in wanted]
 
 
-def _apply_drive(host: PveHost, vm: HostVm, key: str, values: Mapping[str, Value],
-                 record: Record, storage: StorageConfig) -> DriveOutcome:
+def _prepare_drive(vm: HostVm, key: str, values: Mapping[str, Value],
+                   storage: StorageConfig) -> tuple[Drive, Disk] | DriveOutcome:
+    """The drive with its settings and its disk, or the outcome of a drive that needs no
+    QEMU to be told (not qcow2, settings the drive language refuses, no such drive)."""
     try:
         drive = with_settings(vm.drive(key), values)
         disk = resolve_disk(drive, storage)
-        if disk.format != "qcow2":
-            return DriveOutcome(key, Outcome.SKIPPED, (
-                f"{key}: the disk's format is {disk.format or 'none'}: it has no qcow2 cache",))
-        with qmp_session(host.layout.run_files(vm.vmid).qmp) as qmp:
-            # The options the running QEMU takes (qemu-server could not have given it more).
-            wanted = format_node(disk, tools=host.tools, explicit_backing=True,
-                                 qemu_version=running_qemu_version(qmp))
-            running = running_chain(qmp, key, _device_node(qmp, key))
-            previous = record.disks.get(key)
-            messages, applied = _applied_before(key, running, previous)
-            plan = plan_reopen(key, wanted, running, applied,
-                                    replace_qemu_levels=cache.uses_auto_size(drive))
-            reopen(qmp, plan)
-            added = [*(previous.added if previous else []),
-                     *(node["node-name"] for node in backing_chain(plan.added))]
-            messages += _delete_unused(qmp, key, [name for name in added if name not in plan.chain])
+    except DriveError as error:
+        return DriveOutcome(key, Outcome.LEFT, tuple(f"{line}: left as it is" for line in error.lines()))
+    except InvalidInputError as error:
+        return _left(key, error)
+    if disk.format != "qcow2":
+        return DriveOutcome(key, Outcome.SKIPPED, (
+            f"{key}: the disk's format is {disk.format or 'none'}: it has no qcow2 cache",))
+    return drive, disk
+
+
+def _left(key: str, error: Exception) -> DriveOutcome:
+    text = str(error)
+    return DriveOutcome(key, Outcome.LEFT, (
+        f"{text if text.startswith(f'{key}:') else f'{key}: {text}'}: left as it is",))
+
+
+@dataclass(frozen=True)
+class _RunningVm:
+    """What a session asks QEMU once for all drives: its version (which node options it
+    takes: qemu-server could not have given it more) and its block devices."""
+
+    qemu_version: tuple[int, int, int]
+    blocks: list[dict[str, Any]]
+
+
+def _apply_drive(host: PveHost, qmp: QmpConnection, vm: _RunningVm, drive: Drive, disk: Disk,
+                 record: Record) -> DriveOutcome:
+    key = drive.key
+    try:
+        wanted = format_node(disk, tools=host.tools, explicit_backing=True,
+                             qemu_version=vm.qemu_version)
+        running = running_chain(qmp, key, _device_node(vm.blocks, key))
+        previous = record.disks.get(key)
+        messages, applied = _applied_before(key, running, previous)
+        plan = plan_reopen(key, wanted, running, applied,
+                           replace_qemu_levels=cache.uses_auto_size(drive))
+        reopen(qmp, plan)
+        added = [*(previous.added if previous else []),
+                 *(node["node-name"] for node in backing_chain(plan.added))]
+        messages += _delete_unused(qmp, key, [name for name in added if name not in plan.chain])
     except QmpCommandError as error:
         return DriveOutcome(key, Outcome.REFUSED, (f"{key}: {error}",), str(error))
     except QmpError as error:
@@ -206,13 +264,13 @@ def _apply_drive(host: PveHost, vm: HostVm, key: str, values: Mapping[str, Value
         return DriveOutcome(key, Outcome.LEFT, tuple(f"{line}: left as it is" for line in error.lines()))
     except (NotLive, InvalidInputError) as error:
         # No such drive, an image that cannot be read, nodes that cannot be reopened.
-        text = str(error)
-        return DriveOutcome(key, Outcome.LEFT, (
-            f"{text if text.startswith(f'{key}:') else f'{key}: {text}'}: left as it is",))
+        return _left(key, error)
     record.disks[key] = DiskRecord(
         [(name, level.filename) for name, level in zip(plan.chain, running)], plan.applied_nodes,
         [name for name in added if name in plan.chain])
-    return DriveOutcome(key, Outcome.APPLIED, (*messages, *plan.messages))
+    changed = bool(messages or plan.options or plan.added is not None)
+    return DriveOutcome(key, Outcome.APPLIED if changed else Outcome.UNCHANGED,
+                        (*messages, *plan.messages))
 
 
 def _applied_before(key: str, running: list[RunningLevel],

@@ -101,7 +101,7 @@ def set_cache(host: PveHost, vmid: int, changes: Mapping[str, str],
                     _keep_as_before(wanted, current, outcome.key)
         else:
             notes.append(_where_it_applies(host, vm))
-            warnings += _hookscript_warning(vm)
+            warnings += _hookscript_warning(host, vm)
         stored = tuple(key for key in [*parsed, *removed] if wanted.get(key) != current.get(key))
         if stored:
             replace_file(path, print_settings(vmid, wanted) if wanted else None)
@@ -159,16 +159,25 @@ def checked_drive(host: PveHost, vm: HostVm, key: str, values: Mapping[str, Valu
 
 def _where_it_applies(host: PveHost, vm: HostVm) -> str:
     if vm.node != host.node:
+        if _has_agent(host, vm.node):
+            return (f"VM {vm.vmid} belongs to node {vm.node}: the settings apply there through "
+                    f"its agent (qdisk pve agent), within a cycle if the VM runs")
         return (f"VM {vm.vmid} belongs to node {vm.node}: the settings apply there at its next "
                 f"start, or now with 'qdisk pve apply {vm.vmid}' on {vm.node}")
     return f"VM {vm.vmid} is not running: the settings apply at its next start"
 
 
-def _hookscript_warning(vm: HostVm) -> list[str]:
+def _has_agent(host: PveHost, node: str) -> bool:
+    """Whether an agent ever ran on ``node`` (it keeps the node's status file)."""
+    return host.paths.node_status(node).exists()
+
+
+def _hookscript_warning(host: PveHost, vm: HostVm) -> list[str]:
     hookscript = vm.config.current.values.get("hookscript")
-    if hookscript is not None and "qdisk" in hookscript:
+    if (hookscript is not None and "qdisk" in hookscript) or _has_agent(host, vm.node):
         return []
     what = f"its hookscript ({hookscript}) is not qdisk's" if hookscript else "it has no hookscript"
-    return [f"VM {vm.vmid}: {what}: the settings reach it only through 'qdisk pve apply "
-            f"{vm.vmid}' after each start, or attach qdisk's hookscript (qdisk pve hook "
-            f"--print-snippet)"]
+    return [f"VM {vm.vmid}: {what}, and no qdisk agent ran on node {vm.node}: nothing applies "
+            f"the settings when it starts; run the agent there (qdisk pve agent), attach "
+            f"qdisk's hookscript (qdisk pve hook --print-snippet), or run 'qdisk pve apply "
+            f"{vm.vmid}' after each start"]

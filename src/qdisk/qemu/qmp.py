@@ -8,6 +8,7 @@ carry QEMU's own message and keep the library's exception as their cause.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Coroutine
 from pathlib import Path
 from types import TracebackType
@@ -43,7 +44,23 @@ class QmpConnection:
         self._client = QMPClient(f"qdisk:{socket_path.name}")
 
     def _run(self, coroutine: Coroutine[Any, Any, T]) -> T:
-        return self._loop.run_until_complete(asyncio.wait_for(coroutine, self.timeout))
+        try:
+            return self._loop.run_until_complete(asyncio.wait_for(coroutine, self.timeout))
+        except Exception:
+            raise
+        except BaseException:
+            # Interrupted (a signal ends the command): no task may stay pending in the loop,
+            # or asyncio complains on stderr when the process exits.
+            self._abandon()
+            raise
+
+    def _abandon(self) -> None:
+        tasks = asyncio.all_tasks(self._loop)
+        for task in tasks:
+            task.cancel()
+        with contextlib.suppress(BaseException):
+            self._loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+        self._loop.close()
 
     def __enter__(self) -> QmpConnection:
         try:
@@ -56,6 +73,8 @@ class QmpConnection:
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
+        if self._loop.is_closed():
+            return  # abandoned when a signal interrupted a command
         try:
             self._run(self._client.disconnect())
         except (OSError, EOFError, QMPError, asyncio.TimeoutError):

@@ -18,6 +18,7 @@ what only a host has), every path under a root (``/`` on a host)::
       storage.cfg
       nodes/<node>/qemu-server/<vmid>.conf   VM configs (qemu-server's, never written)
       qdisk/<vmid>.conf       qdisk's qcow2 cache settings of a VM, one line per drive
+      qdisk/nodes/<node>.json what each node's agent applied (its running VMs' disks)
       priv/lock/<name>/       cluster-wide locks (a directory each)
     var/run/qemu-server/<vmid>.{qmp,pid,vnc}   a running VM's files (qemu-server's)
     var/run/qdisk/<vmid>.{state.json,log,lock} qdisk's record of what it applied (this node)
@@ -133,12 +134,21 @@ class PveLayout:
         """qdisk's qcow2 cache settings of VM ``vmid`` (cluster-wide: they follow the VM)."""
         return self.settings_dir / f"{vmid}.conf"
 
+    def node_status(self, node: str) -> Path:
+        """What node ``node``'s agent applied to its running VMs (every node reads it)."""
+        return self.settings_dir / "nodes" / f"{node}.json"
+
     def cluster_lock(self, name: str) -> Path:
         return self.cluster_dir / "priv" / "lock" / name
 
     @property
     def qdisk_run_dir(self) -> Path:
         return self.root / "var" / "run" / "qdisk"
+
+    @property
+    def agent_lock(self) -> Path:
+        """Held by this node's agent while it runs: one agent per node."""
+        return self.qdisk_run_dir / "agent.lock"
 
     def apply_lock(self, vmid: int) -> Path:
         """This node's lock of a running VM's record and QMP sessions."""
