@@ -143,6 +143,20 @@ def test_pve_audit_and_set_reach_a_running_qemu_10(host: PveTree) -> None:
     assert host.proxmox_files() == proxmox_files
 
 
+def test_the_agent_units_command_gives_a_restarted_vm_its_settings(host: PveTree) -> None:
+    """qdisk-agent.service's command, one cycle: QEMU started anew (as qemu-server would,
+    with QEMU's default caches) gets the stored settings, without a hookscript."""
+    host.kill_all()
+    pid = host.start(100)
+    before = vm_size(pid)
+
+    result = qdisk("pve", "agent", "--once")
+
+    assert "VM 100: " in result.stdout, result.stdout
+    grown = vm_size(pid) - before
+    assert 4 * GIB - DEFAULT_L2 - NOISE < grown < 4 * GIB - DEFAULT_L2 + NOISE, grown
+
+
 # systemd cannot run as PID 1 in this root: a systemctl that records what it is asked
 # stands in for it, behind Debian's own deb-systemd-invoke, which the maintainer scripts
 # call. qdisk-serve is enabled and running, qdisk-agent neither.
