@@ -143,7 +143,7 @@ _QEMU_NAMES = {limit.drive_key: limit.qemu_name for limit in THROTTLE_LIMITS}
     "mbps=1,mbps_max=1,bps_max_length=953674317",
 ])
 def test_qemu_agrees_with_the_throttle_limits(options: str) -> None:
-    """What qdisk accepts, QEMU 7.2 accepts (as the start command passes it); what it
+    """What qdisk accepts, the installed QEMU accepts (as the start command passes it); what it
     refuses, QEMU refuses too."""
     text = f"local:1/x.raw,{options}"
     try:

@@ -1,6 +1,6 @@
-"""Crafted headers QEMU has opinions on: the reader accepts what `qemu-img info` (QEMU 7.2)
-accepts and shows what it shows, and refuses what it refuses. Each case also records
-what qemu-img does, so a QEMU that changes its mind fails here first."""
+"""Crafted headers QEMU has opinions on: the reader accepts what the installed `qemu-img
+info` (7.2 or 10.0) accepts and shows what it shows, and refuses what it refuses. Each
+case also records what qemu-img does, so a QEMU that changes its mind fails here first."""
 
 from __future__ import annotations
 

@@ -16,10 +16,11 @@ from qdisk import storage
 from qdisk.config import vmconfig
 from qdisk.config.drive import Drive, parse_drive
 from qdisk.config.vmconfig import Section, VmConfig
-from qdisk.qemu.command import Syntax, VmCommand, build_command, parse_version
+from qdisk.qemu.command import Syntax, VmCommand, build_command
 from qdisk.qemu.qmp import QmpConnection
 from qdisk.settings import Settings, Tools
 from qdisk.storage import StorageConfig
+from qdisk.system.tools import qemu_version
 from qdisk.vm import store
 from qdisk.vm.live import initial_state
 from qdisk.vm.state import write_state
@@ -126,7 +127,9 @@ def start_vm(live_home: LiveHome, drives: dict[str, str], syntax: Syntax,
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(vmconfig.print_vm_config(config))
     command = build_command(config, storage.load(settings), settings,
-                            qemu_version=lambda: parse_version("7.2"), syntax=syntax, accel="tcg")
+                            # The nodes the QEMU that runs them takes.
+                            qemu_version=lambda: qemu_version(settings.tools.qemu_system), syntax=syntax,
+                            accel="tcg")
     run = settings.layout.run_dir
     run.mkdir(exist_ok=True)
     pid_file = run / f"{VMID}.pid"

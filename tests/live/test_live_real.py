@@ -1,6 +1,7 @@
-"""Live changes against real QEMU 7.2 under TCG, one paused VM per syntax, one disk per test
-(so tests do not depend on each other's order). QEMU reports cache sizes nowhere; the
-process's address space (VmSize) shows them: a 32 TiB thin qcow2 needs 4 GiB of L2."""
+"""Live changes against the installed QEMU (7.2 or 10.0) under TCG, one paused VM per
+syntax, one disk per test (so tests do not depend on each other's order). QEMU reports
+cache sizes nowhere; the process's address space (VmSize) shows them: a 32 TiB thin
+qcow2 needs 4 GiB of L2."""
 
 from __future__ import annotations
 

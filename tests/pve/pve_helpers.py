@@ -16,10 +16,11 @@ from typing import Any
 
 from qdisk.config.text import read_config
 from qdisk.config.vmconfig import parse_vm_config
-from qdisk.qemu.command import Syntax, build_command, parse_version
+from qdisk.qemu.command import Syntax, build_command
 from qdisk.qemu.qmp import QmpConnection
 from qdisk.settings import Settings, Tools
 from qdisk.storage import parse_storage_cfg
+from qdisk.system.tools import qemu_version
 
 from qemu_helpers import kill_and_wait
 
@@ -93,12 +94,13 @@ class PveTree:
     def qemu_argv(self, vmid: int, syntax: Syntax, *, node: str = THIS_NODE,
                   run_dir: Path | None = None) -> list[str]:
         """qemu-server's command for the VM's config: -blockdev (machine >= 10.0) without
-        what QEMU 7.2 lacks (discard-no-unref), or -drive without node names (QEMU names
-        the nodes itself); the run files in ``run_dir`` (default: qemu-server's)."""
+        what the installed QEMU lacks (7.2: discard-no-unref), or -drive without node names
+        (QEMU names the nodes itself); the run files in ``run_dir`` (default: qemu-server's)."""
         config = parse_vm_config(read_config(self.config_path(vmid, node)), vmid)
         storage = parse_storage_cfg(read_config(self.pve / "storage.cfg"), config_dir=self.pve)
         settings = Settings(home=self.root / "build", tools=Tools())
-        command = build_command(config, storage, settings, qemu_version=lambda: parse_version("7.2"),
+        command = build_command(config, storage, settings,
+                                qemu_version=lambda: qemu_version(settings.tools.qemu_system),
                                 syntax=syntax, accel="tcg")
         run = str(run_dir or self.run_dir)
         argv = [argument.replace(str(settings.layout.run_dir), run) for argument in command.argv]

@@ -1,6 +1,6 @@
-"""`pve set` and `pve apply` on VMs QEMU runs as qemu-server starts them (real QEMU 7.2
-under TCG, paused): the cache reaches QEMU at once, on qemu-server's own nodes. QEMU
-reports cache sizes nowhere; the process's address space (VmSize) shows them."""
+"""`pve set` and `pve apply` on VMs QEMU runs as qemu-server starts them (the installed
+QEMU under TCG, paused): the cache reaches QEMU at once, on qemu-server's own nodes.
+QEMU reports cache sizes nowhere; the process's address space (VmSize) shows them."""
 
 from __future__ import annotations
 

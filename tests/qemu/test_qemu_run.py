@@ -16,10 +16,11 @@ from qdisk import storage
 from qdisk.config.drive import parse_drive
 from qdisk.config.vmconfig import parse_vm_config
 from qdisk.qemu.blockdev import to_json
-from qdisk.qemu.command import Syntax, build_command, format_command, parse_version
+from qdisk.qemu.command import Syntax, build_command, format_command
 from qdisk.qemu.drivestr import drive_string
 from qdisk.qemu.nodes import drive_graph
 from qdisk.settings import Tools
+from qdisk.system.tools import qemu_version
 
 from cmdline_helpers import VMID, QemuHome, drive_set_nodes, iter_node_names, storage_daemon_nodes, walk
 
@@ -61,7 +62,9 @@ def test_whole_command_runs_under_tcg(syntax: Syntax, qemu_home: QemuHome,
     qemu_home.create_image("local/template/iso/debian.iso", "1M")
     settings = qemu_home.settings
     command = build_command(parse_vm_config(WHOLE_VM, VMID), storage.load(settings), settings,
-                            qemu_version=lambda: parse_version("7.2"), syntax=syntax, accel="tcg")
+                            # The nodes the QEMU that runs them takes.
+                            qemu_version=lambda: qemu_version(settings.tools.qemu_system), syntax=syntax,
+                            accel="tcg")
     run = settings.layout.run_dir
     run.mkdir()
 
