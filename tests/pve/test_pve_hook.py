@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from qdisk.pve import apply
 from qdisk.system.processes import alive
 
 from cli_helpers import RunQdisk
@@ -120,3 +122,23 @@ def migrate(tree: PveTree, source_run: Path, channel: Path) -> None:
         while (status := qmp.execute("query-migrate").get("status")) != "completed":
             assert status not in ("failed", "cancelled") and time.monotonic() < deadline, status
             time.sleep(0.05)
+
+
+def test_a_monitor_held_by_another_client_is_reported_as_busy(
+        tree: PveTree, run_qdisk: RunQdisk, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Shorter waits than the hook's (10 s, 5 s per attempt); the outcome is the same.
+    monkeypatch.setattr(apply, "QMP_BUSY_WAIT", 1.0)
+    monkeypatch.setattr(apply, "QMP_TIMEOUT", 1.0)
+    tree.start(100)
+    tree.settings_path(100).parent.mkdir()
+    tree.settings_path(100).write_text("scsi0: qcow2-l2-cache-size=64\n")
+    # Another client (qemu-server's status poller) holds the monitor all along.
+    with socket.socket(socket.AF_UNIX) as holder:
+        holder.connect(str(tree.run_dir / "100.qmp"))
+        assert b"QMP" in holder.recv(4096)
+        result = run_qdisk("pve", "hook", "100", "post-start")
+    assert result.exit_code == 0
+    assert result.stderr.startswith(
+        f"warning: VM 100: qcow2 cache settings not applied: VM 100: QEMU's monitor at "
+        f"{tree.run_dir}/100.qmp is busy: no greeting within 1 s (another client, such as "
+        "qemu-server, holds it, or QEMU hangs)"), result.stderr

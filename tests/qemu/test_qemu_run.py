@@ -14,7 +14,7 @@ from qemu.qmp import QMPClient
 
 from qdisk import storage
 from qdisk.config.drive import parse_drive
-from qdisk.config.vmconfig import parse_vm_config
+from qdisk.config.vmconfig import drive_items, parse_vm_config
 from qdisk.qemu.blockdev import to_json
 from qdisk.qemu.command import Syntax, build_command, format_command
 from qdisk.qemu.drivestr import drive_string
@@ -22,7 +22,15 @@ from qdisk.qemu.nodes import drive_graph
 from qdisk.settings import Tools
 from qdisk.system.tools import qemu_version
 
-from cmdline_helpers import VMID, QemuHome, drive_set_nodes, iter_node_names, storage_daemon_nodes, walk
+from cmdline_helpers import (
+    GOLDEN_DIR,
+    VMID,
+    QemuHome,
+    drive_set_nodes,
+    iter_node_names,
+    storage_daemon_nodes,
+    walk,
+)
 
 # The QEMU tools on PATH.
 TOOLS = Tools()
@@ -141,3 +149,97 @@ def test_hostile_names_survive_shell_quoting(hostile_chain: tuple[QemuHome, list
         assert shlex.split(format_command(command.argv)) == command.argv
         pretty = format_command(command.argv, pretty=True).replace(" \\\n", " ")
         assert shlex.split(pretty) == command.argv
+
+
+def _told_placements(argv: list[str]) -> dict[str, tuple[str, int]]:
+    """What the command asks: device id -> (its bus, its slot), for every PCI device."""
+    told = {}
+    for previous, argument in zip(argv, argv[1:]):
+        if previous != "-device" or ",addr=" not in argument:
+            continue
+        options = dict(part.split("=", 1) for part in argument.split(",")[1:] if "=" in part)
+        told[options["id"]] = (options["bus"], int(options["addr"], 16))
+    return told
+
+
+@pytest.mark.parametrize("case", ["pci-bridges-lsi-pc", "pci-bridges-lsi-q35",
+                                  "pci-bridges-lsi53c810-drive",
+                                  "pci-bridges-virtio-scsi-single-q35"])
+def test_bridged_devices_sit_where_the_command_puts_them(
+        case: str, qemu_home: QemuHome,
+        daemonized_qemu: Callable[[Sequence[str], Path], int]) -> None:
+    """qemu-server's PCI addresses and bridges, given to real QEMU (paused): it accepts
+    them, and holds every device on the bus and slot the command names (QOM: the firmware,
+    which numbers the bridges' buses, never runs)."""
+    text = (GOLDEN_DIR / f"{case}.conf").read_text()
+    config = parse_vm_config(text, VMID)
+    for key, value in drive_items(config.current.values):
+        path = parse_drive(key, value).drive.file.split(":", 1)[1]
+        qemu_home.create_image(f"local/images/{path}", "1M")
+    settings = qemu_home.settings
+    command = build_command(config, storage.load(settings), settings,
+                            qemu_version=lambda: parse_version("7.2"), accel="tcg",
+                            syntax="drive" if case.endswith("-drive") else "blockdev")
+    argv = command.argv
+    run = settings.layout.run_dir
+    run.mkdir()
+
+    daemonized_qemu([*argv, "-S"], run / f"{VMID}.pid")
+    told = _told_placements(argv)
+    placed = asyncio.run(_placements(run / f"{VMID}.qmp", list(told)))
+
+    assert len(told) >= 8
+    for device, (bus, slot) in told.items():
+        parent_bus, devfn = placed[device]
+        assert parent_bus.endswith(f"/{bus}") and devfn == slot << 3, (device, placed[device])
+
+
+async def _placements(socket: Path, devices: list[str]) -> dict[str, tuple[str, int]]:
+    """Each device's bus (its QOM path) and PCI address (devfn: slot << 3 | function) as
+    QEMU holds them."""
+    client = QMPClient("qdisk-test")
+    await client.connect(str(socket))
+    try:
+        placed = {}
+        for device in devices:
+            path = f"/machine/peripheral/{device}"
+            placed[device] = (
+                str(await client.execute("qom-get", {"path": path, "property": "parent_bus"})),
+                int(await client.execute("qom-get", {"path": path, "property": "addr"})))
+        return placed
+    finally:
+        await client.disconnect()
+
+
+@pytest.mark.parametrize("syntax", ["blockdev", "drive"])
+def test_a_templates_disks_run_read_only_except_on_sata(
+        syntax: Syntax, qemu_home: QemuHome,
+        daemonized_qemu: Callable[[Sequence[str], Path], int]) -> None:
+    """qemu-server's drive_is_read_only: QEMU refuses a read-only node under an IDE/SATA
+    disk ("Block node is read-only"), so a template's SATA disk is not read-only; its
+    -snapshot keeps writes to a -drive disk off the base image."""
+    config = parse_vm_config((GOLDEN_DIR / f"template-{syntax}.conf").read_text(), VMID)
+    qemu_home.create_image("local/images/8006/base-8006-disk-0.qcow2", "1M")
+    qemu_home.create_image("local/images/8006/base-8006-disk-1.raw", "1M")
+    settings = qemu_home.settings
+    command = build_command(config, storage.load(settings), settings, syntax=syntax,
+                            qemu_version=lambda: parse_version("7.2"), accel="tcg")
+    run = settings.layout.run_dir
+    run.mkdir()
+
+    daemonized_qemu([*command.argv, "-S"], run / f"{VMID}.pid")
+    [blocks] = asyncio.run(qmp_query(run / f"{VMID}.qmp", ["query-block"]))
+
+    inserted = {block["qdev"].rsplit("/", 2)[-2] if block["qdev"].startswith("/") else
+                block["qdev"]: block["inserted"] for block in blocks}
+    assert {key: node["ro"] for key, node in inserted.items()} == {"scsi0": True, "sata0": False}
+    # qemu-server's -snapshot: a -drive disk is written to a temporary overlay over the base
+    # image; -blockdev nodes are not affected (as with qemu-server's).
+    formats, image = [], inserted["sata0"]["image"]
+    while image is not None:
+        formats.append(image["format"])
+        image = image.get("backing-image")
+    if syntax == "drive":
+        assert formats == ["qcow2", "raw"], formats  # the temporary overlay on top
+    else:
+        assert "qcow2" not in formats, formats

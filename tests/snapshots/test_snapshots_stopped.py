@@ -11,7 +11,7 @@ from collections.abc import Callable
 import pytest
 
 from qdisk.vm import lifecycle, snapshots
-from qdisk.vm.errors import VmError
+from qdisk.vm.errors import VmError, VmRefusedError
 from qdisk.vm.snapshot_volumes import SnapshotRefusedError
 
 from cli_helpers import CliResult, RunQdisk
@@ -183,7 +183,7 @@ def test_hostile_states_are_refused_before_anything_changes(snap_home: SnapshotH
     layer.unlink()
     # A lock of another tool (a Proxmox VE backup).
     home.config_path().write_text(before + "lock: backup\n")
-    with pytest.raises(SnapshotRefusedError, match=r"VM 100 is locked \(backup\)"):
+    with pytest.raises(VmRefusedError, match=r"VM 100 is locked \(backup\)"):
         take(home, "first")
     home.config_path().write_text(before)
     assert sorted(path.name for path in home.images().iterdir()) == ["vm-100-disk-0.qcow2"]

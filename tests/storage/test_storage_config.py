@@ -40,8 +40,6 @@ def test_what_proxmox_ve_fills_in_on_read_is_derived(every_type: storage.Storage
 
 
 @pytest.mark.parametrize(("text", "message"), [
-    ("foo: x1\n\tpath /x\n", "line 1: storage 'x1': unsupported type 'foo'"),
-    ("dir: x1\n\tpath /x\n\tvgname pve\n", "line 3: storage 'x1': unexpected property 'vgname'"),
     ("nfs: nas\n\texport /srv\n", "line 1: storage 'nas': missing value for required option 'server'"),
     ("lvmthin: t1\n\tvgname pve\n", "missing value for required option 'thinpool'"),
     ("dir: x1\n\tpath relative\n", "line 2: storage 'x1': unable to parse value of 'path': invalid "
@@ -68,6 +66,7 @@ def test_what_proxmox_ve_fills_in_on_read_is_derived(every_type: storage.Storage
     ("dir: x1\n\tpath /x\n\tnodes pve1,-bad\n", "valid node name"),
     ("dir: 1bad\n\tpath /x\n", "line 1: storage ID '1bad' contains illegal characters"),
     ("dir: ab\n\tpath /x\n\ndir: ab\n\tpath /y\n", "line 4: storage 'ab' defined twice"),
+    ("drbd: ab\n\tresourcegroup x\n\ndir: ab\n\tpath /y\n", "line 4: storage 'ab' defined twice"),
     ("nonsense\n", "line 1: expected 'TYPE: ID'"),
 ])
 def test_wrong_sections_are_refused_naming_the_line(text: str, message: str) -> None:
@@ -88,25 +87,75 @@ def test_storage_config_cli_prints_a_file_back(run_qdisk: RunQdisk, home: Path) 
     assert result.stdout == EVERY_TYPE_CFG.read_text()
 
 
-def test_storage_config_cli_refuses_with_one_line(run_qdisk: RunQdisk, home: Path, tmp_path: Path) -> None:
+def test_storage_config_cli_warns_about_what_it_skips(run_qdisk: RunQdisk, home: Path,
+                                                     tmp_path: Path) -> None:
     pasted = tmp_path / "storage.cfg"
     pasted.write_text("nfs: nas\n\tserver 10.0.0.1\n\texport /srv\n\tvgname pve\n")
     result = run_qdisk("storage", "config", str(pasted))
-    assert result.exit_code == 2
+    assert result.exit_code == 0, result.stderr
     assert result.stderr.splitlines() == [
-        f"qdisk: {pasted}: line 4: storage 'nas': unexpected property 'vgname' (type nfs has: "
+        f"warning: {pasted}: line 4: storage 'nas': unexpected property 'vgname' (type nfs has: "
         "bwlimit, content, content-dirs, create-base-path, create-subdirs, disable, export, format, "
         "max-protected-backups, mkdir, nodes, options, path, preallocation, prune-backups, server, "
-        "snapshot-as-volume-chain)"]
+        "snapshot-as-volume-chain): ignored"]
+    assert result.stdout == "nfs: nas\n\tserver 10.0.0.1\n\texport /srv\n"
 
 
 def test_a_broken_home_storage_cfg_stops_vm_commands(run_qdisk: RunQdisk, home: Path) -> None:
-    (home / "storage.cfg").write_text("dir: local\n\tpath /x\n\tsize 4\n")
+    (home / "storage.cfg").write_text("dir: local\n\tpath relative\n")
     result = run_qdisk("vm", "showcmd", "100")
     assert result.exit_code == 2
-    assert result.stderr.strip() == (f"qdisk: {home}/storage.cfg: line 3: storage 'local': "
-                                     "unexpected property 'size' (type dir has: " +
-                                     ", ".join(sorted(TYPES["dir"].keys)) + ")")
+    assert result.stderr.strip() == (f"qdisk: {home}/storage.cfg: line 2: storage 'local': unable "
+                                     "to parse value of 'path': invalid format - value does not "
+                                     "look like a valid absolute path")
+
+
+# A storage.cfg of a real cluster: a third-party plugin's storage (LINSTOR) and a property
+# of a newer Proxmox VE on a storage qdisk knows.
+UNKNOWN_CFG = """dir: local
+\tpath /var/lib/vz
+\tcontent images,iso
+\tfuture-option 1
+
+drbd: linstor
+\tresourcegroup pve-rg
+\tcontroller 10.0.0.1
+\tcontent images,rootdir
+
+nfs: nas
+\tserver 10.0.0.5
+\texport /srv
+"""
+
+
+def test_unknown_types_and_properties_are_skipped_with_a_warning_naming_the_line() -> None:
+    config = storage.parse_storage_cfg(UNKNOWN_CFG, source="/etc/pve/storage.cfg")
+    assert list(config.storages) == ["local", "nas"]
+    assert config.get("local").options == {"path": "/var/lib/vz", "content": "images,iso"}
+    assert config.skipped == {"linstor": "drbd"}
+    assert config.warnings == (
+        "/etc/pve/storage.cfg: line 4: storage 'local': unexpected property 'future-option' "
+        "(type dir has: " + ", ".join(sorted(TYPES["dir"].keys)) + "): ignored",
+        "/etc/pve/storage.cfg: line 6: storage 'linstor' has type 'drbd', which qdisk does not "
+        "know: skipped (its volumes cannot be used by qdisk)")
+    with pytest.raises(storage.StorageError,
+                       match="^storage 'linstor' has type 'drbd', which qdisk does not know$"):
+        storage.resolve(config, "linstor:vm-100-disk-0")
+    assert storage.resolve(config, "local:100/vm-100-disk-0.qcow2").path == \
+        "/var/lib/vz/images/100/vm-100-disk-0.qcow2"
+
+
+def test_vm_commands_warn_once_and_other_disks_work(run_qdisk: RunQdisk, home: Path) -> None:
+    (home / "storage.cfg").write_text(UNKNOWN_CFG.replace("/var/lib/vz", str(home / "store")))
+    created = run_qdisk("vm", "create", "100", "--scsi0", "local:0.01,format=qcow2")
+    assert created.exit_code == 0, created.stderr
+    assert created.stderr.count("warning:") == 2
+    assert created.stderr.count("'future-option'") == 1 and created.stderr.count("'drbd'") == 1
+    # A disk on the skipped storage is refused saying why; the VM's others are not lost.
+    refused = run_qdisk("vm", "set", "100", "--scsi1", "linstor:vm-100-disk-1")
+    assert refused.exit_code == 2
+    assert "scsi1: storage 'linstor' has type 'drbd', which qdisk does not know" in refused.stderr
+    assert run_qdisk("vm", "showcmd", "100").exit_code == 0
 
 
 _LINES = st.sampled_from(["dir: d1", "nfs: n1", "rbd: r1", "lvm: l1", "\tpath /srv/x", "\tserver 10.0.0.1",
@@ -121,7 +170,7 @@ def test_any_text_parses_or_is_refused_and_what_parses_prints_back(lines: list[s
     except storage.StorageError as error:
         assert "\n" not in str(error)
         return
-    assert storage.parse_storage_cfg(storage.print_storage_cfg(config)) == config
+    assert storage.parse_storage_cfg(storage.print_storage_cfg(config)).storages == config.storages
 
 
 def test_storage_list_shows_what_proxmox_ve_derives(run_qdisk: RunQdisk, home: Path) -> None:

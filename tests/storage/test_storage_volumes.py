@@ -29,7 +29,8 @@ FSID = "5b2c1d7e-3f4a-4b6c-9d8e-0a1b2c3d4e5f"
     ("local-zfs:base-100-disk-0/vm-101-disk-0", "/dev/zvol/rpool/data/vm-101-disk-0", "raw"),
     ("local-zfs:subvol-100-disk-0", "/rpool/data/subvol-100-disk-0", "subvol"),
     ("ceph-vm:base-100-disk-0/vm-101-disk-0", "rbd:vm-pool/vm-101-disk-0:conf=@ETC@/ceph.conf", "raw"),
-    ("ceph-external:vm-100-disk-0", "rbd:rbd/vm-100-disk-0:conf=@ETC@/priv/ceph/ceph-external.conf"
+    # An external cluster without priv/ceph/<id>.conf: no conf (monhost names the monitors).
+    ("ceph-external:vm-100-disk-0", "rbd:rbd/vm-100-disk-0"
      ":mon_host=192.0.2.31;192.0.2.32;192.0.2.33:auth_supported=none", "raw"),
     ("san:0.0.1.scsi-36001405abcdef", "/dev/disk/by-id/scsi-36001405abcdef", "raw"),
     ("san-direct:lun2", "iscsi://192.0.2.40/iqn.2001-05.com.example:storage.disk2/2", "raw"),
@@ -39,6 +40,15 @@ def test_volumes_resolve_as_pve_storage(every_type: storage.StorageConfig, tmp_p
                                         volid: str, path: str, fmt: str | None) -> None:
     volume = storage.resolve(every_type, volid)
     assert (volume.path, volume.format) == (path.replace("@ETC@", str(tmp_path)), fmt)
+
+
+def test_an_external_clusters_conf_is_passed_where_it_exists(every_type: storage.StorageConfig,
+                                                             tmp_path: Path) -> None:
+    conf = tmp_path / "priv/ceph/ceph-external.conf"
+    conf.parent.mkdir(parents=True)
+    conf.write_text("[global]\n")
+    volume = storage.resolve(every_type, "ceph-external:vm-100-disk-0")
+    assert volume.path.startswith(f"rbd:rbd/vm-100-disk-0:conf={conf}:mon_host=")
 
 
 def test_rbd_keyring_means_cephx_as_the_user(every_type: storage.StorageConfig, tmp_path: Path) -> None:

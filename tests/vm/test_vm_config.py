@@ -252,3 +252,13 @@ def test_live_changes_that_do_not_reach_qemu_stay_pending(
     assert current["scsi1"] == disks["scsi1"]
     assert "scsi0: local:100/vm-100-disk-0.qcow2,qcow2-l2-cache-size=3," in \
         config_file.read_text().split("[PENDING]")[1]
+
+
+def test_an_empty_boot_is_accepted_as_qemu_server_accepts_it(vm_home: Path,
+                                                             run_qdisk: RunQdisk) -> None:
+    created = run_qdisk("vm", "create", "100", "--scsi0", "local:0.01", "--boot", "")
+    assert created.exit_code == 0, created.stderr
+    assert "boot: \n" in (vm_home / "qemu-server/100.conf").read_text()
+    shown = run_qdisk("vm", "showcmd", "100")
+    assert shown.exit_code == 0, shown.stderr
+    assert "scsi0" in shown.stdout and "bootindex" not in shown.stdout

@@ -8,6 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from qdisk.settings import Settings
+from qdisk.vm import views
+
 from cli_helpers import RunQdisk
 
 
@@ -71,7 +74,7 @@ def _write_vm_100(vm_home: Path, data: bytes) -> None:
     (b"memory: 64\n\n[PENDING]\nname: a\x00b\n", "line 4: NUL character"),
 ])
 @pytest.mark.parametrize("command", [["vm", "config", "100"], ["vm", "showcmd", "100"],
-                                     ["vm", "set", "100", "--memory", "128"], ["vm", "list"]])
+                                     ["vm", "set", "100", "--memory", "128"]])
 def test_a_damaged_vm_config_is_named_with_its_line(vm_home: Path, run_qdisk: RunQdisk,
                                                     data: bytes, problem: str,
                                                     command: list[str]) -> None:
@@ -80,6 +83,24 @@ def test_a_damaged_vm_config_is_named_with_its_line(vm_home: Path, run_qdisk: Ru
     assert result.exit_code == 2
     assert result.stderr == f"qdisk: {vm_home}/qemu-server/100.conf: {problem}\n"
     assert (vm_home / "qemu-server" / "100.conf").read_bytes() == data
+
+
+def test_vm_list_names_a_damaged_config_and_lists_the_others(vm_home: Path,
+                                                             run_qdisk: RunQdisk) -> None:
+    for vmid, name in ((100, "web"), (102, "db")):
+        assert run_qdisk("vm", "create", str(vmid), "--name", name).exit_code == 0
+    (vm_home / "qemu-server" / "101.conf").write_bytes(b"memory: 64\nname: a\xffb\n")
+    result = run_qdisk("vm", "list")
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.splitlines()[1:] == [f"{100:>10} {'web':<24} stopped",
+                                              f"{101:>10} {'(config unreadable)':<24} stopped",
+                                              f"{102:>10} {'db':<24} stopped"]
+    assert result.stderr == (f"warning: VM 101: config cannot be read: {vm_home}/qemu-server/"
+                             "101.conf: line 2: not UTF-8 text (byte 0xFF)\n")
+    # The service the web API lists from: every VM, the damaged one with its problem.
+    listed = {summary.vmid: summary for summary in views.list_vms(Settings.from_env())}
+    assert sorted(listed) == [100, 101, 102] and listed[100].problem is None
+    assert listed[101].name is None and "line 2: not UTF-8 text" in str(listed[101].problem)
 
 
 @pytest.mark.parametrize(("text", "problem"), [

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable
 from typing import Any, NoReturn
 
 import click
@@ -62,8 +63,9 @@ def run(group: click.Command, argv: list[str] | None) -> int:
 
 
 def with_default_storage(settings: Settings) -> None:
-    """A fresh QDISK_HOME works at once: the first command creates the `local` storage."""
-    storage.ensure_default(settings)
+    """A fresh QDISK_HOME works at once: the first command creates the `local` storage.
+    What reading storage.cfg skipped is told here, once per command."""
+    warn_all(storage.ensure_default(settings).warnings)
 
 
 def pve_host(settings: Settings) -> PveHost:
@@ -101,6 +103,12 @@ def delete_keys(deletes: tuple[str, ...]) -> list[str]:
 def warn(message: str) -> None:
     """A warning for the user, on stderr."""
     click.echo(f"warning: {message}", err=True)
+
+
+def warn_all(messages: Iterable[str]) -> None:
+    """Warnings for the user (e.g. what storage.cfg's reading skipped), each once."""
+    for message in dict.fromkeys(messages):
+        warn(message)
 
 
 def echo_json(value: Any) -> None:

@@ -16,12 +16,30 @@ from typing import Any
 import click
 
 from qdisk.cache import describe_options
-from qdisk.cli.common import KEY_VALUE_COMMAND, delete_keys, parse_key_values, pass_settings, pve_host, warn
+from qdisk.cli.common import (
+    KEY_VALUE_COMMAND,
+    delete_keys,
+    parse_key_values,
+    pass_settings,
+    pve_host,
+    warn,
+    warn_all,
+)
+from qdisk.errors import QdiskError
 from qdisk.outcome import DriveOutcome, Outcome
 from qdisk.pve import agent, apply, audit, changes, hook, nodestatus
-from qdisk.pve.host import PveRefusedError
+from qdisk.pve.host import PveHost, PveRefusedError
 from qdisk.settings import Settings
 from qdisk.units import format_bytes, parse_size
+
+
+def warn_storage_cfg(host: PveHost) -> None:
+    """What reading the host's storage.cfg skipped, told once per command (a storage.cfg
+    that cannot be read at all is the command's own error)."""
+    try:
+        warn_all(host.storage_config().warnings)
+    except QdiskError:
+        pass
 
 
 @click.group(name="pve")
@@ -54,6 +72,7 @@ def audit_(settings: Settings, as_json: bool, node: str | None, all_nodes: bool,
             raise click.BadParameter(f"'{budget}' is not a size (e.g. 512M, 16G, 1.5T)",
                                      param_hint="--budget")
     host = pve_host(settings)
+    warn_storage_cfg(host)
     nodes = host.nodes() if all_nodes else [node] if node is not None else None
     results = audit.audit(host, nodes, budget=budget_bytes)
     # Every node's agent's record: where each VM's settings stand in the cluster.
@@ -155,6 +174,7 @@ def set_(ctx: click.Context, vmid: int, deletes: tuple[str, ...]) -> None:
     """Store VM VMID's qcow2 cache settings (--scsi0 qcow2-cache-size-based-on-disk=1 ...)
     in /etc/pve/qdisk/VMID.conf, and apply them at once if the VM runs on this node."""
     host = pve_host(ctx.ensure_object(Settings))
+    warn_storage_cfg(host)
     result = changes.set_cache(host, vmid, parse_key_values(ctx.args), delete_keys(deletes))
     for message in result.warnings:
         warn(message)
@@ -191,6 +211,7 @@ def apply_(settings: Settings, vmid: int | None, all_vms: bool) -> None:
     if (vmid is None) == (not all_vms):
         raise click.UsageError("give a VMID or --all")
     host = pve_host(settings)
+    warn_storage_cfg(host)
     outcomes: list[DriveOutcome] = []
     for each in apply.running_vmids(host) if all_vms else [vmid]:
         assert each is not None
@@ -233,6 +254,8 @@ def hook_(settings: Settings, vmid: str | None, phase: str | None, print_snippet
         return
     try:
         host = pve_host(settings)
+        if host.paths.cache_settings(int(vmid)).exists():
+            warn_storage_cfg(host)  # only for the VMs qdisk has settings for
         if wait_for_migration:
             _report_hook(int(vmid), hook.wait_for_migration(host, int(vmid)))
             return

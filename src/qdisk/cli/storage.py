@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from qdisk import storage
-from qdisk.cli.common import echo_json, pass_settings, with_default_storage
+from qdisk.cli.common import echo_json, pass_settings, warn_all, with_default_storage
 from qdisk.settings import Settings
 
 
@@ -41,6 +41,7 @@ def config(settings: Settings, file: Path | None) -> None:
         except (OSError, UnicodeDecodeError) as error:
             raise storage.StorageError(f"{file}: cannot read: {getattr(error, 'strerror', error)}") from None
         parsed = storage.parse_storage_cfg(text, source=str(file), config_dir=settings.home)
+        warn_all(parsed.warnings)
     click.echo(storage.print_storage_cfg(parsed), nl=False)
 
 

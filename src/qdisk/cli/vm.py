@@ -75,12 +75,15 @@ def create(ctx: click.Context, vmid: int) -> None:
 @click.argument("vmid", type=int)
 @click.option("--delete", "deletes", metavar="KEY,...", multiple=True,
               help="Keys to remove (comma-separated).")
+@click.option("--skiplock", is_flag=True,
+              help="Ignore the config's lock: line (as qm's --skiplock, root's override).")
 @click.pass_context
-def set_(ctx: click.Context, vmid: int, deletes: tuple[str, ...]) -> None:
+def set_(ctx: click.Context, vmid: int, deletes: tuple[str, ...], skiplock: bool) -> None:
     """Change VM VMID: --KEY VALUE ... and --delete KEY,... (a running VM takes what it can
     now, the rest at the next start)."""
     settings = ctx.ensure_object(Settings)
-    _report(changes.set_options(settings, vmid, parse_key_values(ctx.args), delete_keys(deletes)))
+    _report(changes.set_options(settings, vmid, parse_key_values(ctx.args), delete_keys(deletes),
+                                skiplock=skiplock))
 
 
 @command.command(name="config")
@@ -122,11 +125,13 @@ def pending(settings: Settings, vmid: int, as_json: bool) -> None:
 @click.argument("vmid", type=int)
 @click.option("--syntax", type=click.Choice(["blockdev", "drive"]),
               help="Force -blockdev or legacy -drive (default: by machine version).")
+@click.option("--skiplock", is_flag=True,
+              help="Ignore the config's lock: line (as qm's --skiplock, root's override).")
 @pass_settings
-def start(settings: Settings, vmid: int, syntax: str | None) -> None:
+def start(settings: Settings, vmid: int, syntax: str | None, skiplock: bool) -> None:
     """Start VM VMID under QEMU (KVM when /dev/kvm is usable; $QDISK_ACCEL overrides)."""
     result = lifecycle.start(settings, vmid, syntax="blockdev" if syntax == "blockdev" else
-                             "drive" if syntax == "drive" else None)
+                             "drive" if syntax == "drive" else None, skiplock=skiplock)
     for message in result.warnings:
         warn(message)
     for message in result.notes:
@@ -140,10 +145,12 @@ def start(settings: Settings, vmid: int, syntax: str | None) -> None:
 @click.option("--timeout", type=click.FloatRange(min=0), default=lifecycle.DEFAULT_STOP_TIMEOUT,
               show_default=True, metavar="S", help="Seconds to wait for QEMU to quit before "
                                                    "killing it.")
+@click.option("--skiplock", is_flag=True,
+              help="Ignore the config's lock: line (as qm's --skiplock, root's override).")
 @pass_settings
-def stop(settings: Settings, vmid: int, timeout: float) -> None:
+def stop(settings: Settings, vmid: int, timeout: float, skiplock: bool) -> None:
     """Stop VM VMID: QEMU is asked to quit, and killed after the timeout."""
-    result = lifecycle.stop(settings, vmid, timeout=timeout)
+    result = lifecycle.stop(settings, vmid, timeout=timeout, skiplock=skiplock)
     for message in result.warnings:
         warn(message)
     click.echo(f"VM {vmid} stopped")
@@ -174,10 +181,12 @@ def status(settings: Settings, vmid: int, as_json: bool) -> None:
 
 @command.command(name="destroy")
 @click.argument("vmid", type=int)
+@click.option("--skiplock", is_flag=True,
+              help="Ignore the config's lock: line (as qm's --skiplock, root's override).")
 @pass_settings
-def destroy(settings: Settings, vmid: int) -> None:
+def destroy(settings: Settings, vmid: int, skiplock: bool) -> None:
     """Remove stopped VM VMID: its config and the disk images it owns."""
-    for path in lifecycle.destroy(settings, vmid):
+    for path in lifecycle.destroy(settings, vmid, skiplock=skiplock):
         click.echo(f"removed {path}")
 
 
@@ -185,10 +194,14 @@ def destroy(settings: Settings, vmid: int) -> None:
 @pass_settings
 def list_(settings: Settings) -> None:
     """List every VM: id, name, status."""
-    summaries = views.list_vms(settings)  # a damaged config fails before any output
+    summaries = views.list_vms(settings)
+    for summary in summaries:
+        if summary.problem is not None:
+            warn(f"VM {summary.vmid}: config cannot be read: {summary.problem}")
     click.echo(f"{'VMID':>10} {'NAME':<24} STATUS")
     for summary in summaries:
-        click.echo(f"{summary.vmid:>10} {summary.name or '':<24} {summary.status}")
+        name = summary.name or ("(config unreadable)" if summary.problem else "")
+        click.echo(f"{summary.vmid:>10} {name:<24} {summary.status}")
 
 
 # --- snapshots ----------------------------------------------------------------------------

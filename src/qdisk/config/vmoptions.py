@@ -81,6 +81,9 @@ OPTION_SCHEMAS: Mapping[str, Schema] = {
     "kvm": _single("kvm", propstring.boolean()),
     "tags": _single("tags", propstring.string(pattern=rf"{_TAG}(?:;{_TAG})*")),
 }
+# qemu-server accepts an empty ``boot:`` (a property string without properties): no
+# device gets a boot index.
+_MAY_BE_EMPTY = frozenset({"boot"})
 # Free text: not a property string (commas and line breaks are allowed).
 DESCRIPTION_KEY = "description"
 
@@ -93,7 +96,7 @@ def _checked(key: str, text: str) -> propstring.Checked:
     checked = propstring.parse_property_string(OPTION_SCHEMAS[key], text)
     problems = [f"{key}: {problem.message}" if problem.property in (key, None)
                 else f"{key}.{problem.property}: {problem.message}" for problem in checked.problems]
-    if not problems and not checked.values:
+    if not problems and not checked.values and key not in _MAY_BE_EMPTY:
         problems.append(f"{key}: value must not be empty")
     if problems:
         raise InvalidOptionError(problems)
@@ -184,6 +187,8 @@ def _boot(text: str | None) -> BootOrder:
     order = values.get("order")
     if order is not None:
         return BootOrder(order=tuple(key for key in str(order).split(";") if key))
+    if not values:
+        return BootOrder(order=())  # qemu-server's device_bootorder of an empty boot: none
     return BootOrder(legacy=str(values.get("legacy", DEFAULT_LEGACY_BOOT)))
 
 

@@ -47,7 +47,7 @@ from qdisk.pve.host import (
     process_start_time,
 )
 from qdisk.qemu.nodes import Disk, format_node, resolve_disk
-from qdisk.qemu.qmp import QmpCommandError, QmpConnection, QmpError
+from qdisk.qemu.qmp import QmpBusyError, QmpCommandError, QmpConnection, QmpError
 from qdisk.qemu.reopen import (
     AppliedNode,
     NotLive,
@@ -137,18 +137,22 @@ class NotNow(PveError):
 
 
 @contextlib.contextmanager
-def qmp_session(socket: Path, *, busy_wait: float = QMP_BUSY_WAIT) -> Iterator[QmpConnection]:
+def qmp_session(socket: Path, *, busy_wait: float | None = None) -> Iterator[QmpConnection]:
     """One short session on a VM's QMP socket; a refused or unanswered connection (the
-    socket is busy) is retried for ``busy_wait`` seconds."""
-    deadline = time.monotonic() + busy_wait
+    socket is busy) is retried for ``busy_wait`` seconds (default QMP_BUSY_WAIT). When
+    every try failed and one found the monitor busy, that is the error: later tries may
+    fail otherwise (the socket's backlog is full)."""
+    deadline = time.monotonic() + (QMP_BUSY_WAIT if busy_wait is None else busy_wait)
+    busy: QmpBusyError | None = None
     with contextlib.ExitStack() as stack:
         while True:
             try:
                 qmp = stack.enter_context(QmpConnection(socket, timeout=QMP_TIMEOUT))
                 break
-            except QmpError:
+            except QmpError as error:
+                busy = error if isinstance(error, QmpBusyError) else busy
                 if time.monotonic() >= deadline:
-                    raise
+                    raise busy or error
                 time.sleep(_RETRY_INTERVAL)
         yield qmp
 

@@ -7,9 +7,10 @@ arguments are qemu-server's: ``-blockdev`` with a throttle group ``-object`` for
 machine versions >= 10.0, else a legacy ``-drive`` (see :mod:`~qdisk.qemu.nodes`).
 
 Where qemu-server relies on Proxmox's own QEMU build, upstream QEMU gets the
-equivalent: no ``-id``, machine types without ``+pveN``, q35's PCI bridges as devices
-instead of ``-readconfig pve-q35.cfg``; the QMP socket, pid file and VNC socket live
-in ``QDISK_HOME/run``.
+equivalent: no ``-id``, machine types without ``+pveN``, the PCI bridges of q35's
+``pve-q35-4.0.cfg`` as devices instead of ``-readconfig``; the QMP socket, pid file and
+VNC socket live in ``QDISK_HOME/run``. Devices get qemu-server's PCI addresses, and
+every bridge their buses need (an lsi controller's third, ``virtio6`` and up, ...).
 """
 
 from __future__ import annotations
@@ -41,16 +42,26 @@ BLOCKDEV_MIN_VERSION = (10, 0)
 # Buses qemu-server renders as -device; efidisk0/tpmstate0 need OVMF/swtpm, unused* no device.
 COMMAND_BUSES = ("ide", "scsi", "virtio", "sata")
 MAX_SATA_DISKS = 6
-# The lsi controller has 7 targets; qemu-server's third controller needs a bridge qdisk lacks.
-LSI_MAX_DISKS = 14
 _VERSION_RE = re.compile(r"(\d+)\.(\d+)(?:\.(\d+))?")
-# qemu-server's PCI slots (PCI.pm): device -> (bus, slot); bus 0 is pci.0 (pcie.0 on q35).
+# qemu-server's PCI address table (PCI.pm's get_pci_addr_map), the entries of the devices
+# qdisk renders: device -> (bus, slot). Bus N is the bridge pci.N; pci.0 is i440fx's root
+# bus, on q35 a bridge behind the DMI bridge (pve-q35-4.0.cfg, see _Q35_CONFIG_BRIDGES).
 _PCI_SLOTS: dict[str, tuple[int, int]] = {
-    "vga": (0, 2), "scsihw0": (0, 5), "scsihw1": (0, 6), "ahci0": (0, 7),
+    "vga": (0, 2), "scsihw0": (0, 5), "pci.3": (0, 5), "scsihw1": (0, 6), "ahci0": (0, 7),
     **{f"virtio{index}": (0, 10 + index) for index in range(6)},
+    "pci.1": (0, 30), "pci.2": (0, 31), "pci.4": (1, 28),
     **{f"virtio{index}": (2, index - 5) for index in range(6, 16)},
     **{f"virtioscsi{index}": (3, index + 1) for index in range(31)},
+    **{f"scsihw{index}": (4, index - 1) for index in range(2, 5)},
 }
+# q35's first display sits on the root complex (PCI.pm's print_pcie_addr).
+_Q35_VGA_SLOT = 1
+# pve-q35-4.0.cfg, which qemu-server reads with -readconfig on q35: the DMI bridge and
+# pci.0 to pci.3 behind it (pci.N at slot N + 1, chassis N + 1). qemu-server adds only the
+# bridges beyond them (pci.4) itself.
+_Q35_CONFIG_BRIDGES = 4
+# i440fx machines from 2.3 on always get pci.1 and pci.2.
+_DEFAULT_BRIDGES_VERSION = (2, 3)
 # Characters String::ShellQuote leaves unquoted.
 _SHELL_SAFE_RE = re.compile(r"[\w!%+,\-./:=@^]+", re.ASCII)
 
@@ -132,6 +143,8 @@ class _Builder:
         self.graphs: dict[str, DriveGraph] = {}
         self.warnings: list[str] = list(config.warnings)
         self._controllers: set[str] = set()
+        # The PCI buses (pci.N) the devices so far sit on: their bridges are added.
+        self._buses: set[int] = set()
 
     def argv(self, accel: str | None) -> list[str]:
         vmid = self.config.vmid
@@ -164,6 +177,9 @@ class _Builder:
             "-device", f"VGA,id=vga{self._pci_address('vga')}",
             *self.devices,
             "-machine", ",".join(machine),
+            # qemu-server: "needed to workaround base volumes being read-only" (a template's
+            # IDE/SATA disks cannot be; QEMU writes to temporary overlays of -drive disks).
+            *(["-snapshot"] if self.template else []),
         ]
 
     def _drives(self) -> list[Drive]:
@@ -223,13 +239,11 @@ class _Builder:
                                             f"{self._pci_address(controller)}"]
 
     def _scsi_slot(self, drive: Drive) -> tuple[str, int]:
-        """qemu-server's scsihw_infos: (controller id, unit)."""
+        """qemu-server's scsihw_infos: (controller id, unit); an lsi controller has 7 units,
+        so scsi7 needs a second controller and scsi14 a third (on the bridge pci.4)."""
         if self.scsihw == "virtio-scsi-single":
             return f"virtioscsi{drive.index}", 0
         per_controller = 7 if self.scsihw.startswith("lsi") else 256
-        if drive.index >= LSI_MAX_DISKS and per_controller == 7:
-            raise CommandError(f"{drive.key}: more than {LSI_MAX_DISKS} disks on an lsi controller "
-                               "are not supported (use scsihw virtio-scsi-pci)")
         return f"scsihw{drive.index // per_controller}", drive.index % per_controller
 
     def _front_end(self, graph: DriveGraph, bootindex: int | None) -> str:
@@ -280,26 +294,36 @@ class _Builder:
         return f"ide.{controller},unit={unit}"
 
     def _pci_address(self, device: str) -> str:
+        """qemu-server's print_pci_addr (print_pcie_addr for q35's display); the bus's bridge
+        is added to the command (its $bridges)."""
         bus, slot = _PCI_SLOTS[device]
         if self.q35 and device == "vga":
-            slot = 1
-        bus_name = "pcie.0" if self.q35 and bus == 0 else f"pci.{bus}"
-        return f",bus={bus_name},addr={slot:#x}"
+            return f",bus=pcie.0,addr={_Q35_VGA_SLOT:#x}"
+        self._buses.add(bus)
+        return f",bus=pci.{bus},addr={slot:#x}"
 
     def _bridges(self) -> list[str]:
-        """qemu-server's pci.1 and pci.2 (and pci.3 for virtio-scsi-single); on q35 behind
-        the DMI bridge its pve-q35.cfg defines."""
+        """qemu-server's bridges: on i440fx pci.1 and pci.2 (machines from 2.3 on), pci.3
+        for virtio-scsi-single, and the bridge of every bus a device sits on; on q35 the
+        DMI bridge and pci.0 to pci.3 of its pve-q35-4.0.cfg, then the bridges beyond."""
+        bridges = set(self._buses)
+        arguments: list[str] = []
         if self.q35:
-            arguments = ["-device", "i82801b11-bridge,id=pcidmi,bus=pcie.0,addr=0x1e"]
-            for number in (1, 2, 3):
-                arguments += ["-device", f"pci-bridge,id=pci.{number},chassis_nr={number},"
-                                         f"bus=pcidmi,addr={number:#x}"]
-            return arguments
-        slots = {1: 0x1E, 2: 0x1F, 3: 0x5}
-        wanted = (1, 2, 3) if self.scsihw == "virtio-scsi-single" else (1, 2)
-        return [argument for number in wanted for argument in (
-            "-device", f"pci-bridge,id=pci.{number},chassis_nr={number},bus=pci.0,"
-                       f"addr={slots[number]:#x}")]
+            arguments += ["-device", "i82801b11-bridge,id=pcidmi,bus=pcie.0,addr=0x1e"]
+            for number in range(_Q35_CONFIG_BRIDGES):
+                arguments += ["-device", f"pci-bridge,id=pci.{number},chassis_nr={number + 1},"
+                                         f"bus=pcidmi,addr={number + 1:#x}"]
+            bridges = {number for number in bridges if number >= _Q35_CONFIG_BRIDGES}
+        else:
+            version = _pinned_version(self.options.machine)
+            if version is None or version >= _DEFAULT_BRIDGES_VERSION:
+                bridges |= {1, 2}
+            if self.scsihw == "virtio-scsi-single":
+                bridges.add(3)
+        for number in sorted(bridges - {0}):
+            arguments += ["-device", f"pci-bridge,id=pci.{number},chassis_nr={number}"
+                                     f"{self._pci_address(f'pci.{number}')}"]
+        return arguments
 
 
 def _optional(drive: Drive, name: str, *, url_encoded: bool = False) -> str:

@@ -403,7 +403,8 @@ def _protocol_node(disk: Disk, path: str, remote: IscsiLun | RbdImage | None) ->
         node: Node = {"driver": "rbd", "pool": remote.pool, "image": remote.image}
         if remote.namespace is not None:
             node["namespace"] = remote.namespace
-        node["conf"] = remote.conf
+        if remote.conf is not None:
+            node["conf"] = remote.conf
         if remote.monitors:
             node["server"] = [{"host": host, "port": port or CEPH_MON_PORT} for host, port in remote.monitors]
             node["auth-client-required"] = [remote.auth]

@@ -25,6 +25,10 @@ class QmpError(QdiskError):
     """QEMU's monitor could not be reached or answered with an error."""
 
 
+class QmpBusyError(QmpError):
+    """QEMU's monitor did not greet in time: another client holds it (or QEMU hangs)."""
+
+
 class QmpCommandError(QmpError):
     """QEMU refused a command; ``desc`` is QEMU's message."""
 
@@ -65,10 +69,16 @@ class QmpConnection:
     def __enter__(self) -> QmpConnection:
         try:
             self._run(self._client.connect(str(self.socket_path)))
-        except (OSError, QMPError, asyncio.TimeoutError) as error:
+        except asyncio.TimeoutError as error:
+            self._loop.close()
+            # QEMU serves one client per monitor: others wait, ungreeted, in the backlog.
+            raise QmpBusyError(f"QEMU's monitor at {self.socket_path} is busy: no greeting within "
+                           f"{self.timeout:g} s (another client, such as qemu-server, holds it, "
+                           "or QEMU hangs)") from error
+        except (OSError, QMPError) as error:
             self._loop.close()
             raise QmpError(f"cannot connect to QEMU's monitor at {self.socket_path}: "
-                           f"{error or type(error).__name__}") from error
+                           f"{_reason(error, self.timeout)}") from error
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
@@ -91,4 +101,11 @@ class QmpConnection:
         except (OSError, EOFError, QMPError, asyncio.TimeoutError) as error:
             # EOFError: QEMU closed the monitor (it exited, or was killed).
             raise QmpError(f"QEMU's monitor at {self.socket_path} failed during {command}: "
-                           f"{error or type(error).__name__}") from error
+                           f"{_reason(error, self.timeout)}") from error
+
+
+def _reason(error: BaseException, timeout: float) -> str:
+    """An exception's message, or its kind when it has none (a timeout says nothing)."""
+    if isinstance(error, asyncio.TimeoutError):
+        return f"no answer within {timeout:g} s"
+    return str(error) or type(error).__name__

@@ -9,12 +9,16 @@ line ends the section::
             server 10.0.0.5
             content images,iso
 
-Every key is checked against its type's entry in :mod:`qdisk.storage.schema`: unknown
-types and keys, bad values, unsupported content types and formats and missing required
-keys are errors naming the line (Proxmox VE warns and drops the section; a section
-qdisk silently dropped would make a disk vanish). Options are kept as written, in file
-order, so printing gives the file back; what Proxmox VE fills in on read (the default
-content, ``shared`` of network storages, ``/mnt/pve/<id>``) is derived, never added.
+Every key is checked against its type's entry in :mod:`qdisk.storage.schema`. As
+Proxmox VE's SectionConfig, a storage of a type qdisk does not know (a third-party plugin
+such as LINSTOR's ``drbd``) and a property its type does not have (from a newer Proxmox
+VE) are skipped with a warning naming the file and line; the skipped storage stays
+known by id and type, so a volume on it is refused saying why (never silently missing),
+and every other storage and VM works. Bad values, unsupported content types and formats,
+missing required keys and malformed lines are errors naming the line. Options are kept
+as written, in file order, so printing gives the file back; what Proxmox VE fills in on
+read (the default content, ``shared`` of network storages, ``/mnt/pve/<id>``) is
+derived, never added.
 """
 
 from __future__ import annotations
@@ -112,15 +116,22 @@ class Storage:
 
 @dataclass(frozen=True)
 class StorageConfig:
-    """The storages by id; ``config_dir`` stands for /etc/pve (Ceph's conf and keyrings)."""
+    """The storages by id; ``config_dir`` stands for /etc/pve (Ceph's conf and keyrings).
+    ``skipped``: the storages of types qdisk does not know (id -> type); ``warnings``: what
+    was skipped while reading, each naming the file and line."""
 
     storages: Mapping[str, Storage] = field(default_factory=dict)
     config_dir: Path = PVE_CONFIG_DIR
+    skipped: Mapping[str, str] = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()
 
     def get(self, storage_id: str) -> Storage:
         try:
             return self.storages[storage_id]
         except KeyError:
+            if storage_id in self.skipped:
+                raise StorageError(f"storage '{storage_id}' has type '{self.skipped[storage_id]}',"
+                                   " which qdisk does not know") from None
             raise StorageError(f"storage '{storage_id}' does not exist") from None
 
 
@@ -152,7 +163,11 @@ class _Section:
 def parse_storage_cfg(text: str, *, source: str = "storage.cfg",
                       config_dir: Path = PVE_CONFIG_DIR) -> StorageConfig:
     storages: dict[str, Storage] = {}
+    skipped: dict[str, str] = {}
+    warnings: list[str] = []
     section: _Section | None = None
+    # Inside the section of a storage type qdisk does not know: its lines are skipped.
+    skipping = False
 
     def finish() -> None:
         if section is not None:
@@ -166,12 +181,20 @@ def parse_storage_cfg(text: str, *, source: str = "storage.cfg",
             continue
         if not line.strip(BLANKS):
             finish()
-            section = None
+            section, skipping = None, False
+            continue
+        if skipping and line[0] in BLANKS:
             continue
         if section is not None and line[0] in BLANKS:
             option = _OPTION_RE.fullmatch(line.strip(BLANKS))
             assert option is not None  # a non-blank line always matches
             key, value = option.group(1), option.group(2) or ""
+            kind = TYPES[section.type]
+            if key not in kind.keys:
+                warnings.append(f"{where}: storage '{section.id}': unexpected property '{key}' "
+                                f"(type {section.type} has: {', '.join(sorted(kind.keys))}): "
+                                "ignored")
+                continue
             error = _option_error(section, key, value)
             if error is not None:
                 raise StorageError(f"{where}: storage '{section.id}': {error}")
@@ -181,24 +204,27 @@ def parse_storage_cfg(text: str, *, source: str = "storage.cfg",
         if header is None:
             raise StorageError(f"{where}: expected 'TYPE: ID', got {line!r}")
         finish()
+        section, skipping = None, False
         storage_type, storage_id = header.group(1).lower(), header.group(2)
         if not _STORAGE_ID_RE.fullmatch(storage_id):
             raise StorageError(f"{where}: storage ID '{storage_id}' contains illegal characters")
-        if storage_type not in TYPES:
-            raise StorageError(f"{where}: storage '{storage_id}': unsupported type '{storage_type}' "
-                               f"(known: {', '.join(TYPES)})")
-        if storage_id in storages:
+        if storage_id in storages or storage_id in skipped:
             raise StorageError(f"{where}: storage '{storage_id}' defined twice")
+        if storage_type not in TYPES:
+            skipped[storage_id] = storage_type
+            skipping = True
+            warnings.append(f"{where}: storage '{storage_id}' has type '{storage_type}', which "
+                            "qdisk does not know: skipped (its volumes cannot be used by qdisk)")
+            continue
         section = _Section(storage_type, storage_id, number)
     finish()
-    return StorageConfig(MappingProxyType(storages), config_dir)
+    return StorageConfig(MappingProxyType(storages), config_dir, MappingProxyType(skipped),
+                         tuple(warnings))
 
 
 def _option_error(section: _Section, key: str, value: str) -> str | None:
     """SectionConfig's check_value and pve-storage's decode_value, as one message."""
     kind = TYPES[section.type]
-    if key not in kind.keys:
-        return f"unexpected property '{key}' (type {section.type} has: {', '.join(sorted(kind.keys))})"
     problem = f"unable to parse value of '{key}': "
     if key in section.options:
         return problem + "duplicate attribute"

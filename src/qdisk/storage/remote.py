@@ -5,7 +5,9 @@ A Proxmox VE host keeps Ceph's configuration under /etc/pve: ``ceph.conf`` for t
 cluster it runs itself, ``priv/ceph/<id>.conf`` and ``priv/ceph/<id>.keyring`` for a
 storage with ``monhost`` (an external cluster). qdisk reads them under the
 configuration's ``config_dir`` (QDISK_HOME, or /etc/pve for a file parsed on its own),
-as pve-storage's ceph_connect_option does: a keyring means cephx as its user.
+as pve-storage's ceph_connect_option does: QEMU gets ``ceph.conf`` for the cluster Proxmox
+VE runs, an external cluster's conf only where that file exists (librbd then needs
+none: ``monhost`` names the monitors); a keyring means cephx as its user.
 """
 
 from __future__ import annotations
@@ -40,12 +42,13 @@ class IscsiLun:
 @dataclass(frozen=True)
 class RbdImage:
     """An image QEMU's librbd opens. ``monitors`` (host, port as written) and ``auth`` come
-    only with ``monhost``; ``user`` and ``keyring`` only when the storage has a keyring."""
+    only with ``monhost``; ``user`` and ``keyring`` only when the storage has a keyring;
+    ``conf`` is None for an external cluster without a conf file."""
 
     pool: str
     image: str
     namespace: str | None
-    conf: str
+    conf: str | None
     monitors: tuple[tuple[str, str | None], ...]
     auth: str | None
     user: str | None
@@ -55,7 +58,9 @@ class RbdImage:
     def path(self) -> str:
         """pve-storage's ``rbd:`` path (the legacy -drive ``file=``): every ``:`` inside
         the monitor list is escaped, IPv6 hosts are bracketed."""
-        path = f"rbd:{rbd_path(self.pool, self.namespace, self.image)}:conf={self.conf}"
+        path = f"rbd:{rbd_path(self.pool, self.namespace, self.image)}"
+        if self.conf is not None:
+            path += f":conf={self.conf}"
         if self.monitors:
             hosts = ";".join((f"[{host}]" if ":" in host else host) + (f":{port}" if port else "")
                              for host, port in self.monitors)
@@ -81,11 +86,14 @@ def _ceph_files(config: StorageConfig, storage: Storage) -> tuple[Path, Path]:
 def rbd_image(config: StorageConfig, storage: Storage, image: str) -> RbdImage:
     conf, keyring = _ceph_files(config, storage)
     has_keyring = keyring.is_file()
+    # ceph_connect_option: the managed cluster's ceph.conf always, an external one's if present.
+    passed_conf = conf if "monhost" not in storage.options or conf.is_file() else None
     monitors = tuple(filter(None, (values.split_host_port(mon)
                                    for mon in values.split_list(storage.options.get("monhost", "")))))
     return RbdImage(
         pool=storage.options.get("pool", DEFAULT_POOL), image=image,
-        namespace=storage.options.get("namespace"), conf=str(conf), monitors=monitors,
+        namespace=storage.options.get("namespace"),
+        conf=str(passed_conf) if passed_conf is not None else None, monitors=monitors,
         auth=("cephx" if has_keyring else "none") if monitors else None,
         user=storage.options.get("username", DEFAULT_USER) if has_keyring else None,
         keyring=str(keyring) if has_keyring else None)

@@ -66,6 +66,12 @@ def qemu_version(program: str) -> tuple[int, int, int]:
     return int(major), int(minor), int(micro or 0)
 
 
+def qemu_machines(program: str) -> tuple[str, ...]:
+    """The machine types a ``qemu-system`` offers (``-machine help``), as it lists them."""
+    out = run([program, "-machine", "help"], timeout=30).stdout
+    return tuple(line.split()[0] for line in out.splitlines()[1:] if line.strip())
+
+
 def process_memory(pid: int) -> dict[str, int]:
     """A process's address space and resident memory in bytes (``VmSize``, ``VmRSS``).
 

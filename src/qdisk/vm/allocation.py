@@ -22,6 +22,14 @@ from qdisk.vm.volumes import remove_images, volnames_on
 
 log = logging.getLogger(__name__)
 
+# qemu-server's fixed sizes, whatever SIZE_IN_GiB says: an EFI disk holds the OVMF vars of
+# its efitype (OVMF_VARS_4M.fd, OVMF_VARS_4M.ms.fd with pre-enrolled keys: 528 KiB;
+# OVMF_VARS.fd, efitype's default 2m: 128 KiB), a TPM state swtpm's raw 4 MiB
+# (TPMSTATE_DISK_SIZE).
+EFI_VARS_SIZES = {"4m": 540672, "2m": 131072}
+DEFAULT_EFITYPE = "2m"
+TPM_STATE_SIZE = 4 * 2**20
+
 
 class Allocator:
     """Makes the new images of one change and remembers them: the change removes them
@@ -41,11 +49,16 @@ class Allocator:
             return drive
         fmt = str(drive.get("format")
                   or self.storage_config.get(allocation.storage_id).default_format)
+        size = allocation.size
+        if drive.interface == "efidisk":
+            size = EFI_VARS_SIZES[str(drive.get("efitype") or DEFAULT_EFITYPE)]
+        elif drive.interface == "tpmstate":
+            size, fmt = TPM_STATE_SIZE, "raw"  # swtpm reads raw state only
         if fmt not in storage.ALLOCATABLE_FORMATS:
             raise DriveError(drive.key, [Problem(
                 "format", f"cannot allocate a {fmt} image (possible: "
                           f"{', '.join(storage.ALLOCATABLE_FORMATS)})")])
-        if allocation.size <= 0:
+        if size <= 0:
             raise DriveError(drive.key, [Problem(
                 "file", f"'{drive.file}': the size of a new disk must be more than 0 GiB")])
         vmid = self.config.vmid
@@ -60,7 +73,7 @@ class Allocator:
         self.created.append(path)
         journal.record(self.settings, vmid, self.created)
         try:
-            image = create_image(self.settings.tools, path, fmt, allocation.size)
+            image = create_image(self.settings.tools, path, fmt, size)
         except ToolError as error:
             raise VmError(f"VM {vmid}: {drive.key}: no new image on storage '{target.id}': "
                           f"{error}") from error

@@ -11,6 +11,7 @@ stopped VM gets them all at once, a running one what it can take now
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,17 +27,18 @@ from qdisk.config.vmconfig import (
     set_pending,
     set_value,
 )
-from qdisk.config.vmoptions import InvalidOptionError, canonical_option, known_key
-from qdisk.errors import DriveError, InvalidInputError, InvalidOptionsError, Problem
+from qdisk.config.vmoptions import InvalidOptionError, canonical_option, known_key, read_options
+from qdisk.errors import DriveError, InvalidInputError, InvalidOptionsError, Problem, ToolError
 from qdisk.image.info import DataFileError, read_chain, read_image, refuse_external_data_file
 from qdisk.outcome import ChangeError, DriveOutcome, change_error
 from qdisk.qemu.nodes import resolve_disk
 from qdisk.settings import Settings, Tools
 from qdisk.storage import StorageConfig
+from qdisk.system.tools import qemu_machines
 from qdisk.vm import store
 from qdisk.vm.allocation import Allocator, allocating
 from qdisk.vm.errors import StaleDigestError, VmRefusedError
-from qdisk.vm.journal import vm_lock
+from qdisk.vm.journal import check_unlocked, vm_lock
 from qdisk.vm.pending import (
     Messages,
     apply_pending,
@@ -71,7 +73,7 @@ class ChangeResult:
 def create(settings: Settings, vmid: int, options: Mapping[str, str]) -> ChangeResult:
     """Create VM ``vmid``'s config from ``options`` (``qm create``); refuses an existing VM."""
     path = settings.layout.vm_config(vmid)
-    with vm_lock(settings, vmid):
+    with vm_lock(settings, vmid, new=True):
         if path.exists():
             raise VmRefusedError(f"VM {vmid}: configuration file '{path}' already exists")
         config = VmConfig(vmid)
@@ -84,15 +86,17 @@ def create(settings: Settings, vmid: int, options: Mapping[str, str]) -> ChangeR
 
 
 def set_options(settings: Settings, vmid: int, changes: Mapping[str, str],
-                deletes: Sequence[str] = (), *, digest: str | None = None) -> ChangeResult:
+                deletes: Sequence[str] = (), *, digest: str | None = None,
+                skiplock: bool = False) -> ChangeResult:
     """Change VM ``vmid``'s config (``qm set``): everything is checked first; then each
     change becomes pending and is applied as far as the VM's state allows. ``digest``
     (the one :func:`qdisk.vm.views.config_values` gave) refuses a change to a config that
-    changed since it was read."""
+    changed since it was read; a ``lock:`` refuses any change unless ``skiplock``."""
     with vm_lock(settings, vmid):
         config = store.load(settings, vmid)
         if digest and digest.lower() != config.digest:
             raise StaleDigestError()
+        check_unlocked(config, skiplock=skiplock)
         check_pending(settings, config, replaced=(*changes, *deletes))
         storage_config = storage.load(settings)
         with allocating(settings, config, storage_config) as allocator:
@@ -140,10 +144,15 @@ class _Prepared:
 def _prepare(config: VmConfig, changes: Mapping[str, str], deletes: Sequence[str],
              allocator: Allocator) -> _Prepared:
     """Every change checked, new images allocated; raises InvalidOptionsError with every
-    problem found: first the syntax of every value, then (all of it valid) each drive
-    against its volume and image."""
+    problem found: first the syntax of every value, then (all of it valid) the machine
+    type against the installed QEMU and each drive against its volume and image."""
     prepared, drives = _checked_syntax(config, changes, deletes)
     problems: list[tuple[str, str]] = []
+    machine = prepared.values.get("machine")
+    machine_problem = None if machine is None else _machine_problem(machine,
+                                                                    allocator.settings.tools)
+    if machine_problem is not None:
+        problems.append(("machine", machine_problem))
     for drive in drives:
         try:
             drive = allocator.allocated(drive)
@@ -194,6 +203,27 @@ def _checked_syntax(config: VmConfig, changes: Mapping[str, str],
     if problems:
         raise InvalidOptionsError(config.vmid, problems)
     return prepared, drives
+
+
+def _machine_problem(value: str, tools: Tools) -> str | None:
+    """A machine type the installed QEMU lacks (``pc-q35-99.0``), refused now rather than at
+    the next start. Unchecked when QEMU cannot be asked (``showcmd --qemu-version`` works
+    without it)."""
+    machine = read_options({"machine": value}).machine
+    try:
+        offered = qemu_machines(tools.qemu_system)
+    except ToolError:
+        return None
+    if machine in offered:
+        return None
+    family = "pc-q35-" if machine.startswith("pc-q35-") else "pc-i440fx-"
+    versions = {name: tuple(int(part) for part in name.removeprefix(family).split("."))
+                for name in offered
+                if name.startswith(family) and re.fullmatch(r"\d+(\.\d+)*", name.removeprefix(family))}
+    # QEMU does not list its machines in version order.
+    newest = max(versions, key=lambda name: versions[name], default=None)
+    return (f"machine: the installed QEMU ({tools.qemu_system}) has no machine type "
+            f"'{machine}'" + (f" (its newest of the kind is {newest})" if newest else ""))
 
 
 def _check_image(drive: Drive, storage_config: StorageConfig, tools: Tools) -> list[str]:

@@ -6,6 +6,9 @@ journal ends once the config names the images or they are removed again. Every c
 that takes a VM's lock (:func:`vm_lock`) first removes journaled images the config does
 not name and the temporary files of interrupted atomic writes, then finishes an
 interrupted snapshot operation (:mod:`.snapshot_journal`).
+
+A config's ``lock:`` line (a backup, a migration, a snapshot operation of Proxmox VE or
+qdisk) refuses the commands ``qm`` refuses (:func:`check_unlocked`), unless skipped.
 """
 
 from __future__ import annotations
@@ -16,11 +19,14 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from qdisk import storage
+from qdisk.config.vmconfig import VmConfig
 from qdisk.errors import QdiskError
 from qdisk.settings import Settings
 from qdisk.system import processes
 from qdisk.system.fileio import atomic_write
 from qdisk.vm import snapshot_journal, store
+from qdisk.vm.errors import VmRefusedError
+from qdisk.vm.snapshot_config import LOCK_KEY
 from qdisk.vm.volumes import named_paths, remove_images
 
 log = logging.getLogger(__name__)
@@ -66,8 +72,20 @@ def _named_image_paths(settings: Settings, vmid: int) -> list[Path]:
 
 
 @contextmanager
-def vm_lock(settings: Settings, vmid: int) -> Iterator[None]:
-    """VM ``vmid``'s lock, with what an interrupted command left cleaned up first."""
+def vm_lock(settings: Settings, vmid: int, *, new: bool = False) -> Iterator[None]:
+    """VM ``vmid``'s lock, with what an interrupted command left cleaned up first. A VM
+    without a config is refused before its lock file is made, unless it is being created
+    (``new``): a command on a VM that does not exist leaves nothing behind."""
+    if not new:
+        store.require_config(settings, vmid)
     with store.config_lock(settings, vmid):
         recover(settings, vmid)
         yield
+
+
+def check_unlocked(config: VmConfig, *, skiplock: bool = False) -> None:
+    """qemu-server's check_lock: refused while the config holds ``lock:``, naming the lock,
+    unless ``skiplock`` (``qm --skiplock``, root's override)."""
+    lock = config.current.values.get(LOCK_KEY)
+    if lock and not skiplock:
+        raise VmRefusedError(f"VM {config.vmid} is locked ({lock})")

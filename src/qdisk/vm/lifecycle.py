@@ -21,7 +21,7 @@ from qdisk.system import fileio, processes
 from qdisk.system.tools import last_message, qemu_version
 from qdisk.vm import live, store
 from qdisk.vm.errors import VmError, VmRefusedError
-from qdisk.vm.journal import vm_lock
+from qdisk.vm.journal import check_unlocked, vm_lock
 from qdisk.vm.pending import Messages, apply_pending, check_pending
 from qdisk.vm.snapshot_volumes import layer_files
 from qdisk.vm.state import remove_run_files, running_pid, write_state
@@ -57,12 +57,13 @@ class StartResult:
 
 
 def start(settings: Settings, vmid: int, *, syntax: Syntax | None = None,
-          accel: str | None = None) -> StartResult:
+          accel: str | None = None, skiplock: bool = False) -> StartResult:
     """Start VM ``vmid`` (pending changes applied first, as qemu-server does) with the
     command ``showcmd`` prints, under ``accel``, else ``settings.accel``; returns once QEMU
-    has daemonized."""
+    has daemonized. Refused while the config holds a ``lock:``, unless ``skiplock``."""
     with vm_lock(settings, vmid):
         config = store.load(settings, vmid)
+        check_unlocked(config, skiplock=skiplock)
         pid = running_pid(settings, vmid)
         if pid is not None:
             raise VmRefusedError(f"VM {vmid} is already running (pid {pid})")
@@ -155,10 +156,12 @@ class StopResult:
     warnings: tuple[str, ...] = ()
 
 
-def stop(settings: Settings, vmid: int, *, timeout: float = DEFAULT_STOP_TIMEOUT) -> StopResult:
-    """Ask QEMU to quit over QMP; kill it if it is still there after ``timeout`` seconds."""
+def stop(settings: Settings, vmid: int, *, timeout: float = DEFAULT_STOP_TIMEOUT,
+         skiplock: bool = False) -> StopResult:
+    """Ask QEMU to quit over QMP; kill it if it is still there after ``timeout`` seconds.
+    Refused while the config holds a ``lock:``, unless ``skiplock``."""
     with vm_lock(settings, vmid):
-        store.load(settings, vmid)
+        check_unlocked(store.load(settings, vmid), skiplock=skiplock)
         pid = running_pid(settings, vmid)
         if pid is None:
             remove_run_files(settings, vmid)
@@ -182,14 +185,16 @@ def stop(settings: Settings, vmid: int, *, timeout: float = DEFAULT_STOP_TIMEOUT
     return StopResult(pid, killed, tuple(warnings))
 
 
-def destroy(settings: Settings, vmid: int) -> list[Path]:
+def destroy(settings: Settings, vmid: int, *, skiplock: bool = False) -> list[Path]:
     """Remove a stopped VM: its config, run files, log, lock and its images, as qemu-server
     does: the VM's own volumes its config names (current, pending and snapshots), and every
     image named for the VM (``vm-<vmid>-disk-N``, ``base-<vmid>-disk-N``) on its storages,
     with their snapshot layers (internal snapshots go with their image).
-    Refused while any process has one of them open. Returns the removed images."""
+    Refused while any process has one of them open, or while the config holds a
+    ``lock:`` (unless ``skiplock``). Returns the removed images."""
     with vm_lock(settings, vmid):
         config = store.load(settings, vmid)
+        check_unlocked(config, skiplock=skiplock)
         pid = running_pid(settings, vmid)
         if pid is not None:
             raise VmRefusedError(f"VM {vmid} is running (pid {pid}): stop it first")

@@ -28,7 +28,7 @@ from qdisk.qemu.qmp import QmpConnection
 from qdisk.settings import Settings
 from qdisk.storage import StorageConfig
 from qdisk.vm import lifecycle, snapshot_config, store
-from qdisk.vm.journal import vm_lock
+from qdisk.vm.journal import check_unlocked, vm_lock
 from qdisk.vm.snapshot_config import SnapshotEntry
 from qdisk.vm.snapshot_journal import DELETE, ROLLBACK, SNAPSHOT, Operation, VolumeTask, run
 from qdisk.vm.snapshot_live import LiveDisk, Neighbours
@@ -68,7 +68,7 @@ def snapshot(settings: Settings, vmid: int, name: str, *, description: str | Non
         raise SnapshotRefusedError(f"VM {vmid}: {problem}")
     with vm_lock(settings, vmid):
         config = store.load(settings, vmid)
-        _check_unlocked(config)
+        check_unlocked(config)
         if read_options(config.current.values).template:
             raise SnapshotRefusedError(f"VM {vmid}: you can't take a snapshot if it's a template")
         if name in config.snapshots:
@@ -90,7 +90,7 @@ def delete_snapshot(settings: Settings, vmid: int, name: str) -> SnapshotResult:
     """Delete snapshot ``name`` of VM ``vmid`` (``qm delsnapshot``), running or stopped."""
     with vm_lock(settings, vmid):
         config = store.load(settings, vmid)
-        _check_unlocked(config)
+        check_unlocked(config)
         section = _snapshot(config, name)
         storage_config = storage.load(settings)
         pid = running_pid(settings, vmid)
@@ -151,12 +151,6 @@ def list_snapshots(settings: Settings, vmid: int) -> list[SnapshotEntry]:
 
 
 # --- checks ---------------------------------------------------------------------------------
-
-
-def _check_unlocked(config: VmConfig) -> None:
-    lock = config.current.values.get(snapshot_config.LOCK_KEY)
-    if lock:
-        raise SnapshotRefusedError(f"VM {config.vmid} is locked ({lock})")
 
 
 def _snapshot(config: VmConfig, name: str) -> vmconfig.Section:
@@ -240,7 +234,7 @@ def _neighbours(settings: Settings, volume: SnapshotVolume, name: str) -> Neighb
 
 def _check_rollback(settings: Settings, vmid: int, name: str) -> list[SnapshotVolume]:
     config = store.load(settings, vmid)
-    _check_unlocked(config)
+    check_unlocked(config)
     section = _snapshot(config, name)
     if snapshot_config.VMSTATE_KEY in section.values:
         raise SnapshotRefusedError(f"VM {vmid}: snapshot '{name}' holds the VM's RAM state "

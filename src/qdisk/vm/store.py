@@ -23,13 +23,24 @@ def config_path(settings: Settings, vmid: int) -> Path:
     return settings.layout.vm_config(check_vmid(vmid))
 
 
+def require_config(settings: Settings, vmid: int) -> None:
+    """Refuse a VM without a config (before anything is created for it, such as its lock)."""
+    path = config_path(settings, vmid)
+    if not path.exists():
+        raise _missing_config(vmid, path)
+
+
+def _missing_config(vmid: int, path: Path) -> VmConfigError:
+    return VmConfigError(f"VM {vmid}: configuration file '{path}' does not exist")
+
+
 def load(settings: Settings, vmid: int) -> VmConfig:
     """Read and parse the config of VM ``vmid``."""
     path = config_path(settings, vmid)
     try:
         text = read_config(path)
     except FileNotFoundError:
-        raise VmConfigError(f"VM {vmid}: configuration file '{path}' does not exist") from None
+        raise _missing_config(vmid, path) from None
     except OSError as error:
         raise VmConfigError(f"VM {vmid}: cannot read '{path}': {error.strerror}") from None
     config = parse_vm_config(text, vmid)

@@ -9,6 +9,7 @@ from typing import Any
 
 from qdisk import storage
 from qdisk.config.vmconfig import pending_delete_flags, section_values
+from qdisk.errors import QdiskError
 from qdisk.qemu.command import Syntax, Version, VmCommand, build_command, parse_version
 from qdisk.settings import Settings
 from qdisk.system.tools import process_memory
@@ -119,19 +120,27 @@ def status(settings: Settings, vmid: int, *, clean_up: bool = True) -> VmStatus:
 
 @dataclass(frozen=True)
 class VmSummary:
+    """One VM of ``qm list``; ``problem``: why its config cannot be read (its name is then
+    unknown; its status comes from its run files, which need no config)."""
+
     vmid: int
     name: str | None
     status: str
+    problem: str | None = None
 
 
 def list_vms(settings: Settings) -> list[VmSummary]:
-    """Every VM with a config: id, name and status (``qm list``)."""
+    """Every VM with a config: id, name and status (``qm list``). A config that cannot be
+    read is listed with its problem; the others are listed all the same."""
     summaries = []
     for vmid in store.list_vmids(settings):
-        config = store.load(settings, vmid)
+        name, problem = None, None
+        try:
+            name = store.load(settings, vmid).current.values.get("name")
+        except QdiskError as error:
+            problem = str(error)
         running = running_pid(settings, vmid) is not None
-        summaries.append(VmSummary(vmid, config.current.values.get("name"),
-                                   "running" if running else "stopped"))
+        summaries.append(VmSummary(vmid, name, "running" if running else "stopped", problem))
     return summaries
 
 

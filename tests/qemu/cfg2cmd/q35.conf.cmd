@@ -16,9 +16,10 @@ qemu-system-x86_64 \
   -object '{"id":"throttle-drive-virtio0","limits":{},"qom-type":"throttle-group"}' \
   -object '{"id":"throttle-drive-sata0","limits":{},"qom-type":"throttle-group"}' \
   -device 'i82801b11-bridge,id=pcidmi,bus=pcie.0,addr=0x1e' \
-  -device 'pci-bridge,id=pci.1,chassis_nr=1,bus=pcidmi,addr=0x1' \
-  -device 'pci-bridge,id=pci.2,chassis_nr=2,bus=pcidmi,addr=0x2' \
-  -device 'pci-bridge,id=pci.3,chassis_nr=3,bus=pcidmi,addr=0x3' \
+  -device 'pci-bridge,id=pci.0,chassis_nr=1,bus=pcidmi,addr=0x1' \
+  -device 'pci-bridge,id=pci.1,chassis_nr=2,bus=pcidmi,addr=0x2' \
+  -device 'pci-bridge,id=pci.2,chassis_nr=3,bus=pcidmi,addr=0x3' \
+  -device 'pci-bridge,id=pci.3,chassis_nr=4,bus=pcidmi,addr=0x4' \
   -device 'VGA,id=vga,bus=pcie.0,addr=0x1' \
   -blockdev '{"detect-zeroes":"on","discard":"ignore","driver":"throttle","file":{"cache":{"direct":true,"no-flush":false},"detect-zeroes":"on","discard":"ignore","driver":"raw","file":{"aio":"io_uring","cache":{"direct":true,"no-flush":false},"detect-zeroes":"on","discard":"ignore","driver":"file","filename":"/TMP/storage/local/images/8006/vm-8006-disk-0.raw","node-name":"eb3b05af635e8f8f0286bc2ecf3f52e","read-only":false},"node-name":"fb3b05af635e8f8f0286bc2ecf3f52e","read-only":false},"node-name":"drive-ide0","read-only":false,"throttle-group":"throttle-drive-ide0"}' \
   -device 'ide-hd,bus=ide.0,unit=0,drive=drive-ide0,id=ide0,write-cache=on' \
@@ -27,8 +28,8 @@ qemu-system-x86_64 \
   -blockdev '{"driver":"throttle","file":{"cache":{"direct":false,"no-flush":false},"driver":"raw","file":{"aio":"io_uring","cache":{"direct":false,"no-flush":false},"driver":"file","filename":"/TMP/storage/local/template/iso/debian.iso","node-name":"ecc0c44eb8a23128dd073d000ed8e69","read-only":true},"node-name":"fcc0c44eb8a23128dd073d000ed8e69","read-only":true},"node-name":"drive-ide2","read-only":true,"throttle-group":"throttle-drive-ide2"}' \
   -device 'ide-cd,bus=ide.1,unit=0,drive=drive-ide2,id=ide2,bootindex=200' \
   -blockdev '{"detect-zeroes":"on","discard":"ignore","driver":"throttle","file":{"cache":{"direct":true,"no-flush":false},"detect-zeroes":"on","discard":"ignore","driver":"raw","file":{"aio":"io_uring","cache":{"direct":true,"no-flush":false},"detect-zeroes":"on","discard":"ignore","driver":"file","filename":"/TMP/storage/local/images/8006/vm-8006-disk-3.raw","node-name":"ee025d619f851351566850c50231c52","read-only":false},"node-name":"fe025d619f851351566850c50231c52","read-only":false},"node-name":"drive-virtio0","read-only":false,"throttle-group":"throttle-drive-virtio0"}' \
-  -device 'virtio-blk-pci,drive=drive-virtio0,id=virtio0,bus=pcie.0,addr=0xa,write-cache=on' \
-  -device 'ahci,id=ahci0,multifunction=on,bus=pcie.0,addr=0x7' \
+  -device 'virtio-blk-pci,drive=drive-virtio0,id=virtio0,bus=pci.0,addr=0xa,write-cache=on' \
+  -device 'ahci,id=ahci0,multifunction=on,bus=pci.0,addr=0x7' \
   -blockdev '{"detect-zeroes":"on","discard":"ignore","driver":"throttle","file":{"cache":{"direct":true,"no-flush":false},"detect-zeroes":"on","discard":"ignore","driver":"raw","file":{"aio":"io_uring","cache":{"direct":true,"no-flush":false},"detect-zeroes":"on","discard":"ignore","driver":"file","filename":"/TMP/storage/local/images/8006/vm-8006-disk-2.raw","node-name":"ee21ed29f6bf9548de25ffe5c02c2a7","read-only":false},"node-name":"fe21ed29f6bf9548de25ffe5c02c2a7","read-only":false},"node-name":"drive-sata0","read-only":false,"throttle-group":"throttle-drive-sata0"}' \
   -device 'ide-hd,bus=ahci0.0,drive=drive-sata0,id=sata0,write-cache=on' \
   -machine 'type=pc-q35-10.0'

@@ -21,4 +21,5 @@ qemu-system-x86_64 \
   -device 'ahci,id=ahci0,multifunction=on,bus=pci.0,addr=0x7' \
   -blockdev '{"detect-zeroes":"on","discard":"ignore","driver":"throttle","file":{"cache":{"direct":true,"no-flush":false},"detect-zeroes":"on","discard":"ignore","driver":"raw","file":{"aio":"io_uring","cache":{"direct":true,"no-flush":false},"detect-zeroes":"on","discard":"ignore","driver":"file","filename":"/TMP/storage/local/images/8006/base-8006-disk-1.raw","node-name":"e08e24d087ffadca0e63e9c04ac3f41","read-only":false},"node-name":"f08e24d087ffadca0e63e9c04ac3f41","read-only":false},"node-name":"drive-sata0","read-only":false,"throttle-group":"throttle-drive-sata0"}' \
   -device 'ide-hd,bus=ahci0.0,drive=drive-sata0,id=sata0,write-cache=on' \
-  -machine 'type=pc'
+  -machine 'type=pc' \
+  -snapshot

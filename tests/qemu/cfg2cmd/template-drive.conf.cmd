@@ -19,4 +19,5 @@ qemu-system-x86_64 \
   -device 'ahci,id=ahci0,multifunction=on,bus=pci.0,addr=0x7' \
   -drive 'file=/TMP/storage/local/images/8006/base-8006-disk-1.raw,if=none,id=drive-sata0,format=raw,cache=none,aio=io_uring,detect-zeroes=on,node-name=f08e24d087ffadca0e63e9c04ac3f41,file.node-name=e08e24d087ffadca0e63e9c04ac3f41' \
   -device 'ide-hd,bus=ahci0.0,drive=drive-sata0,id=sata0' \
-  -machine 'type=pc'
+  -machine 'type=pc' \
+  -snapshot

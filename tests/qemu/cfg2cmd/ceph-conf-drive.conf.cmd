@@ -1,0 +1,23 @@
+qemu-system-x86_64 \
+  -name 'vm8006,debug-threads=on' \
+  -no-shutdown \
+  -chardev 'socket,id=qmp,path=/TMP/home/run/8006.qmp,server=on,wait=off' \
+  -mon 'chardev=qmp,mode=control' \
+  -pidfile /TMP/home/run/8006.pid \
+  -daemonize \
+  -smp '1,sockets=1,cores=1,maxcpus=1' \
+  -nodefaults \
+  -boot 'menu=on,strict=on,reboot-timeout=1000' \
+  -vnc 'unix:/TMP/home/run/8006.vnc,password=on' \
+  -m 512 \
+  -device 'pci-bridge,id=pci.1,chassis_nr=1,bus=pci.0,addr=0x1e' \
+  -device 'pci-bridge,id=pci.2,chassis_nr=2,bus=pci.0,addr=0x1f' \
+  -device 'VGA,id=vga,bus=pci.0,addr=0x2' \
+  -device 'virtio-scsi-pci,id=scsihw0,bus=pci.0,addr=0x5' \
+  -drive 'file=rbd:vms/vm-8006-disk-0:conf=/TMP/home/ceph.conf,if=none,id=drive-scsi0,format=raw,cache=none,aio=io_uring,detect-zeroes=on,node-name=f93ed5b7668ee4b88f04bfddcb40ff6,file.node-name=e93ed5b7668ee4b88f04bfddcb40ff6' \
+  -device 'scsi-hd,bus=scsihw0.0,channel=0,scsi-id=0,lun=0,drive=drive-scsi0,id=scsi0' \
+  -drive 'file=rbd:ext/tenant1/vm-8006-disk-1:conf=/TMP/home/priv/ceph/ceph-ext.conf:mon_host=192.0.2.31;192.0.2.32\:6789;[2001\:db8\:\:33]:auth_supported=cephx:id=client1:keyring=/TMP/home/priv/ceph/ceph-ext.keyring,if=none,id=drive-scsi1,format=raw,cache=none,aio=io_uring,detect-zeroes=on,node-name=f723a92a0da4f6616fd9a712ce0a9be,file.node-name=e723a92a0da4f6616fd9a712ce0a9be' \
+  -device 'scsi-hd,bus=scsihw0.0,channel=0,scsi-id=0,lun=1,drive=drive-scsi1,id=scsi1' \
+  -drive 'file=rbd:ext/vm-8006-disk-2:mon_host=192.0.2.34:auth_supported=none,if=none,id=drive-scsi2,format=raw,cache=none,aio=io_uring,detect-zeroes=on,node-name=fabfb97224adf490eda3916e7d7f744,file.node-name=eabfb97224adf490eda3916e7d7f744' \
+  -device 'scsi-hd,bus=scsihw0.0,channel=0,scsi-id=0,lun=2,drive=drive-scsi2,id=scsi2' \
+  -machine 'type=pc'

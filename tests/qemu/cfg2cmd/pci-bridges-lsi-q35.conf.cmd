@@ -1,0 +1,55 @@
+qemu-system-x86_64 \
+  -name 'vm8006,debug-threads=on' \
+  -no-shutdown \
+  -chardev 'socket,id=qmp,path=/TMP/home/run/8006.qmp,server=on,wait=off' \
+  -mon 'chardev=qmp,mode=control' \
+  -pidfile /TMP/home/run/8006.pid \
+  -daemonize \
+  -smp '1,sockets=1,cores=1,maxcpus=1' \
+  -nodefaults \
+  -boot 'menu=on,strict=on,reboot-timeout=1000' \
+  -vnc 'unix:/TMP/home/run/8006.vnc,password=on' \
+  -m 512 \
+  -object '{"id":"throttle-drive-scsi0","limits":{},"qom-type":"throttle-group"}' \
+  -object '{"id":"throttle-drive-scsi6","limits":{},"qom-type":"throttle-group"}' \
+  -object '{"id":"throttle-drive-scsi7","limits":{},"qom-type":"throttle-group"}' \
+  -object '{"id":"throttle-drive-scsi14","limits":{},"qom-type":"throttle-group"}' \
+  -object '{"id":"throttle-drive-scsi21","limits":{},"qom-type":"throttle-group"}' \
+  -object '{"id":"throttle-drive-scsi28","limits":{},"qom-type":"throttle-group"}' \
+  -object '{"id":"throttle-drive-scsi30","limits":{},"qom-type":"throttle-group"}' \
+  -object '{"id":"throttle-drive-virtio5","limits":{},"qom-type":"throttle-group"}' \
+  -object '{"id":"throttle-drive-virtio6","limits":{},"qom-type":"throttle-group"}' \
+  -object '{"id":"throttle-drive-virtio15","limits":{},"qom-type":"throttle-group"}' \
+  -device 'i82801b11-bridge,id=pcidmi,bus=pcie.0,addr=0x1e' \
+  -device 'pci-bridge,id=pci.0,chassis_nr=1,bus=pcidmi,addr=0x1' \
+  -device 'pci-bridge,id=pci.1,chassis_nr=2,bus=pcidmi,addr=0x2' \
+  -device 'pci-bridge,id=pci.2,chassis_nr=3,bus=pcidmi,addr=0x3' \
+  -device 'pci-bridge,id=pci.3,chassis_nr=4,bus=pcidmi,addr=0x4' \
+  -device 'pci-bridge,id=pci.4,chassis_nr=4,bus=pci.1,addr=0x1c' \
+  -device 'VGA,id=vga,bus=pcie.0,addr=0x1' \
+  -device 'lsi,id=scsihw0,bus=pci.0,addr=0x5' \
+  -blockdev '{"detect-zeroes":"on","discard":"ignore","driver":"throttle","file":{"cache":{"direct":true,"no-flush":false},"detect-zeroes":"on","discard":"ignore","driver":"raw","file":{"aio":"io_uring","cache":{"direct":true,"no-flush":false},"detect-zeroes":"on","discard":"ignore","driver":"file","filename":"/TMP/storage/local/images/8006/vm-8006-disk-0.raw","node-name":"e3b2553803d55d43b9986a0aac3e9a7","read-only":false},"node-name":"f3b2553803d55d43b9986a0aac3e9a7","read-only":false},"node-name":"drive-scsi0","read-only":false,"throttle-group":"throttle-drive-scsi0"}' \
+  -device 'scsi-hd,bus=scsihw0.0,scsi-id=0,drive=drive-scsi0,id=scsi0,write-cache=on' \
+  -blockdev '{"detect-zeroes":"on","discard":"ignore","driver":"throttle","file":{"cache":{"direct":true,"no-flush":false},"detect-zeroes":"on","discard":"ignore","driver":"raw","file":{"aio":"io_uring","cache":{"direct":true,"no-flush":false},"detect-zeroes":"on","discard":"ignore","driver":"file","filename":"/TMP/storage/local/images/8006/vm-8006-disk-6.raw","node-name":"e8a5ee896bdb3ced3b3cd034ef072ba","read-only":false},"node-name":"f8a5ee896bdb3ced3b3cd034ef072ba","read-only":false},"node-name":"drive-scsi6","read-only":false,"throttle-group":"throttle-drive-scsi6"}' \
+  -device 'scsi-hd,bus=scsihw0.0,scsi-id=6,drive=drive-scsi6,id=scsi6,write-cache=on' \
+  -device 'lsi,id=scsihw1,bus=pci.0,addr=0x6' \
+  -blockdev '{"detect-zeroes":"on","discard":"ignore","driver":"throttle","file":{"cache":{"direct":true,"no-flush":false},"detect-zeroes":"on","discard":"ignore","driver":"raw","file":{"aio":"io_uring","cache":{"direct":true,"no-flush":false},"detect-zeroes":"on","discard":"ignore","driver":"file","filename":"/TMP/storage/local/images/8006/vm-8006-disk-7.raw","node-name":"ee5a0efde78b86d1dbde814cc998c18","read-only":false},"node-name":"fe5a0efde78b86d1dbde814cc998c18","read-only":false},"node-name":"drive-scsi7","read-only":false,"throttle-group":"throttle-drive-scsi7"}' \
+  -device 'scsi-hd,bus=scsihw1.0,scsi-id=0,drive=drive-scsi7,id=scsi7,write-cache=on' \
+  -device 'lsi,id=scsihw2,bus=pci.4,addr=0x1' \
+  -blockdev '{"detect-zeroes":"on","discard":"ignore","driver":"throttle","file":{"cache":{"direct":true,"no-flush":false},"detect-zeroes":"on","discard":"ignore","driver":"raw","file":{"aio":"io_uring","cache":{"direct":true,"no-flush":false},"detect-zeroes":"on","discard":"ignore","driver":"file","filename":"/TMP/storage/local/images/8006/vm-8006-disk-14.raw","node-name":"e27e3ad28976e0b1251ebddf6cd6fbf","read-only":false},"node-name":"f27e3ad28976e0b1251ebddf6cd6fbf","read-only":false},"node-name":"drive-scsi14","read-only":false,"throttle-group":"throttle-drive-scsi14"}' \
+  -device 'scsi-hd,bus=scsihw2.0,scsi-id=0,drive=drive-scsi14,id=scsi14,write-cache=on' \
+  -device 'lsi,id=scsihw3,bus=pci.4,addr=0x2' \
+  -blockdev '{"detect-zeroes":"on","discard":"ignore","driver":"throttle","file":{"cache":{"direct":true,"no-flush":false},"detect-zeroes":"on","discard":"ignore","driver":"raw","file":{"aio":"io_uring","cache":{"direct":true,"no-flush":false},"detect-zeroes":"on","discard":"ignore","driver":"file","filename":"/TMP/storage/local/images/8006/vm-8006-disk-21.raw","node-name":"e31ff5a268f052d9d86fbd57986a20f","read-only":false},"node-name":"f31ff5a268f052d9d86fbd57986a20f","read-only":false},"node-name":"drive-scsi21","read-only":false,"throttle-group":"throttle-drive-scsi21"}' \
+  -device 'scsi-hd,bus=scsihw3.0,scsi-id=0,drive=drive-scsi21,id=scsi21,write-cache=on' \
+  -device 'lsi,id=scsihw4,bus=pci.4,addr=0x3' \
+  -blockdev '{"detect-zeroes":"on","discard":"ignore","driver":"throttle","file":{"cache":{"direct":true,"no-flush":false},"detect-zeroes":"on","discard":"ignore","driver":"raw","file":{"aio":"io_uring","cache":{"direct":true,"no-flush":false},"detect-zeroes":"on","discard":"ignore","driver":"file","filename":"/TMP/storage/local/images/8006/vm-8006-disk-28.raw","node-name":"e28586b1ce9f288b49c20aabf9381cc","read-only":false},"node-name":"f28586b1ce9f288b49c20aabf9381cc","read-only":false},"node-name":"drive-scsi28","read-only":false,"throttle-group":"throttle-drive-scsi28"}' \
+  -device 'scsi-hd,bus=scsihw4.0,scsi-id=0,drive=drive-scsi28,id=scsi28,write-cache=on' \
+  -blockdev '{"detect-zeroes":"on","discard":"ignore","driver":"throttle","file":{"cache":{"direct":true,"no-flush":false},"detect-zeroes":"on","discard":"ignore","driver":"raw","file":{"aio":"io_uring","cache":{"direct":true,"no-flush":false},"detect-zeroes":"on","discard":"ignore","driver":"file","filename":"/TMP/storage/local/images/8006/vm-8006-disk-30.raw","node-name":"e8ab1d8e1ca81bdf57e62d198a2d44f","read-only":false},"node-name":"f8ab1d8e1ca81bdf57e62d198a2d44f","read-only":false},"node-name":"drive-scsi30","read-only":false,"throttle-group":"throttle-drive-scsi30"}' \
+  -device 'scsi-hd,bus=scsihw4.0,scsi-id=2,drive=drive-scsi30,id=scsi30,write-cache=on' \
+  -blockdev '{"detect-zeroes":"on","discard":"ignore","driver":"throttle","file":{"cache":{"direct":true,"no-flush":false},"detect-zeroes":"on","discard":"ignore","driver":"raw","file":{"aio":"io_uring","cache":{"direct":true,"no-flush":false},"detect-zeroes":"on","discard":"ignore","driver":"file","filename":"/TMP/storage/local/images/8006/vm-8006-disk-105.raw","node-name":"ea619cc68fe836bad5d224a24ff2cc7","read-only":false},"node-name":"fa619cc68fe836bad5d224a24ff2cc7","read-only":false},"node-name":"drive-virtio5","read-only":false,"throttle-group":"throttle-drive-virtio5"}' \
+  -device 'virtio-blk-pci,drive=drive-virtio5,id=virtio5,bus=pci.0,addr=0xf,write-cache=on' \
+  -blockdev '{"detect-zeroes":"on","discard":"ignore","driver":"throttle","file":{"cache":{"direct":true,"no-flush":false},"detect-zeroes":"on","discard":"ignore","driver":"raw","file":{"aio":"io_uring","cache":{"direct":true,"no-flush":false},"detect-zeroes":"on","discard":"ignore","driver":"file","filename":"/TMP/storage/local/images/8006/vm-8006-disk-106.raw","node-name":"e8e8ccb075b85c67ec80d2d23eae7fe","read-only":false},"node-name":"f8e8ccb075b85c67ec80d2d23eae7fe","read-only":false},"node-name":"drive-virtio6","read-only":false,"throttle-group":"throttle-drive-virtio6"}' \
+  -device 'virtio-blk-pci,drive=drive-virtio6,id=virtio6,bus=pci.2,addr=0x1,write-cache=on' \
+  -blockdev '{"detect-zeroes":"on","discard":"ignore","driver":"throttle","file":{"cache":{"direct":true,"no-flush":false},"detect-zeroes":"on","discard":"ignore","driver":"raw","file":{"aio":"io_uring","cache":{"direct":true,"no-flush":false},"detect-zeroes":"on","discard":"ignore","driver":"file","filename":"/TMP/storage/local/images/8006/vm-8006-disk-115.raw","node-name":"e6f02e911ca97b7533c1158e609590a","read-only":false},"node-name":"f6f02e911ca97b7533c1158e609590a","read-only":false},"node-name":"drive-virtio15","read-only":false,"throttle-group":"throttle-drive-virtio15"}' \
+  -device 'virtio-blk-pci,drive=drive-virtio15,id=virtio15,bus=pci.2,addr=0xa,write-cache=on' \
+  -machine 'type=q35'

@@ -1,0 +1,42 @@
+qemu-system-x86_64 \
+  -name 'vm8006,debug-threads=on' \
+  -no-shutdown \
+  -chardev 'socket,id=qmp,path=/TMP/home/run/8006.qmp,server=on,wait=off' \
+  -mon 'chardev=qmp,mode=control' \
+  -pidfile /TMP/home/run/8006.pid \
+  -daemonize \
+  -smp '1,sockets=1,cores=1,maxcpus=1' \
+  -nodefaults \
+  -boot 'menu=on,strict=on,reboot-timeout=1000' \
+  -vnc 'unix:/TMP/home/run/8006.vnc,password=on' \
+  -m 512 \
+  -device 'pci-bridge,id=pci.1,chassis_nr=1,bus=pci.0,addr=0x1e' \
+  -device 'pci-bridge,id=pci.2,chassis_nr=2,bus=pci.0,addr=0x1f' \
+  -device 'pci-bridge,id=pci.4,chassis_nr=4,bus=pci.1,addr=0x1c' \
+  -device 'VGA,id=vga,bus=pci.0,addr=0x2' \
+  -device 'lsi53c810,id=scsihw0,bus=pci.0,addr=0x5' \
+  -drive 'file=/TMP/storage/local/images/8006/vm-8006-disk-0.raw,if=none,id=drive-scsi0,format=raw,cache=none,aio=io_uring,detect-zeroes=on,node-name=f3b2553803d55d43b9986a0aac3e9a7,file.node-name=e3b2553803d55d43b9986a0aac3e9a7' \
+  -device 'scsi-hd,bus=scsihw0.0,scsi-id=0,drive=drive-scsi0,id=scsi0' \
+  -drive 'file=/TMP/storage/local/images/8006/vm-8006-disk-6.raw,if=none,id=drive-scsi6,format=raw,cache=none,aio=io_uring,detect-zeroes=on,node-name=f8a5ee896bdb3ced3b3cd034ef072ba,file.node-name=e8a5ee896bdb3ced3b3cd034ef072ba' \
+  -device 'scsi-hd,bus=scsihw0.0,scsi-id=6,drive=drive-scsi6,id=scsi6' \
+  -device 'lsi53c810,id=scsihw1,bus=pci.0,addr=0x6' \
+  -drive 'file=/TMP/storage/local/images/8006/vm-8006-disk-7.raw,if=none,id=drive-scsi7,format=raw,cache=none,aio=io_uring,detect-zeroes=on,node-name=fe5a0efde78b86d1dbde814cc998c18,file.node-name=ee5a0efde78b86d1dbde814cc998c18' \
+  -device 'scsi-hd,bus=scsihw1.0,scsi-id=0,drive=drive-scsi7,id=scsi7' \
+  -device 'lsi53c810,id=scsihw2,bus=pci.4,addr=0x1' \
+  -drive 'file=/TMP/storage/local/images/8006/vm-8006-disk-14.raw,if=none,id=drive-scsi14,format=raw,cache=none,aio=io_uring,detect-zeroes=on,node-name=f27e3ad28976e0b1251ebddf6cd6fbf,file.node-name=e27e3ad28976e0b1251ebddf6cd6fbf' \
+  -device 'scsi-hd,bus=scsihw2.0,scsi-id=0,drive=drive-scsi14,id=scsi14' \
+  -device 'lsi53c810,id=scsihw3,bus=pci.4,addr=0x2' \
+  -drive 'file=/TMP/storage/local/images/8006/vm-8006-disk-21.raw,if=none,id=drive-scsi21,format=raw,cache=none,aio=io_uring,detect-zeroes=on,node-name=f31ff5a268f052d9d86fbd57986a20f,file.node-name=e31ff5a268f052d9d86fbd57986a20f' \
+  -device 'scsi-hd,bus=scsihw3.0,scsi-id=0,drive=drive-scsi21,id=scsi21' \
+  -device 'lsi53c810,id=scsihw4,bus=pci.4,addr=0x3' \
+  -drive 'file=/TMP/storage/local/images/8006/vm-8006-disk-28.raw,if=none,id=drive-scsi28,format=raw,cache=none,aio=io_uring,detect-zeroes=on,node-name=f28586b1ce9f288b49c20aabf9381cc,file.node-name=e28586b1ce9f288b49c20aabf9381cc' \
+  -device 'scsi-hd,bus=scsihw4.0,scsi-id=0,drive=drive-scsi28,id=scsi28' \
+  -drive 'file=/TMP/storage/local/images/8006/vm-8006-disk-30.raw,if=none,id=drive-scsi30,format=raw,cache=none,aio=io_uring,detect-zeroes=on,node-name=f8ab1d8e1ca81bdf57e62d198a2d44f,file.node-name=e8ab1d8e1ca81bdf57e62d198a2d44f' \
+  -device 'scsi-hd,bus=scsihw4.0,scsi-id=2,drive=drive-scsi30,id=scsi30' \
+  -drive 'file=/TMP/storage/local/images/8006/vm-8006-disk-105.raw,if=none,id=drive-virtio5,format=raw,cache=none,aio=io_uring,detect-zeroes=on,node-name=fa619cc68fe836bad5d224a24ff2cc7,file.node-name=ea619cc68fe836bad5d224a24ff2cc7' \
+  -device 'virtio-blk-pci,drive=drive-virtio5,id=virtio5,bus=pci.0,addr=0xf' \
+  -drive 'file=/TMP/storage/local/images/8006/vm-8006-disk-106.raw,if=none,id=drive-virtio6,format=raw,cache=none,aio=io_uring,detect-zeroes=on,node-name=f8e8ccb075b85c67ec80d2d23eae7fe,file.node-name=e8e8ccb075b85c67ec80d2d23eae7fe' \
+  -device 'virtio-blk-pci,drive=drive-virtio6,id=virtio6,bus=pci.2,addr=0x1' \
+  -drive 'file=/TMP/storage/local/images/8006/vm-8006-disk-115.raw,if=none,id=drive-virtio15,format=raw,cache=none,aio=io_uring,detect-zeroes=on,node-name=f6f02e911ca97b7533c1158e609590a,file.node-name=e6f02e911ca97b7533c1158e609590a' \
+  -device 'virtio-blk-pci,drive=drive-virtio15,id=virtio15,bus=pci.2,addr=0xa' \
+  -machine 'type=pc'

@@ -1,0 +1,28 @@
+qemu-system-x86_64 \
+  -name 'vm8006,debug-threads=on' \
+  -no-shutdown \
+  -chardev 'socket,id=qmp,path=/TMP/home/run/8006.qmp,server=on,wait=off' \
+  -mon 'chardev=qmp,mode=control' \
+  -pidfile /TMP/home/run/8006.pid \
+  -daemonize \
+  -smp '1,sockets=1,cores=1,maxcpus=1' \
+  -nodefaults \
+  -boot 'menu=on,strict=on,reboot-timeout=1000' \
+  -vnc 'unix:/TMP/home/run/8006.vnc,password=on' \
+  -m 512 \
+  -object 'iothread,id=iothread-virtioscsi0' \
+  -object '{"id":"throttle-drive-scsi0","limits":{},"qom-type":"throttle-group"}' \
+  -object '{"id":"throttle-drive-scsi30","limits":{},"qom-type":"throttle-group"}' \
+  -device 'i82801b11-bridge,id=pcidmi,bus=pcie.0,addr=0x1e' \
+  -device 'pci-bridge,id=pci.0,chassis_nr=1,bus=pcidmi,addr=0x1' \
+  -device 'pci-bridge,id=pci.1,chassis_nr=2,bus=pcidmi,addr=0x2' \
+  -device 'pci-bridge,id=pci.2,chassis_nr=3,bus=pcidmi,addr=0x3' \
+  -device 'pci-bridge,id=pci.3,chassis_nr=4,bus=pcidmi,addr=0x4' \
+  -device 'VGA,id=vga,bus=pcie.0,addr=0x1' \
+  -device 'virtio-scsi-pci,id=virtioscsi0,bus=pci.3,addr=0x1,iothread=iothread-virtioscsi0' \
+  -blockdev '{"detect-zeroes":"on","discard":"ignore","driver":"throttle","file":{"cache":{"direct":true,"no-flush":false},"detect-zeroes":"on","discard":"ignore","driver":"raw","file":{"aio":"io_uring","cache":{"direct":true,"no-flush":false},"detect-zeroes":"on","discard":"ignore","driver":"file","filename":"/TMP/storage/local/images/8006/vm-8006-disk-0.raw","node-name":"e3b2553803d55d43b9986a0aac3e9a7","read-only":false},"node-name":"f3b2553803d55d43b9986a0aac3e9a7","read-only":false},"node-name":"drive-scsi0","read-only":false,"throttle-group":"throttle-drive-scsi0"}' \
+  -device 'scsi-hd,bus=virtioscsi0.0,channel=0,scsi-id=0,lun=0,drive=drive-scsi0,id=scsi0,write-cache=on' \
+  -device 'virtio-scsi-pci,id=virtioscsi30,bus=pci.3,addr=0x1f' \
+  -blockdev '{"detect-zeroes":"on","discard":"ignore","driver":"throttle","file":{"cache":{"direct":true,"no-flush":false},"detect-zeroes":"on","discard":"ignore","driver":"raw","file":{"aio":"io_uring","cache":{"direct":true,"no-flush":false},"detect-zeroes":"on","discard":"ignore","driver":"file","filename":"/TMP/storage/local/images/8006/vm-8006-disk-30.raw","node-name":"e8ab1d8e1ca81bdf57e62d198a2d44f","read-only":false},"node-name":"f8ab1d8e1ca81bdf57e62d198a2d44f","read-only":false},"node-name":"drive-scsi30","read-only":false,"throttle-group":"throttle-drive-scsi30"}' \
+  -device 'scsi-hd,bus=virtioscsi30.0,channel=0,scsi-id=0,lun=30,drive=drive-scsi30,id=scsi30,write-cache=on' \
+  -machine 'type=q35'
