@@ -21,6 +21,8 @@ pytestmark = pytest.mark.qemu
     (b"scsi0: qcow2-l2-cache-size=64\n\xff\n", "line 2: not UTF-8 text (byte 0xFF)"),
     (b"scsi0: qcow2-l2-cache-size=64\0\n", "line 1: NUL character"),
     (b"scsi0: qcow2-l2-cache-size=" + b"9" * 100_000 + b"\n",
+     "scsi0: value may only be 8192 characters long"),
+    (b"scsi0: qcow2-l2-cache-size=" + b"9" * 8_000 + b"\n",
      "scsi0.qcow2-l2-cache-size: value must have a maximum value of 10240"),
 ])
 def test_a_damaged_settings_file_is_named_and_the_audit_goes_on(

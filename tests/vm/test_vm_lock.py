@@ -79,3 +79,15 @@ def test_commands_on_a_vm_that_does_not_exist_leave_no_lock_file(
     # A new VM still gets its lock (and its config).
     assert run_qdisk("vm", "create", "999", "--memory", "64").exit_code == 0
     assert (vm_home / "qemu-server/999.conf").exists()
+
+
+def test_start_refuses_a_template_as_qm(vm_home: Path, run_qdisk: RunQdisk) -> None:
+    """qemu-server's vm_start refuses a template before anything else, even with skiplock."""
+    _locked_vm(vm_home, run_qdisk)
+    config = vm_home / "qemu-server/100.conf"
+    config.write_text(config.read_text() + "template: 1\n")
+    for extra in ((), ("--skiplock",)):
+        refused = run_qdisk("vm", "start", "100", *extra)
+        assert refused.exit_code == 2, refused
+        assert "VM 100: you can't start a vm if it's a template" in refused.stderr
+    assert not (vm_home / "run/100.pid").exists()

@@ -19,12 +19,11 @@ from playwright.sync_api import Page, expect
 from qdisk.pve.cachesettings import read_settings
 from qdisk.pve.host import PveHost
 from qdisk.settings import Settings, Tools
-from qdisk.system.layout import PveLayout
 from qdisk.web import tokens
 
 from cli_helpers import RunQdisk
 from pve_helpers import GIB, MIB, NOISE, OTHER_NODE, THIS_NODE, PveTree, make_tree, vm_size
-from web_helpers import Api, make_certificate, running_server, serving_process
+from web_helpers import Api, make_certificate, make_pve_home, running_server, serving_process
 
 pytestmark = pytest.mark.qemu
 
@@ -55,15 +54,12 @@ class HostServer:
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HostServer]:
-    root = tmp_path_factory.mktemp("pve-serve")
-    tree = make_tree(root / "root")
-    settings = Settings(home=root / "qdisk-home", tools=Tools())
-    admin, reader = tokens.create(settings, "admin"), tokens.create(settings, "reader", read_only=True)
-    host = PveHost(PveLayout(tree.root, THIS_NODE), Tools())
+    home = make_pve_home(tmp_path_factory.mktemp("pve-serve"))
+    tree = home.tree
     try:
         pid = tree.start(VMID)
-        with running_server(settings, pve=host) as url:
-            yield HostServer(tree, host, url, pid, admin, reader)
+        with running_server(home.settings, pve=home.host) as url:
+            yield HostServer(tree, home.host, url, pid, home.admin_token, home.reader_token)
     finally:
         tree.kill_all()
 
@@ -359,3 +355,14 @@ def test_the_page_audits_the_node_and_sets_a_disks_cache_live(
         ["scsi0: qcow2-cache-size-based-on-disk=1"]
     assert_grown(server.pid, before, AUTO_32T - DEFAULT_L2)
     # The `server` fixture checks that the VM configs and storage.cfg are byte-identical.
+
+
+def test_loose_vm_ids_and_overlong_settings_are_refused(admin: Api) -> None:
+    for vmid in ("100.0", "+100", "0100", "1_00", "-5"):
+        response = admin.get(f"/nodes/{THIS_NODE}/qemu/{vmid}/qdisk/cache")
+        assert response.status_code == 400 and list(_errors(response)) == ["vmid"], response.text
+    settings = ",".join(["qcow2-cache-size=1"] * 1000)
+    for send in (lambda: admin.post(PREVIEW, data={"disk": "scsi0", "settings": settings}),
+                 lambda: admin.put(CACHE, data={"scsi0": settings})):
+        response = send()
+        assert response.status_code == 400 and "8192 characters" in response.text, response.text

@@ -4,6 +4,7 @@ an API client, a TLS certificate."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import re
 import signal
@@ -20,12 +21,14 @@ import requests
 from qdisk import storage
 from qdisk.pve.host import PveHost
 from qdisk.settings import Settings, Tools
+from qdisk.system.layout import PveLayout
 from qdisk.vm import changes, state, store
 from qdisk.web import tokens
 from qdisk.web.http import node_name
-from qdisk.web.server import ListenAddress, TlsFiles, listen, make_server
+from qdisk.web.server import ConnectionLimits, ListenAddress, TlsFiles, listen, make_server
 
 from cli_helpers import QDISK
+from pve_helpers import THIS_NODE, PveTree, make_tree
 from qemu_helpers import kill_and_wait
 
 VMID = 100
@@ -59,6 +62,25 @@ def make_web_home(root: Path) -> WebHome:
                    tokens.create(settings, "reader", read_only=True))
 
 
+@dataclass(frozen=True)
+class PveHome:
+    """tests/pve's simulated host (``tree``, served as ``host``) and a QDISK_HOME with
+    two tokens, as `qdisk serve --pve` runs on a node."""
+
+    tree: PveTree
+    host: PveHost
+    settings: Settings
+    admin_token: str
+    reader_token: str
+
+
+def make_pve_home(root: Path) -> PveHome:
+    tree = make_tree(root / "root")
+    settings = Settings(home=root / "qdisk-home", tools=Tools())
+    return PveHome(tree, PveHost(PveLayout(tree.root, THIS_NODE), Tools()), settings,
+                   tokens.create(settings, "admin"), tokens.create(settings, "reader", read_only=True))
+
+
 def stop_every_vm(settings: Settings) -> None:
     """Kill the QEMU of every VM of the home that still runs, and wait until it is gone."""
     for vmid in store.list_vmids(settings):
@@ -69,12 +91,15 @@ def stop_every_vm(settings: Settings) -> None:
 
 @contextlib.contextmanager
 def running_server(settings: Settings, tls: TlsFiles | None = None, *,
-                   pve: PveHost | None = None) -> Iterator[str]:
+                   pve: PveHost | None = None,
+                   limits: ConnectionLimits = ConnectionLimits()) -> Iterator[str]:
     """The whole application (``pve``: over that Proxmox VE host) served by uvicorn in a
     thread on a free loopback port; yields its URL. Stopped (and the home's VMs killed) on
     the way out, whatever happened."""
     listener = listen(ListenAddress("127.0.0.1", 0), tls)
-    server = make_server(settings, listener, accel="tcg", pve=pve)
+    # VMs started through the server run under TCG: no guest needs KVM here.
+    server = make_server(dataclasses.replace(settings, accel="tcg"), listener, pve=pve,
+                         limits=limits)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [listener.sock]}, daemon=True)
     thread.start()
     try:

@@ -8,6 +8,7 @@ QEMU's exact message and the option it concerns.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -304,12 +305,27 @@ def _refusal(image: ImageInfo, message: str, option: str) -> QemuCacheError:
     return QemuCacheError(message, option=option, filename=image.filename)
 
 
+# How long a read of the host's allocation limit is used (per /proc), and the reads.
+ALLOCATION_LIMIT_TTL = 1.0
+_allocation_limits: dict[str, tuple[float, int | None]] = {}
+
+
 def host_allocation_limit(proc: str = "/proc") -> int | None:
-    """The largest single allocation Linux grants (None: no limit or unknown).
+    """The largest single allocation Linux grants (None: no limit or unknown), read again
+    at most every :data:`ALLOCATION_LIMIT_TTL` seconds: the kernel's meminfo costs near a
+    millisecond, more than the rest of an editor's preview.
 
     In the default heuristic overcommit mode, one allocation above RAM + swap fails; in
     strict mode, one above what is left of the commit limit.
     """
+    now = time.monotonic()
+    known = _allocation_limits.get(proc)
+    if known is None or now - known[0] >= ALLOCATION_LIMIT_TTL:
+        known = _allocation_limits[proc] = (now, _read_allocation_limit(proc))
+    return known[1]
+
+
+def _read_allocation_limit(proc: str) -> int | None:
     try:
         with open(f"{proc}/sys/vm/overcommit_memory", encoding="ascii") as mode_file:
             mode = int(mode_file.read())

@@ -49,9 +49,12 @@ def command(settings: Settings, listen_text: str | None, tls_cert: Path | None,
     listener = server.listen(address, tls, insecure=insecure)
     where = f"Proxmox VE node {host.node}, root {host.paths.root}" if host else f"node {node_name()}"
     click.echo(f"qdisk: serving the page and the API (/api2/json) at {listener.url} ({where})")
-    if not tokens.list_tokens(settings):
-        warn("no API token exists yet: every request is refused until `qdisk token create NAME` "
-             "makes one")
+    try:
+        if not tokens.list_tokens(settings):
+            warn("no API token exists yet: every request is refused until `qdisk token create "
+                 "NAME` makes one")
+    except tokens.TokenFileError as error:
+        warn(f"{error}: every API token is refused until it is repaired")
     server.serve(settings, listener, pve=host)
 
 

@@ -388,6 +388,7 @@ class ParsedDrive:
 def parse_drive(key: str, text: str) -> ParsedDrive:
     """Parse the value of a drive line (``scsi0``, ``local:100/x.qcow2,cache=none``).
     Raises DriveError carrying every problem of the string."""
+    propstring.check_length(key, text)
     bus, _ = _bus_of(key)
     return _validated(key, propstring.parse_property_string(bus.schema, text))
 

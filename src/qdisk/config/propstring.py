@@ -16,8 +16,13 @@ import urllib.parse
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
-from qdisk.errors import Problem
+from qdisk.errors import DriveError, Problem
 from qdisk.units import INT64_MAX, INT64_MIN, format_size, parse_size, whole_number
+
+# The longest property string taken (Proxmox VE's limit for a description): a path of
+# PATH_MAX and every option of a drive fit, and a hostile string cannot make the checks
+# and their report huge.
+MAX_LENGTH = 8192
 
 Value = bool | int | float | str
 """A typed property value: booleans, integers (sizes in bytes), numbers, strings."""
@@ -299,6 +304,13 @@ def _check(name: str, prop: Property, value: Value) -> None:
 _BLANK_RE = re.compile(r"\s*", re.ASCII)
 _KEY_VALUE_RE = re.compile(r"([^=]+)=(.+)", re.DOTALL)
 _MISSING_VALUE_RE = re.compile(r"([^=]+)=", re.DOTALL)
+
+
+def check_length(key: str, text: str) -> None:
+    """Refuse (DriveError) the string of ``key`` beyond :data:`MAX_LENGTH`: the work its
+    checks do, and the problems they report, grow with it."""
+    if len(text) > MAX_LENGTH:
+        raise DriveError(key, [Problem(None, f"value may only be {MAX_LENGTH} characters long")])
 
 
 def parse_property_string(schema: Schema, text: str) -> Checked:

@@ -46,6 +46,9 @@ _UNSAFE_DESCRIPTION_RE = re.compile(r"[^\x20-\x39\x3b-\x7e]")
 # PVE's vmid range (pve-vmid).
 MIN_VMID = 100
 MAX_VMID = 999_999_999
+_VMID_RE = re.compile(r"[1-9][0-9]{2,8}")
+# JSONSchema.pm's integer: an optional minus, then digits (ASCII only).
+_INTEGER_RE = re.compile(r"-?[0-9]+")
 
 
 class VmConfigError(InvalidInputError):
@@ -89,6 +92,24 @@ def check_vmid(vmid: int) -> int:
     if not MIN_VMID <= vmid <= MAX_VMID:
         raise VmConfigError(f"invalid VM id {vmid} (must be {MIN_VMID} to {MAX_VMID})")
     return vmid
+
+
+def is_vmid(text: str) -> bool:
+    """Whether ``text`` is a VM id as Proxmox VE writes one (config file names too)."""
+    return _VMID_RE.fullmatch(text) is not None
+
+
+def parse_vmid(text: str) -> int:
+    """A VM id as Proxmox VE's API takes it (an integer in the ``pve-vmid`` format: digits,
+    no sign, no leading zero, 100 to 999999999); ``100.0``, ``+100``, ``1_00``, ``0100``
+    or ``100 `` are refused, as ``int()`` would take some of them."""
+    if not _INTEGER_RE.fullmatch(text):
+        raise VmConfigError(f"type check ('integer') failed - got '{text}'")
+    if is_vmid(text):
+        return int(text)
+    if len(text) > len(str(MAX_VMID)) + 1 or not MIN_VMID <= int(text) <= MAX_VMID:
+        raise VmConfigError(f"invalid VM id {text} (must be {MIN_VMID} to {MAX_VMID})")
+    raise VmConfigError(f"value does not look like a valid VM ID - got '{text}'")
 
 
 def parse_vm_config(text: str, vmid: int) -> VmConfig:

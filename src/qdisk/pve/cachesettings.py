@@ -67,6 +67,7 @@ def parse_settings_value(key: str, text: str) -> dict[str, Value]:
     if not has_cache_keys(key):
         raise DriveError(key, [Problem(None, "not a disk drive key: the qcow2 cache options exist "
                                              "for ide0-3, sata0-5, scsi0-30 and virtio0-15")])
+    propstring.check_length(key, text)
     checked = propstring.parse_property_string(SETTINGS_SCHEMA, text)
     propstring.check_rules(SETTINGS_SCHEMA.rules, checked)
     if not checked.problems and not checked.values:

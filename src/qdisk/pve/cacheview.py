@@ -12,6 +12,7 @@ from typing import Any
 
 from qdisk.cache import CacheOptions, host_allocation_limit
 from qdisk.config.drive import print_drive
+from qdisk.config.propstring import check_length
 from qdisk.config.text import BLANKS
 from qdisk.errors import DriveError, InvalidInputError
 from qdisk.pve.audit import DiskAudit, audit_vm
@@ -58,6 +59,7 @@ def preview_settings(host: PveHost, node: str, vmid: int, key: str, text: str) -
     """What the qcow2 settings ``text`` of drive ``key`` would give (blank: none, QEMU's
     defaults): their problems by property (``errors``), else the whole drive's values,
     the volume's format and, per qcow2 layer, the cache it gets (``edited``)."""
+    check_length(key, text)  # refused outright, not reported as the string's problem
     result: dict[str, Any] = {"disk": key, "errors": {}, "warnings": [], "format": None,
                               "new": False, "layers": []}
     vm = host.load_vm(node, vmid)

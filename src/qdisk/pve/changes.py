@@ -63,6 +63,8 @@ def set_cache(host: PveHost, vmid: int, changes: Mapping[str, str],
     """Set (``changes``: drive key -> options) and remove (``deletes``) VM ``vmid``'s
     settings; see the module. Raises InvalidOptionsError with every problem found."""
     check_vmid(vmid)
+    if not changes and not deletes:
+        raise InvalidInputError("no options specified")  # as qm set
     host.check()  # before the lock: nothing is made under a root that is no host
     problems: list[tuple[str, str]] = []
     parsed: CacheSettings = {}

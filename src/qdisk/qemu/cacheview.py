@@ -85,11 +85,10 @@ def image_facts(layer: Layer, allocation_limit: int | None) -> dict[str, Any]:
 
 def errors_by_property(problems: Iterable[Problem]) -> dict[str, str]:
     """Problems as one message per property (``drive``: the string as a whole)."""
-    errors: dict[str, str] = {}
+    messages: dict[str, list[str]] = {}
     for problem in problems:
-        name = problem.property or WHOLE_DRIVE
-        errors[name] = f"{errors[name]}; {problem.message}" if name in errors else problem.message
-    return errors
+        messages.setdefault(problem.property or WHOLE_DRIVE, []).append(problem.message)
+    return {name: "; ".join(lines) for name, lines in messages.items()}
 
 
 def drive_values(drive: Drive) -> dict[str, str]:

@@ -18,6 +18,7 @@ from qdisk.cache import (
 )
 from qdisk.config import vmconfig
 from qdisk.config.drive import Drive, parse_drive, print_drive
+from qdisk.config.propstring import check_length
 from qdisk.errors import DriveError, InvalidInputError
 from qdisk.image.info import ImageInfo
 from qdisk.qemu.cacheview import (
@@ -37,6 +38,8 @@ from qdisk.vm.state import VmState
 
 # The buses whose drives carry the qcow2 cache keys.
 CACHE_BUSES = ("ide", "sata", "scsi", "virtio")
+# pve-storage's check_volume_access, for a path given by anyone but root.
+ONLY_ROOT_PATHS = "only root can pass arbitrary filesystem paths"
 # What `qemu-img create -f qcow2` makes when given no options (for a disk not yet allocated).
 NEW_QCOW2_CLUSTER_SIZE = 65536
 NEW_QCOW2_REFCOUNT_BITS = 16
@@ -115,10 +118,13 @@ def _preview_layers(drive: Drive, storage_config: StorageConfig,
     return disk.format, False, drive_layers(disk, settings.tools)
 
 
-def preview_drive(settings: Settings, key: str, text: str) -> dict[str, Any]:
+def preview_drive(settings: Settings, key: str, text: str, *, host_paths: bool) -> dict[str, Any]:
     """What drive string ``text`` of drive ``key`` would give: its problems by property
     (``errors``), else its canonical form, its values as text, the volume's format and,
-    per qcow2 layer, the cache it gets (``edited``)."""
+    per qcow2 layer, the cache it gets (``edited``). Without ``host_paths`` (root's
+    right, as in Proxmox VE) only volumes of configured storages are looked at: a path
+    is refused before anything is read, so nothing tells whether it exists."""
+    check_length(key, text)  # refused outright, not reported as the string's problem
     result: dict[str, Any] = {"disk": key, "errors": {}, "warnings": [], "format": None,
                               "new": False, "layers": []}
     try:
@@ -127,6 +133,9 @@ def preview_drive(settings: Settings, key: str, text: str) -> dict[str, Any]:
         result["errors"] = errors_by_property(error.problems)
         return result
     drive = parsed.drive
+    if not host_paths and not _is_storage_volume(drive.file):
+        result["errors"] = {"file": ONLY_ROOT_PATHS}
+        return result
     result.update(drive=print_drive(drive), warnings=list(parsed.warnings),
                   values=drive_values(drive))
     try:
@@ -140,3 +149,8 @@ def preview_drive(settings: Settings, key: str, text: str) -> dict[str, Any]:
         result["errors"] = errors_by_property(problems)
     result["layers"] = edited_layers(layers)
     return result
+
+
+def _is_storage_volume(file: str) -> bool:
+    """A volume (or a new one: ``local:4``) of a storage, not a host path."""
+    return storage.parse_allocation(file) is not None or storage.parse_volume_id(file) is not None

@@ -92,6 +92,8 @@ def set_options(settings: Settings, vmid: int, changes: Mapping[str, str],
     change becomes pending and is applied as far as the VM's state allows. ``digest``
     (the one :func:`qdisk.vm.views.config_values` gave) refuses a change to a config that
     changed since it was read; a ``lock:`` refuses any change unless ``skiplock``."""
+    if not changes and not deletes:
+        raise InvalidInputError("no options specified")  # qemu-server's words
     with vm_lock(settings, vmid):
         config = store.load(settings, vmid)
         if digest and digest.lower() != config.digest:

@@ -63,6 +63,8 @@ def start(settings: Settings, vmid: int, *, syntax: Syntax | None = None,
     has daemonized. Refused while the config holds a ``lock:``, unless ``skiplock``."""
     with vm_lock(settings, vmid):
         config = store.load(settings, vmid)
+        if read_options(config.current.values).template:  # qemu-server's vm_start, before its lock check
+            raise VmRefusedError(f"VM {vmid}: you can't start a vm if it's a template")
         check_unlocked(config, skiplock=skiplock)
         pid = running_pid(settings, vmid)
         if pid is not None:

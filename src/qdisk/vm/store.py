@@ -5,18 +5,21 @@ locked, written atomically and listed. The format itself is :mod:`qdisk.config.v
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from qdisk.config.text import read_config
-from qdisk.config.vmconfig import VmConfig, VmConfigError, check_vmid, parse_vm_config, print_vm_config
+from qdisk.config.vmconfig import (
+    VmConfig,
+    VmConfigError,
+    check_vmid,
+    is_vmid,
+    parse_vm_config,
+    print_vm_config,
+)
 from qdisk.settings import Settings
 from qdisk.system.fileio import atomic_write, locked
-
-# The config file names of PVE's vmid range (pve-vmid).
-_VMID_RE = re.compile(r"[1-9][0-9]{2,8}")
 
 
 def config_path(settings: Settings, vmid: int) -> Path:
@@ -73,4 +76,4 @@ def list_vmids(settings: Settings) -> list[int]:
     if not directory.is_dir():
         return []
     return sorted(int(path.stem) for path in directory.glob("*.conf")
-                  if _VMID_RE.fullmatch(path.stem))
+                  if is_vmid(path.stem))

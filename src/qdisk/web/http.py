@@ -12,16 +12,17 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 from urllib.parse import parse_qsl
 
-from fastapi import FastAPI, Path, Request
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from qdisk.errors import InvalidInputError, InvalidOptionsError, QdiskError
 from qdisk.outcome import ChangeError
 from qdisk.vm.errors import StaleDigestError
-from qdisk.web.auth import AuthError, Principal
+from qdisk.web.auth import AuthError
 
 log = logging.getLogger(__name__)
 
@@ -31,8 +32,6 @@ MAX_PARAMETERS = 1000
 # Proxmox VE's messages for parameters it does not know, or misses.
 UNKNOWN_PARAMETER = "property is not defined in schema and the schema does not allow additional properties"
 MISSING_PARAMETER = "property is missing and it is not optional"
-# A route's dependency that authenticates the request (as a reader, or as a writer).
-PrincipalDependency = Callable[..., Awaitable[Principal]]
 
 
 class ApiError(Exception):
@@ -77,10 +76,13 @@ async def _body(request: Request) -> bytes:
     if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
         raise ApiError(413, f"request body too large (at most {MAX_BODY_BYTES} bytes)")
     body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_BODY_BYTES:
-            raise ApiError(413, f"request body too large (at most {MAX_BODY_BYTES} bytes)")
+    try:
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > MAX_BODY_BYTES:
+                raise ApiError(413, f"request body too large (at most {MAX_BODY_BYTES} bytes)")
+    except ClientDisconnect:  # gone, or closed for sending its body too slowly
+        raise ApiError(400, "the request body did not arrive") from None
     return bytes(body)
 
 
@@ -93,17 +95,21 @@ def _form(body: bytes) -> list[tuple[str, str]]:
                             f"or more than {MAX_PARAMETERS})") from None
 
 
+class _Members(list[tuple[str, Any]]):
+    """A JSON object's members in order, a repeated name kept (a dict keeps only the last)."""
+
+
 def _json_object(body: bytes) -> list[tuple[str, str]]:
     try:
-        value = json.loads(body)
+        value = json.loads(body, object_pairs_hook=_Members)
     except (UnicodeDecodeError, ValueError, RecursionError):
         raise ApiError(400, "the JSON body cannot be read") from None
-    if not isinstance(value, dict) or len(value) > MAX_PARAMETERS:
+    if not isinstance(value, _Members) or len(value) > MAX_PARAMETERS:
         raise ApiError(400, f"the JSON body must be an object of at most {MAX_PARAMETERS} parameters")
-    return [(name, _text(name, item)) for name, item in value.items() if item is not None]
+    return [(name, _text(name, item)) for name, item in value if item is not None]
 
 
-async def body_parameters(request: Request) -> dict[str, str]:
+async def read_parameters(request: Request) -> dict[str, str]:
     """The request's parameters: the query string and the body (form-encoded or JSON), as
     Proxmox VE merges them. A parameter given twice, or with a NUL character, is refused."""
     pairs = list(request.query_params.multi_items())
@@ -160,16 +166,6 @@ def form_body(properties: Mapping[str, str], *, required: Sequence[str] = (),
     return {"requestBody": {"required": bool(required), "content": {
         "application/x-www-form-urlencoded": {"schema": schema},
         "application/json": {"schema": schema}}}}
-
-
-def node_parameter() -> Any:
-    """The ``{node}`` path parameter."""
-    return Path(description="The node: this host's name.")
-
-
-def vmid_parameter() -> Any:
-    """The ``{vmid}`` path parameter."""
-    return Path(description="The VM id (100 to 999999999).")
 
 
 # --- error answers ------------------------------------------------------------------------

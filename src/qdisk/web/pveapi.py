@@ -12,128 +12,133 @@ on the node it runs on, this one.
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
 
 from qdisk.config.drive import is_drive_key
 from qdisk.config.propstring import split_list
-from qdisk.config.vmconfig import check_vmid
-from qdisk.errors import InvalidInputError
 from qdisk.pve import audit, cacheview, changes
 from qdisk.pve.cachesettings import has_cache_keys
 from qdisk.pve.host import PveHost
-from qdisk.web.auth import Principal
+from qdisk.web.context import Node, Parameters, Reader, State, Vmid, Writer
 from qdisk.web.http import (
     MISSING_PARAMETER,
     UNKNOWN_PARAMETER,
     ApiError,
-    PrincipalDependency,
-    body_parameters,
     data,
     form_body,
-    node_parameter,
     only,
     parameter_error,
-    vmid_parameter,
 )
 
 CACHE_PATH = "/nodes/{node}/qemu/{vmid}/qdisk/cache"
 
+router = APIRouter()
 
-def pve_routes(host: PveHost, reader: PrincipalDependency, writer: PrincipalDependency) -> APIRouter:
-    """The endpoints of the Proxmox VE host mode (see the module)."""
-    router = APIRouter()
 
-    def check_node(name: str) -> None:
-        known = host.nodes()
-        if name not in known:
-            raise parameter_error({"node": f"no such node '{name}' (the cluster's nodes: "
-                                           f"{', '.join(known)})"})
+def served_host(state: State) -> PveHost:
+    """The Proxmox VE host served (this router is mounted only with one)."""
+    assert state.pve is not None
+    return state.pve
 
-    def check_vm(node: str, vmid: int) -> None:
-        check_node(node)
-        try:
-            check_vmid(vmid)
-        except InvalidInputError as error:
-            raise parameter_error({"vmid": str(error)}) from None
-        if not host.paths.node_vm_config(node, vmid).is_file():
-            raise ApiError(404, f"VM {vmid} does not exist on node {node}")
 
-    # Reads of pmxcfs, /proc and image headers, and QMP sessions: plain functions, which
-    # FastAPI runs in threads (a cluster file system may be slow to answer). The preview,
-    # sent as one types, reads a few small files: a coroutine, as the home's.
+Host = Annotated[PveHost, Depends(served_host)]
 
-    @router.get("/nodes", tags=["nodes"],
-                summary="The cluster's nodes, this one first (local: 1, the one qdisk runs on)")
-    def nodes(_principal: Principal = Depends(reader)) -> JSONResponse:
-        names = sorted(host.nodes(), key=lambda name: name != host.node)
-        return data([{"node": name, "type": "node",
-                      **({"status": "online", "local": 1} if name == host.node else
-                         {"status": "unknown", "local": 0})} for name in names])
 
-    @router.get("/nodes/{node}/qdisk/audit", tags=["qdisk"],
-                summary="Every VM and disk of the node: per image, the qcow2 cache it has now, "
-                        "its coverage and memory, the auto size (qdisk pve audit --json)")
-    def node_audit(node: str = node_parameter(), _principal: Principal = Depends(reader)) -> JSONResponse:
-        check_node(node)
-        [result] = audit.audit(host, [node])
-        return data(result.as_json())
+def cluster_node(host: Host, node: Node) -> str:
+    """The ``{node}`` of the path: a node of the cluster."""
+    known = host.nodes()
+    if node not in known:
+        raise parameter_error({"node": f"no such node '{node}' (the cluster's nodes: "
+                                       f"{', '.join(known)})"})
+    return node
 
-    @router.get(CACHE_PATH, tags=["qdisk"],
-                summary="The VM's stored qcow2 cache settings per drive, and per disk and image "
-                        "the cache it has now, QEMU's default and the auto size")
-    def vm_cache(node: str = node_parameter(), vmid: int = vmid_parameter(),
-                 _principal: Principal = Depends(reader)) -> JSONResponse:
-        check_vm(node, vmid)
-        return data(cacheview.vm_cache(host, node, vmid))
 
-    @router.put(CACHE_PATH, tags=["qdisk"],
-                openapi_extra=form_body({"delete": "Drives whose settings to remove, a list (commas)"},
-                                        additional="A drive key and its qcow2 cache options, which "
-                                                   "replace the drive's (scsi0: "
-                                                   "qcow2-cache-size-based-on-disk=1)"),
-                summary="Set the VM's qcow2 cache settings (qdisk pve set): checked, applied live "
-                        "if it runs on this node, stored in /etc/pve/qdisk/<vmid>.conf")
-    def set_cache(node: str = node_parameter(), vmid: int = vmid_parameter(),
-                  parameters: dict[str, str] = Depends(body_parameters),
-                  _principal: Principal = Depends(writer)) -> JSONResponse:
-        check_vm(node, vmid)
-        requested = dict(parameters)
-        deletes = split_list(requested.pop("delete", ""))
-        unknown = {name: UNKNOWN_PARAMETER for name in requested if not is_drive_key(name)}
-        if unknown:
-            raise parameter_error(unknown)
-        if not requested and not deletes:
-            raise ApiError(400, "no options specified")
-        result = changes.set_cache(host, vmid, requested, deletes)
-        not_taken = result.error()
-        if not_taken is not None:
-            raise not_taken
-        return data(None, result={
-            "stored": list(result.stored), "file": str(host.paths.cache_settings(vmid)),
-            "drives": {outcome.key: {"outcome": outcome.outcome.value,
-                                     "messages": list(outcome.messages)}
-                       for outcome in result.outcomes},
-            "notes": list(result.notes), "warnings": list(result.warnings)})
+ClusterNode = Annotated[str, Depends(cluster_node)]
 
-    @router.post(f"{CACHE_PATH}/preview", tags=["qdisk"],
-                 openapi_extra=form_body({"disk": "The drive key (scsi0, virtio1, ...)",
-                                          "settings": "The drive's qcow2 cache options being "
-                                                      "edited (empty: none)"},
-                                         required=("disk",)),
-                 summary="For a drive's qcow2 cache settings being edited: their problems per "
-                         "property, or the coverage and memory per image they would give")
-    async def preview(node: str = node_parameter(), vmid: int = vmid_parameter(),
-                      parameters: dict[str, str] = Depends(body_parameters),
-                      _principal: Principal = Depends(reader)) -> JSONResponse:
-        check_vm(node, vmid)
-        only(parameters, ("disk", "settings"))
-        if "disk" not in parameters:
-            raise parameter_error({"disk": MISSING_PARAMETER})
-        key = parameters["disk"]
-        if not has_cache_keys(key):
-            raise parameter_error({"disk": f"'{key}' is not a disk drive key (ide0-3, sata0-5, "
-                                           "scsi0-30, virtio0-15)"})
-        return data(cacheview.preview_settings(host, node, vmid, key, parameters.get("settings", "")))
 
-    return router
+def node_vm(host: Host, node: ClusterNode, vmid: Vmid) -> int:
+    """The ``{vmid}`` of the path: a VM whose config is on ``{node}`` (404 otherwise)."""
+    if not host.paths.node_vm_config(node, vmid).is_file():
+        raise ApiError(404, f"VM {vmid} does not exist on node {node}")
+    return vmid
+
+
+NodeVm = Annotated[int, Depends(node_vm)]
+
+# Reads of pmxcfs, /proc and image headers, and QMP sessions: plain functions, which
+# FastAPI runs in threads (a cluster file system may be slow to answer). The preview,
+# sent as one types, runs in the state's CPU worker, as the home's.
+
+
+@router.get("/nodes", tags=["nodes"],
+            summary="The cluster's nodes, this one first (local: 1, the one qdisk runs on)")
+def nodes(host: Host, _principal: Reader) -> JSONResponse:
+    names = sorted(host.nodes(), key=lambda name: name != host.node)
+    return data([{"node": name, "type": "node",
+                  **({"status": "online", "local": 1} if name == host.node else
+                     {"status": "unknown", "local": 0})} for name in names])
+
+
+@router.get("/nodes/{node}/qdisk/audit", tags=["qdisk"],
+            summary="Every VM and disk of the node: per image, the qcow2 cache it has now, "
+                    "its coverage and memory, the auto size (qdisk pve audit --json)")
+def node_audit(host: Host, _principal: Reader, node: ClusterNode) -> JSONResponse:
+    [result] = audit.audit(host, [node])
+    return data(result.as_json())
+
+
+@router.get(CACHE_PATH, tags=["qdisk"],
+            summary="The VM's stored qcow2 cache settings per drive, and per disk and image "
+                    "the cache it has now, QEMU's default and the auto size")
+def vm_cache(host: Host, _principal: Reader, node: ClusterNode, vmid: NodeVm) -> JSONResponse:
+    return data(cacheview.vm_cache(host, node, vmid))
+
+
+@router.put(CACHE_PATH, tags=["qdisk"],
+            openapi_extra=form_body({"delete": "Drives whose settings to remove, a list (commas)"},
+                                    additional="A drive key and its qcow2 cache options, which "
+                                               "replace the drive's (scsi0: "
+                                               "qcow2-cache-size-based-on-disk=1)"),
+            summary="Set the VM's qcow2 cache settings (qdisk pve set): checked, applied live "
+                    "if it runs on this node, stored in /etc/pve/qdisk/<vmid>.conf")
+def set_cache(host: Host, _principal: Writer, vmid: NodeVm,
+              parameters: Parameters) -> JSONResponse:
+    requested = dict(parameters)
+    deletes = split_list(requested.pop("delete", ""))
+    unknown = {name: UNKNOWN_PARAMETER for name in requested if not is_drive_key(name)}
+    if unknown:
+        raise parameter_error(unknown)
+    result = changes.set_cache(host, vmid, requested, deletes)
+    not_taken = result.error()
+    if not_taken is not None:
+        raise not_taken
+    return data(None, result={
+        "stored": list(result.stored), "file": str(host.paths.cache_settings(vmid)),
+        "drives": {outcome.key: {"outcome": outcome.outcome.value,
+                                 "messages": list(outcome.messages)}
+                   for outcome in result.outcomes},
+        "notes": list(result.notes), "warnings": list(result.warnings)})
+
+
+@router.post(f"{CACHE_PATH}/preview", tags=["qdisk"],
+             openapi_extra=form_body({"disk": "The drive key (scsi0, virtio1, ...)",
+                                      "settings": "The drive's qcow2 cache options being "
+                                                  "edited (empty: none)"},
+                                     required=("disk",)),
+             summary="For a drive's qcow2 cache settings being edited: their problems per "
+                     "property, or the coverage and memory per image they would give")
+async def preview(state: State, host: Host, _principal: Reader, node: ClusterNode, vmid: NodeVm,
+                  parameters: Parameters) -> JSONResponse:
+    only(parameters, ("disk", "settings"))
+    if "disk" not in parameters:
+        raise parameter_error({"disk": MISSING_PARAMETER})
+    key = parameters["disk"]
+    if not has_cache_keys(key):
+        raise parameter_error({"disk": f"'{key}' is not a disk drive key (ide0-3, sata0-5, "
+                                       "scsi0-30, virtio0-15)"})
+    text = parameters.get("settings", "")
+    return data(await state.off_the_loop(
+        lambda: cacheview.preview_settings(host, node, vmid, key, text)))

@@ -4,6 +4,11 @@ The socket is bound here, before uvicorn starts, so a port of 0 picks a free por
 the caller learns (:attr:`Listener.url`), and an address in use is reported as such.
 A non-loopback address needs TLS, unless the caller insists (``insecure``): tokens and
 session cookies would otherwise cross the network in clear.
+
+uvicorn waits for a request's headers and body forever, so a few hundred half-sent
+requests would hold every socket: :class:`GuardedHttp` closes a connection whose request
+does not arrive whole in time (:class:`ConnectionLimits`), and answers 503 to connections
+beyond a cap. (A TLS handshake that never ends is the event loop's: closed after 60 s.)
 """
 
 from __future__ import annotations
@@ -14,13 +19,18 @@ import socket
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from qdisk.errors import InvalidInputError, QdiskError
 from qdisk.pve.host import PveHost
 from qdisk.settings import Settings
 from qdisk.web.api import create_app
+
+if TYPE_CHECKING:
+    from asyncio import TimerHandle, Transport
 
 # On SIGINT/SIGTERM, requests under way get this long to finish; idle keep-alive
 # connections (a TLS client that never closes) are not waited for beyond it.
@@ -114,23 +124,89 @@ def listen(address: ListenAddress, tls: TlsFiles | None, *, insecure: bool = Fal
     return Listener(sock, tls)
 
 
-def make_server(settings: Settings, listener: Listener, *, accel: str | None = None,
-                pve: PveHost | None = None) -> uvicorn.Server:
+@dataclass(frozen=True)
+class ConnectionLimits:
+    """How long a client may take to send a request's headers (from connecting, or from
+    the request's first byte), then its body; how many connections are served at once."""
+
+    header_timeout: float = 10.0
+    body_timeout: float = 10.0
+    max_connections: int = 256
+
+
+_TOO_MANY_BODY = b'{"data":null,"message":"too many connections: try again later"}'
+_TOO_MANY = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+             b"Connection: close\r\nContent-Length: %d\r\n\r\n%s"
+             % (len(_TOO_MANY_BODY), _TOO_MANY_BODY))
+
+
+class GuardedHttp(HttpToolsProtocol):
+    """uvicorn's HTTP/1.1 protocol with a deadline for each part of a request and a cap
+    on connections (:attr:`limits`, set by :func:`guarded_http`)."""
+
+    limits = ConnectionLimits()
+    _deadline: TimerHandle | None = None
+
+    def connection_made(self, transport: Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        if len(self.connections) > self.limits.max_connections:
+            transport.write(_TOO_MANY)
+            transport.close()
+            return
+        self._arm(self.limits.header_timeout)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._arm(self.limits.header_timeout)
+
+    def on_headers_complete(self) -> None:
+        super().on_headers_complete()
+        self._arm(self.limits.body_timeout)
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._disarm()  # the request is read: the handler takes as long as it needs
+
+    def _arm(self, seconds: float) -> None:
+        self._disarm()
+        self._deadline = self.loop.call_later(seconds, self._expired)
+
+    def _disarm(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _expired(self) -> None:
+        # Aborted, not closed: a TLS close would wait (and count) for the peer's reply.
+        self._deadline = None
+        self.transport.abort()
+
+
+def guarded_http(limits: ConnectionLimits) -> type[GuardedHttp]:
+    """The protocol class uvicorn makes per connection, with ``limits``."""
+    return type("GuardedHttp", (GuardedHttp,), {"limits": limits})
+
+
+def make_server(settings: Settings, listener: Listener, *, pve: PveHost | None = None,
+                limits: ConnectionLimits = ConnectionLimits()) -> uvicorn.Server:
     """The uvicorn server of the whole application (``pve``: over that Proxmox VE host's
     VMs); run it with ``server.run(sockets=[sock])``."""
-    app = create_app(settings, secure_cookies=listener.tls is not None, accel=accel, pve=pve)
+    app = create_app(settings, secure_cookies=listener.tls is not None, pve=pve)
     tls = listener.tls
-    config = uvicorn.Config(app, log_config=None, server_header=False,
+    config = uvicorn.Config(app, log_config=None, server_header=False, http=guarded_http(limits),
                             timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
                             ssl_certfile=str(tls.cert) if tls else None,
                             ssl_keyfile=str(tls.key) if tls else None)
     return uvicorn.Server(config)
 
 
-def serve(settings: Settings, listener: Listener, *, accel: str | None = None,
-          pve: PveHost | None = None) -> None:
+def serve(settings: Settings, listener: Listener, *, pve: PveHost | None = None) -> None:
     """Serve until interrupted (SIGINT, SIGTERM): uvicorn finishes the requests under way."""
     try:
-        make_server(settings, listener, accel=accel, pve=pve).run(sockets=[listener.sock])
+        make_server(settings, listener, pve=pve).run(sockets=[listener.sock])
     finally:
         listener.sock.close()

@@ -20,19 +20,20 @@ import os
 import re
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from qdisk.errors import InvalidInputError, QdiskError
 from qdisk.settings import Settings
-from qdisk.system.fileio import atomic_write, locked
+from qdisk.system.fileio import atomic_write, locked, private_dir
 
 # Proxmox VE's pve-userid (NAME@REALM) and pve-tokenid.
 _USER_ID = r"[^\s:/@!=]+@[A-Za-z][A-Za-z0-9.\-_]+"
 _TOKEN_NAME = r"[A-Za-z][A-Za-z0-9.\-_]+"
 _USER_ID_RE = re.compile(_USER_ID, re.ASCII)
 _TOKEN_NAME_RE = re.compile(_TOKEN_NAME, re.ASCII)
+_SHA256_RE = re.compile(r"[0-9a-f]{64}", re.ASCII)
 # What follows ``PVEAPIToken=`` in an Authorization header.
 _TOKEN_LINE_RE = re.compile(rf"(?P<id>{_USER_ID}!{_TOKEN_NAME})=(?P<secret>\S+)", re.ASCII)
 AUTHORIZATION_PREFIX = "PVEAPIToken="
@@ -52,11 +53,13 @@ class TokenFileError(QdiskError):
 
 @dataclass(frozen=True)
 class ApiToken:
-    """A token as stored: ``root@pam!web``, whether it may only read, when it was made."""
+    """A token as stored: ``root@pam!web``, whether it may only read, when it was made,
+    and the digest of its secret (which tells one token from a re-created namesake)."""
 
     token_id: str
     read_only: bool
     created: int
+    sha256: str = field(repr=False, compare=False)
 
 
 def token_file(settings: Settings) -> Path:
@@ -72,24 +75,47 @@ def _digest(secret: str) -> str:
 
 
 def _read(path: Path) -> dict[str, dict[str, Any]]:
+    """The token table of ``path`` (none if it does not exist); anything else than the
+    table this module writes is a TokenFileError naming the file and what is wrong."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         return {}
     except OSError as error:
         raise TokenFileError(f"{path}: cannot read the API tokens: {error.strerror}") from None
+    except UnicodeDecodeError as error:
+        raise TokenFileError(f"{path}: the API token file is damaged (not UTF-8 text: "
+                             f"byte {error.start})") from None
     try:
         entries = json.loads(text)
-    except ValueError:
-        raise TokenFileError(f"{path}: the API token file is damaged (not JSON)") from None
-    if not isinstance(entries, dict) or not all(isinstance(entry, dict)
-                                                for entry in entries.values()):
-        raise TokenFileError(f"{path}: the API token file is damaged (not a token table)")
+    except ValueError as error:
+        raise TokenFileError(f"{path}: the API token file is damaged (not JSON: {error})") from None
+    if not isinstance(entries, dict):
+        raise TokenFileError(f"{path}: the API token file is damaged (not a table of tokens)")
+    for token_id, entry in entries.items():
+        problem = _entry_problem(entry)
+        if problem is not None:
+            raise TokenFileError(f"{path}: the API token file is damaged (token "
+                                 f"{json.dumps(token_id)}: {problem})")
     return entries
 
 
+def _entry_problem(entry: Any) -> str | None:
+    if not isinstance(entry, dict):
+        return "not an object"
+    if not isinstance(entry.get("sha256"), str) or not _SHA256_RE.fullmatch(entry["sha256"]):
+        return "'sha256' is not a SHA-256 digest"
+    if not isinstance(entry.get("read-only", False), bool):
+        return "'read-only' is not true or false"
+    created = entry.get("created", 0)
+    if isinstance(created, bool) or not isinstance(created, int):
+        return "'created' is not a time in seconds"
+    return None
+
+
 def _token(token_id: str, entry: dict[str, Any]) -> ApiToken:
-    return ApiToken(token_id, entry.get("read-only") is True, int(entry.get("created", 0)))
+    return ApiToken(token_id, entry.get("read-only") is True, int(entry.get("created", 0)),
+                    entry["sha256"])
 
 
 def token_id_of(name: str, user: str = DEFAULT_USER) -> str:
@@ -110,7 +136,7 @@ def create(settings: Settings, name: str, *, user: str = DEFAULT_USER,
     token_id = token_id_of(name, user)
     secret = str(uuid.uuid4())
     path = token_file(settings)
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    private_dir(path.parent, home=settings.home)  # 0700 whatever the umask, as every command
     with locked(_lock_file(settings), home=settings.home):
         entries = _read(path)
         if token_id in entries:

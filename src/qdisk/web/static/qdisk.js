@@ -130,8 +130,10 @@ async function loadVmList() {
   body.replaceChildren(...answer.data.map((item) => h("tr",
     { class: item.vmid === state.vmid ? "selected" : "", "data-vmid": item.vmid },
     h("td", {}, item.vmid),
-    h("td", {}, h("a", { href: "#", onclick: (event) => { event.preventDefault(); openVm(item.vmid); } },
-                  item.name || `VM ${item.vmid}`)),
+    h("td", {}, item.problem
+      ? h("span", { class: "problem" }, `VM ${item.vmid}: ${item.problem}`)
+      : h("a", { href: "#", onclick: (event) => { event.preventDefault(); openVm(item.vmid); } },
+          item.name || `VM ${item.vmid}`)),
     h("td", {}, h("span", { class: `status ${item.status}` }, item.status)),
     h("td", {}, item.status === "running"
       ? h("button", { type: "button", class: "small", onclick: () => lifecycle(item.vmid, "stop") }, "Stop")
