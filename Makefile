@@ -2,7 +2,8 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-APT_PACKAGES := qemu-utils qemu-system-x86 qemu-system-common qemu-block-extra fio chromium debootstrap
+APT_PACKAGES := qemu-utils qemu-system-x86 qemu-system-common qemu-block-extra fio chromium debootstrap \
+  libcrypt-openssl-rsa-perl libdigest-sha-perl liburi-perl
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: install system-packages test test-fast test-pve9 pve9-suite deb test-deb demo lint typecheck bench clean
@@ -10,7 +11,8 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 install: system-packages $(VENV)/.installed
 
 # QEMU (qemu-block-extra: its iscsi and rbd drivers) and fio from Debian, venv support for a
-# bare Debian python3 (python3-venv), and debootstrap for test-pve9's Debian 13 root.
+# bare Debian python3 (python3-venv), debootstrap for test-pve9's Debian 13 root, and the Perl
+# modules Proxmox VE signs its tickets with (tests/access holds qdisk to them).
 system-packages:
 	@missing=""; for p in $(APT_PACKAGES); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \

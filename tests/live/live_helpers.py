@@ -25,6 +25,8 @@ from qdisk.vm import store
 from qdisk.vm.live import initial_state
 from qdisk.vm.state import write_state
 
+from qemu_helpers import address_space
+
 VMID = 100
 # How long QEMU may take to daemonize (TCG on a loaded 2-core machine included).
 QEMU_TIMEOUT = 120
@@ -32,7 +34,7 @@ GIB = 2**30
 # The tests read the caches off QEMU's address space (VmSize). glibc gives each new thread
 # its own 64 MiB malloc arena, and QEMU's thread pool starts workers whenever it needs
 # them (the flush of a reopen), so VmSize would jump by 72 MiB at random: one arena keeps
-# the noise to the threads' stacks.
+# the noise to the threads' stacks, which address_space leaves out.
 QEMU_ENV = {"MALLOC_ARENA_MAX": "1"}
 
 
@@ -91,11 +93,8 @@ class RunningVm:
         return QmpConnection(self.settings.layout.run_dir / f"{VMID}.qmp")
 
     def vm_size(self) -> int:
-        """The QEMU process's address space (VmSize), in bytes."""
-        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            if line.startswith("VmSize:"):
-                return int(line.split()[1]) * 1024
-        raise AssertionError("no VmSize")
+        """The QEMU process's address space without its stacks, in bytes."""
+        return address_space(self.pid)
 
     def state(self) -> dict[str, Any]:
         return dict(json.loads(self.settings.layout.run_files(VMID).state.read_text()))

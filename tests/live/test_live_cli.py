@@ -15,20 +15,13 @@ from qdisk.vm.state import running_pid
 
 from cli_helpers import RunQdisk
 from live_helpers import GIB, QEMU_ENV
-from qemu_helpers import kill_and_wait
+from qemu_helpers import address_space, kill_and_wait
 
 pytestmark = pytest.mark.qemu
 
 VMID = "100"
 # Address space QEMU may gain besides the cache (threads, QMP buffers).
 NOISE = 64 * 2**20
-
-
-def vm_size(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmSize:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError("no VmSize")
 
 
 def json_of(run_qdisk: RunQdisk, *args: str) -> Any:
@@ -63,12 +56,12 @@ def running_vm(home: Path, run_qdisk: RunQdisk,
 
 def test_cache_change_through_the_cli_applies_live(running_vm: int, run_qdisk: RunQdisk) -> None:
     scsi0 = json_of(run_qdisk, "vm", "config", VMID, "--json")["scsi0"]
-    size_before = vm_size(running_vm)
+    size_before = address_space(running_vm)
 
     changed = run_qdisk("vm", "set", VMID, "--scsi0", f"{scsi0},qcow2-l2-cache-size=4096")
 
     assert changed.exit_code == 0, changed.stderr
-    assert 4 * GIB - NOISE < vm_size(running_vm) - size_before < 4 * GIB + NOISE
+    assert 4 * GIB - NOISE < address_space(running_vm) - size_before < 4 * GIB + NOISE
     assert "qcow2-l2-cache-size=4096" in json_of(run_qdisk, "vm", "config", VMID,
                                                  "--current", "--json")["scsi0"]
     pending = json_of(run_qdisk, "vm", "pending", VMID, "--json")

@@ -22,7 +22,7 @@ from qdisk.settings import Settings, Tools
 from qdisk.storage import parse_storage_cfg
 from qdisk.system.tools import qemu_version
 
-from qemu_helpers import kill_and_wait
+from qemu_helpers import address_space, kill_and_wait
 
 THIS_NODE = "pve1"
 OTHER_NODE = "pve2"
@@ -85,8 +85,12 @@ class PveTree:
         return path
 
     def proxmox_files(self) -> dict[Path, bytes]:
-        """Every file of Proxmox VE's that qdisk must never change: storage.cfg, VM configs."""
-        files = [self.pve / "storage.cfg", *sorted(self.pve.glob("nodes/*/qemu-server/*.conf"))]
+        """Every file of Proxmox VE's that qdisk must never change: storage.cfg, VM configs,
+        and the users, token secrets and keys where a test has them."""
+        access = [self.pve / name for name in ("user.cfg", "priv/token.cfg", "authkey.pub",
+                                               "authkey.pub.old", "pve-www.key")]
+        files = [self.pve / "storage.cfg", *sorted(self.pve.glob("nodes/*/qemu-server/*.conf")),
+                 *(path for path in access if path.exists())]
         return {path: path.read_bytes() for path in files}
 
     # --- QEMU as qemu-server starts it ---------------------------------------------------
@@ -144,11 +148,8 @@ def _without(node: Any, option: str) -> Any:
 
 
 def vm_size(pid: int) -> int:
-    """A process's address space (VmSize), in bytes: QEMU reserves each qcow2 cache there."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmSize:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError(f"no VmSize for pid {pid}")
+    """QEMU's address space without its stacks, in bytes: it reserves each qcow2 cache there."""
+    return address_space(pid)
 
 
 def make_tree(root: Path) -> PveTree:

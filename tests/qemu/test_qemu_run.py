@@ -16,7 +16,7 @@ from qdisk import storage
 from qdisk.config.drive import parse_drive
 from qdisk.config.vmconfig import drive_items, parse_vm_config
 from qdisk.qemu.blockdev import to_json
-from qdisk.qemu.command import Syntax, build_command, format_command
+from qdisk.qemu.command import Syntax, build_command, format_command, parse_version
 from qdisk.qemu.drivestr import drive_string
 from qdisk.qemu.nodes import drive_graph
 from qdisk.settings import Tools

@@ -6,7 +6,6 @@ each layer's cache, and the config's tree, the files and QEMU's nodes agreeing."
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,11 +13,12 @@ import pytest
 from qdisk import storage
 from qdisk.qemu.nodes import DISCARD_NO_UNREF_SINCE
 from qdisk.qemu.qmp import QmpConnection
-from qdisk.system.tools import process_memory, qemu_version
+from qdisk.system.tools import qemu_version
 from qdisk.vm import changes, lifecycle, snapshot_live, snapshots, views
 from qdisk.vm.errors import VmError
 from qdisk.vm.snapshot_volumes import snapshot_volumes
 
+from qemu_helpers import address_space
 from snapshot_helpers import (
     CHUNK,
     MIB,
@@ -39,23 +39,17 @@ pytestmark = pytest.mark.qemu
 # refcount 16 MiB) and the 64 KiB-cluster image qdisk allocates (128 MiB + 32 MiB).
 OVERLAY_CACHE = 144 * MIB
 BASE_CACHE = 160 * MIB
-# Address space QEMU may gain or lose besides the caches and its coroutine stacks.
+# Address space QEMU may gain or lose besides the caches and its stacks.
 NOISE = 32 * MIB
-# A coroutine's stack: one mapping of its own (QEMU 7.2's COROUTINE_STACK_SIZE).
-COROUTINE_STACK = 1 * MIB
 
 
 def vm_size(home: SnapshotHome) -> int:
-    """QEMU's address space (VmSize) without its coroutine stacks: QEMU pools as many as
-    were alive at once, which a block job on a loaded machine drives up by 40 MiB and more
-    (seen on 2 busy cores), so they would blur the caches."""
+    """QEMU's address space without its stacks: QEMU pools as many coroutine stacks as were
+    alive at once, which a block job on a loaded machine drives up by 40 MiB and more (seen
+    on 2 busy cores), so they would blur the caches."""
     status = views.status(home.settings, VMID)
     assert status.pid is not None
-    stacks = 0
-    for line in Path(f"/proc/{status.pid}/maps").read_text().splitlines():
-        start, end = (int(address, 16) for address in line.split()[0].split("-"))
-        stacks += end - start if end - start == COROUTINE_STACK else 0
-    return process_memory(status.pid)["VmSize"] - stacks
+    return address_space(status.pid)
 
 
 def applied(home: SnapshotHome) -> list[tuple[str, dict[str, int]]]:

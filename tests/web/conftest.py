@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
@@ -58,15 +59,21 @@ def browser() -> Iterator[Browser]:
 
 
 @pytest.fixture
-def open_page(browser: Browser) -> Iterator[Callable[[str], Page]]:
-    """``open_page(url)``: a page in a fresh context; closed after the test, which fails if
-    the page's script failed."""
+def open_page(browser: Browser) -> Iterator[Callable[..., Page]]:
+    """``open_page(url, cookies=None, trusted_certificate=False)``: a page in a fresh
+    context (with those cookies, as Playwright's ``add_cookies`` takes them; trusting the
+    test's self-signed certificate); closed after the test, which fails if the page's
+    script failed."""
     contexts = []
     errors: list[str] = []
 
-    def open_at(url: str) -> Page:
-        context = browser.new_context(viewport={"width": 1280, "height": 900})
+    def open_at(url: str, cookies: list[dict[str, Any]] | None = None,
+                trusted_certificate: bool = False) -> Page:
+        context = browser.new_context(viewport={"width": 1280, "height": 900},
+                                      ignore_https_errors=trusted_certificate)
         contexts.append(context)
+        if cookies:
+            context.add_cookies(cookies)
         page = context.new_page()
         page.on("pageerror", lambda error: errors.append(str(error)))
         page.goto(url)

@@ -1,11 +1,14 @@
 """`qdisk serve --pve`: the API and the page over tests/pve's simulated Proxmox VE host,
 with VM 100 run by QEMU as qemu-server starts it (paused, under TCG). The endpoints give
 what `qdisk pve audit` and `qdisk pve set` give; a change reaches the running QEMU at once;
-Proxmox VE's own files are never written; QDISK_HOME's VM endpoints answer 501."""
+Proxmox VE's own files are never written; QDISK_HOME's VM endpoints answer 501. Who asks is
+one of the host's own users (its user.cfg, token.cfg and keys): root@pam's API token, or an
+auditor's privilege-separated token; the page opens logged in through a ticket cookie."""
 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,11 +21,10 @@ from playwright.sync_api import Page, expect
 
 from qdisk.pve.cachesettings import read_settings
 from qdisk.pve.host import PveHost
-from qdisk.settings import Settings, Tools
-from qdisk.web import tokens
 
+from access_helpers import AccessTree, KeyPair, perl_ticket, ticket_cookie
 from cli_helpers import RunQdisk
-from pve_helpers import GIB, MIB, NOISE, OTHER_NODE, THIS_NODE, PveTree, make_tree, vm_size
+from pve_helpers import GIB, MIB, NOISE, OTHER_NODE, THIS_NODE, PveTree, vm_size
 from web_helpers import Api, make_certificate, make_pve_home, running_server, serving_process
 
 pytestmark = pytest.mark.qemu
@@ -39,7 +41,8 @@ AUTO_32T = 5 * GIB
 
 @dataclass(frozen=True)
 class HostServer:
-    """The server over the host ``tree``, whose VM 100 runs as ``pid``; two tokens."""
+    """The server over the host ``tree``, whose VM 100 runs as ``pid``; two Proxmox VE API
+    tokens; ``key`` signs the cluster's login tickets."""
 
     tree: PveTree
     host: PveHost
@@ -47,6 +50,8 @@ class HostServer:
     pid: int
     admin_token: str
     reader_token: str
+    access: AccessTree
+    key: KeyPair
 
     def api(self, token: str | None = None) -> Api:
         return Api(self.url, token)
@@ -59,7 +64,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HostServer]:
     try:
         pid = tree.start(VMID)
         with running_server(home.settings, pve=home.host) as url:
-            yield HostServer(tree, home.host, url, pid, home.admin_token, home.reader_token)
+            yield HostServer(tree, home.host, url, pid, home.admin_token, home.reader_token,
+                             home.access, home.key)
     finally:
         tree.kill_all()
 
@@ -101,21 +107,23 @@ def assert_grown(pid: int, before: int, expected: int) -> None:
 ENDPOINTS = [("GET", "/nodes"), ("GET", AUDIT), ("GET", CACHE), ("PUT", CACHE), ("POST", PREVIEW)]
 
 
-def test_every_endpoint_needs_a_token_and_a_change_a_writer_with_its_csrf_token(
+def test_every_endpoint_needs_a_login_and_a_change_the_privilege_and_a_csrf_token(
         server: HostServer) -> None:
     for method, path in ENDPOINTS:
         assert server.api().request(method, path).status_code == 401, path
     change = {"scsi0": "qcow2-cache-size-based-on-disk=1"}
     refused = server.api(server.reader_token).put(CACHE, data=change)
-    assert refused.status_code == 403 and "read-only" in refused.json()["message"]
+    assert (refused.status_code, refused.json()["message"]) == \
+        (403, f"Permission check failed (/vms/{VMID}, VM.Config.Disk)")
     assert server.api(server.reader_token).post(PREVIEW, data={"disk": "scsi0"}).status_code == 200
-    # The page's session: a change without the session's CSRF token is refused.
+    # A browser logged in to Proxmox VE: a change without its CSRF token is refused.
     page = server.api()
-    login = page.post("/access/ticket", data={"token": server.admin_token})
-    assert login.status_code == 200
+    page.session.cookies.set("PVEAuthCookie", perl_ticket(server.key, "root@pam", time.time()))
+    session = page.get("/access/ticket")
+    assert session.status_code == 200 and session.json()["data"]["username"] == "root@pam"
     assert page.put(CACHE, data=change).status_code == 401
     assert not server.tree.settings_path(VMID).exists()
-    csrf = login.json()["data"]["CSRFPreventionToken"]
+    csrf = session.json()["data"]["CSRFPreventionToken"]
     assert page.put(CACHE, data=change, headers={"CSRFPreventionToken": csrf}).status_code == 200
 
 
@@ -273,9 +281,9 @@ def test_serve_pve_refuses_a_root_that_is_no_host_or_lacks_this_node(
 
 
 def test_proxmoxer_audits_and_sets_a_cache_through_serve_pve_over_tls(tmp_path: Path) -> None:
-    tree = make_tree(tmp_path / "root")
-    settings = Settings(home=tmp_path / "qdisk-home", tools=Tools())
-    user, token = tokens.create(settings, "admin").split("!")
+    home = make_pve_home(tmp_path)
+    tree, settings = home.tree, home.settings
+    user, token = home.admin_token.split("!")
     token_name, token_value = token.split("=")
     tls = make_certificate(tmp_path)
     before = tree.proxmox_files()
@@ -305,12 +313,14 @@ def test_proxmoxer_audits_and_sets_a_cache_through_serve_pve_over_tls(tmp_path: 
 
 
 def test_the_page_audits_the_node_and_sets_a_disks_cache_live(
-        server: HostServer, open_page: Callable[[str], Page], tmp_path: Path) -> None:
+        server: HostServer, open_page: Callable[..., Page], tmp_path: Path) -> None:
     before = vm_size(server.pid)
-    page = open_page(server.url)
-    page.fill("#token-input", server.admin_token)
-    page.click("#login-button")
+    # Logged in to Proxmox VE's interface on this host: no login here.
+    ticket = perl_ticket(server.key, "root@pam", time.time())
+    page = open_page(server.url, cookies=[ticket_cookie(ticket, server.url)])
     expect(page.locator("#audit-view")).to_be_visible()
+    expect(page.locator("#user-name")).to_have_text("root@pam")
+    expect(page.locator("#logout")).to_be_hidden()
     expect(page.locator("#node-name")).to_have_text(f"Proxmox VE node {THIS_NODE}")
     # QDISK_HOME's VM list, start/stop and config editing are not there.
     expect(page.locator("nav.vm-list")).to_be_hidden()

@@ -27,6 +27,7 @@ from qdisk.web import tokens
 from qdisk.web.http import node_name
 from qdisk.web.server import ConnectionLimits, ListenAddress, TlsFiles, listen, make_server
 
+from access_helpers import AccessTree, KeyPair, install_access, make_key_pair
 from cli_helpers import QDISK
 from pve_helpers import THIS_NODE, PveTree, make_tree
 from qemu_helpers import kill_and_wait
@@ -62,23 +63,43 @@ def make_web_home(root: Path) -> WebHome:
                    tokens.create(settings, "reader", read_only=True))
 
 
+PVE_SECRET = "0b7f6c1e-2d3a-4e5f-8a9b-0c1d2e3f4a5b"
+# The host's own users, as `qdisk serve --pve` takes them: root@pam's API token, and an
+# auditor's privilege-separated one (PVEAuditor on /vms).
+PVE_USERS = ("user:root@pam:1:0:::::\n"
+             "token:root@pam!admin:0:0::\n"
+             "user:auditor@pve:1:0:::::\n"
+             "token:auditor@pve!ro:0:1::\n"
+             "acl:1:/:auditor@pve:PVEAuditor:\n"
+             "acl:1:/vms:auditor@pve!ro:PVEAuditor:\n")
+
+
 @dataclass(frozen=True)
 class PveHome:
-    """tests/pve's simulated host (``tree``, served as ``host``) and a QDISK_HOME with
-    two tokens, as `qdisk serve --pve` runs on a node."""
+    """tests/pve's simulated host (``tree``, served as ``host``) with Proxmox VE's own users
+    and API tokens (``admin_token``: root@pam's, ``reader_token``: an auditor's), ``key``
+    signing its login tickets, and a QDISK_HOME (``settings``), as `qdisk serve --pve`
+    runs on a node."""
 
     tree: PveTree
     host: PveHost
     settings: Settings
     admin_token: str
     reader_token: str
+    access: AccessTree
+    key: KeyPair
 
 
-def make_pve_home(root: Path) -> PveHome:
+def make_pve_home(root: Path, users: str = PVE_USERS, tokens: tuple[str, ...] = ()) -> PveHome:
+    """``users``: the host's user.cfg, whose ``tokens`` (besides root@pam!admin and
+    auditor@pve!ro) have the secret PVE_SECRET."""
     tree = make_tree(root / "root")
-    settings = Settings(home=root / "qdisk-home", tools=Tools())
-    return PveHome(tree, PveHost(PveLayout(tree.root, THIS_NODE), Tools()), settings,
-                   tokens.create(settings, "admin"), tokens.create(settings, "reader", read_only=True))
+    key = make_key_pair(root / "keys", "authkey")
+    secrets = dict.fromkeys(("root@pam!admin", "auditor@pve!ro", *tokens), PVE_SECRET)
+    access = install_access(tree.root, key, users, secrets)
+    return PveHome(tree, PveHost(PveLayout(tree.root, THIS_NODE), Tools()),
+                   Settings(home=root / "qdisk-home", tools=Tools()),
+                   f"root@pam!admin={PVE_SECRET}", f"auditor@pve!ro={PVE_SECRET}", access, key)
 
 
 def stop_every_vm(settings: Settings) -> None:

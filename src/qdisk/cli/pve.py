@@ -28,6 +28,9 @@ from qdisk.cli.common import (
 from qdisk.errors import QdiskError
 from qdisk.outcome import DriveOutcome, Outcome
 from qdisk.pve import agent, apply, audit, changes, hook, nodestatus
+from qdisk.pve.access.callers import AccessFiles
+from qdisk.pve.access.evaluation import check_exists, effective_privileges, privileges
+from qdisk.pve.access.usercfg import normalize_path
 from qdisk.pve.host import PveHost, PveRefusedError
 from qdisk.settings import Settings
 from qdisk.units import format_bytes, parse_size
@@ -228,6 +231,51 @@ def apply_(settings: Settings, vmid: int | None, all_vms: bool) -> None:
     not_taken = apply.apply_error(f"node {host.node}" if all_vms else f"VM {vmid}", outcomes)
     if not_taken is not None:
         raise not_taken
+
+
+# --- permissions --------------------------------------------------------------------------
+
+
+@command.command(name="permissions")
+@click.argument("userid")
+@click.option("--path", "path_text", metavar="PATH",
+              help="Only this ACL path (/vms/100, /nodes/pve1, /pool/customers, ...).")
+@click.option("--json", "as_json", is_flag=True,
+              help="JSON: a list of privileges (with --path), else an object PATH -> list.")
+@pass_settings
+def permissions_(settings: Settings, userid: str, path_text: str | None, as_json: bool) -> None:
+    """What USERID (user@realm, or an API token user@realm!id) may do, from this node's
+    user.cfg, as Proxmox VE computes it (pveum user permissions): with --path, its
+    privileges there, sorted, one per line; else every path of the ACLs, the top paths
+    and the pools' members where it has any, each with its privileges."""
+    path = None if path_text is None else normalize_path(path_text)
+    if path_text is not None and path is None:
+        raise click.BadParameter(f"'{path_text}' is not an ACL path (/vms/100, /nodes/pve1, ...)",
+                                 param_hint="--path")
+    host = pve_host(settings)
+    host.check()
+    config = AccessFiles(host.paths).user_config()
+    for message in config.warnings:
+        warn(message)
+    check_exists(config, userid)
+    owner = config.users[userid.split("!", 1)[0]]
+    if not owner.enable:
+        warn(f"user '{owner.userid}' is disabled: Proxmox VE refuses its logins and tokens")
+    if path is not None:
+        found = sorted(privileges(config, userid, path))
+        if as_json:
+            click.echo(json.dumps(found))
+        elif found:
+            click.echo("\n".join(found))
+        else:
+            warn(f"{userid} has no privilege on {path}")
+        return
+    every = {each: sorted(found) for each, found in effective_privileges(config, userid).items()}
+    if as_json:
+        click.echo(json.dumps(every, indent=2))
+        return
+    for each, found in every.items():
+        click.echo("\n".join([each, *(f"  {privilege}" for privilege in found)]))
 
 
 # --- hook ---------------------------------------------------------------------------------

@@ -36,7 +36,10 @@ def command(settings: Settings, listen_text: str | None, tls_cert: Path | None,
     """Serve the API under /api2/json and the page until interrupted.
 
     Log in to the page, or call the API, with a token from `qdisk token create` (kept
-    under QDISK_HOME, with --pve too)."""
+    under QDISK_HOME). With --pve, Proxmox VE's own logins instead: the page opens logged
+    in where the browser is logged in to the node's Proxmox VE interface (port 8006), API
+    clients send a ticket or a Proxmox VE API token, and each may do what its privileges
+    on /vms/<vmid> and /nodes/<node> allow (qdisk pve permissions)."""
     # FastAPI and uvicorn load only for this command: the others stay quick to start.
     from qdisk.web import server
     from qdisk.web.http import node_name
@@ -49,13 +52,30 @@ def command(settings: Settings, listen_text: str | None, tls_cert: Path | None,
     listener = server.listen(address, tls, insecure=insecure)
     where = f"Proxmox VE node {host.node}, root {host.paths.root}" if host else f"node {node_name()}"
     click.echo(f"qdisk: serving the page and the API (/api2/json) at {listener.url} ({where})")
+    if host is not None:
+        _check_access_files(host)
+    else:
+        _check_tokens(settings)
+    server.serve(settings, listener, pve=host)
+
+
+def _check_tokens(settings: Settings) -> None:
     try:
         if not tokens.list_tokens(settings):
             warn("no API token exists yet: every request is refused until `qdisk token create "
                  "NAME` makes one")
     except tokens.TokenFileError as error:
         warn(f"{error}: every API token is refused until it is repaired")
-    server.serve(settings, listener, pve=host)
+
+
+def _check_access_files(host: PveHost) -> None:
+    """Say which of Proxmox VE's logins cannot work (the files are read again as they change)."""
+    if not host.paths.authkey_pub.is_file():
+        warn(f"{host.paths.authkey_pub} does not exist: Proxmox VE login tickets are refused "
+             "until it does (API tokens are not)")
+    if not host.paths.user_cfg.is_file():
+        warn(f"{host.paths.user_cfg} does not exist: only root@pam's login tickets are accepted "
+             "until it does")
 
 
 def _checked_host(settings: Settings) -> PveHost:

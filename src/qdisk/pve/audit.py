@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -206,9 +206,10 @@ def _rounded(value: float | None) -> float | None:
 # --- auditing -----------------------------------------------------------------------------
 
 
-def audit(host: PveHost, nodes: Sequence[str] | None = None, *,
-          budget: int | None = None) -> list[NodeAudit]:
-    """The audit of ``nodes`` (default: this node), each with a budget plan if asked."""
+def audit(host: PveHost, nodes: Sequence[str] | None = None, *, budget: int | None = None,
+          visible: Callable[[int], bool] | None = None) -> list[NodeAudit]:
+    """The audit of ``nodes`` (default: this node), each with a budget plan if asked;
+    ``visible``: only the VMs it accepts (a caller's, whose privileges allow no more)."""
     known = host.nodes()
     for node in nodes or ():
         if node not in known:
@@ -217,7 +218,8 @@ def audit(host: PveHost, nodes: Sequence[str] | None = None, *,
                  _vmids_with(host.layout.run_dir, ".pid"))
     results = []
     for node in nodes or [host.node]:
-        vms = tuple(_audit_vm(scan, node, vmid) for vmid in host.vmids(node))
+        vms = tuple(_audit_vm(scan, node, vmid) for vmid in host.vmids(node)
+                    if visible is None or visible(vmid))
         results.append(NodeAudit(node, vms, None if budget is None else plan_budget(vms, budget)))
     return results
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Mapping, TypeVar
 
-from qemu.qmp import ExecuteError, QMPClient, QMPError
+from qemu.qmp import ExecuteError, Message, QMPClient, QMPError, Runstate
 
 from qdisk.errors import QdiskError
 
@@ -38,6 +38,27 @@ class QmpCommandError(QmpError):
         self.desc = desc
 
 
+class _SessionClient(QMPClient):
+    """``QMPClient`` that reads past what is not its own while the session is set up.
+
+    qemu.qmp 0.0.6 takes the first message after connecting as the greeting and the next
+    as the capabilities reply. QEMU 7.2 sends events around both: the monitor stays in
+    command mode after the previous client leaves until the new one's greeting, and
+    ``qmp_capabilities`` switches it back before its reply is written. A block job left
+    running by a killed qdisk thus failed the next connection ("Negotiation failed", "Did
+    not understand Greeting"). qdisk polls rather than listens, so such events are dropped;
+    so is a reply carrying an id (the negotiation sends none): a previous client's answer,
+    which QMP says to drop.
+    """
+
+    async def _recv(self) -> Message:
+        message: Message = await super()._recv()
+        while self.runstate == Runstate.CONNECTING and ("event" in message or "id" in message):
+            self.logger.debug("Not ours while connecting, dropped: %s", message)
+            message = await super()._recv()
+        return message
+
+
 class QmpConnection:
     """``with QmpConnection(socket) as qmp: qmp.execute("query-status")``."""
 
@@ -45,7 +66,7 @@ class QmpConnection:
         self.socket_path = socket_path
         self.timeout = timeout
         self._loop = asyncio.new_event_loop()
-        self._client = QMPClient(f"qdisk:{socket_path.name}")
+        self._client = _SessionClient(f"qdisk:{socket_path.name}")
 
     def _run(self, coroutine: Coroutine[Any, Any, T]) -> T:
         try:

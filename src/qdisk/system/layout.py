@@ -20,6 +20,8 @@ what only a host has), every path under a root (``/`` on a host)::
       qdisk/<vmid>.conf       qdisk's qcow2 cache settings of a VM, one line per drive
       qdisk/nodes/<node>.json what each node's agent applied (its running VMs' disks)
       priv/lock/<name>/       cluster-wide locks (a directory each)
+      user.cfg, priv/token.cfg, authkey.pub[.old], pve-www.key   users, ACLs, API tokens,
+                              the keys of login tickets and CSRF tokens (read only)
     var/run/qemu-server/<vmid>.{qmp,pid,vnc}   a running VM's files (qemu-server's)
     var/run/qdisk/<vmid>.{state.json,log,lock} qdisk's record of what it applied (this node)
     var/lock/qdisk/           qdisk's own locks
@@ -140,6 +142,33 @@ class PveLayout:
 
     def cluster_lock(self, name: str) -> Path:
         return self.cluster_dir / "priv" / "lock" / name
+
+    # Proxmox VE's users and permissions (read only; see qdisk.pve.access).
+
+    @property
+    def user_cfg(self) -> Path:
+        """Users, groups, roles, ACLs, pools and API tokens."""
+        return self.cluster_dir / "user.cfg"
+
+    @property
+    def token_cfg(self) -> Path:
+        """The API tokens' secrets (root only)."""
+        return self.cluster_dir / "priv" / "token.cfg"
+
+    @property
+    def authkey_pub(self) -> Path:
+        """The public key that verifies login tickets; its mtime is the key's age."""
+        return self.cluster_dir / "authkey.pub"
+
+    @property
+    def authkey_pub_old(self) -> Path:
+        """The previous key, kept after a rotation."""
+        return self.cluster_dir / "authkey.pub.old"
+
+    @property
+    def www_key(self) -> Path:
+        """The secret CSRF prevention tokens derive from."""
+        return self.cluster_dir / "pve-www.key"
 
     @property
     def qdisk_run_dir(self) -> Path:

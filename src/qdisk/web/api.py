@@ -20,11 +20,12 @@ from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 
 from qdisk import __version__, storage
+from qdisk.pve.access.callers import AccessFiles
 from qdisk.pve.host import PveHost
 from qdisk.settings import Settings
 from qdisk.web import homeapi, pveapi, sessions
@@ -42,14 +43,16 @@ def create_app(settings: Settings, *, secure_cookies: bool = False,
     """The whole server: API, OpenAPI document and page. ``secure_cookies`` marks the
     session cookie Secure (served over TLS); VMs start with ``settings.accel``. With
     ``pve``, the VMs are that Proxmox VE host's and only their qcow2 cache is served;
-    the tokens are QDISK_HOME's (``settings``) either way."""
+    who may ask is then the host's own users and API tokens, with their privileges
+    (:mod:`qdisk.web.pveauth`), else QDISK_HOME's tokens (``settings``)."""
     app = FastAPI(title="qdisk API", version=__version__, openapi_url=None, docs_url=None,
                   redoc_url=None,
                   description="Proxmox VE's API dialect for qdisk's VMs and their qcow2 cache."
                   if pve is None else "Proxmox VE's API dialect for the qcow2 cache of a "
                                       "Proxmox VE host's VMs (qdisk serve --pve).")
     install_state(app, ServerState(settings, Authenticator(TokenStore(settings)), node_name(),
-                                   pve=pve, secure_cookies=secure_cookies))
+                                   pve=pve, access=None if pve is None else AccessFiles(pve.paths),
+                                   secure_cookies=secure_cookies))
     router = APIRouter(prefix=API_PREFIX)
     router.include_router(sessions.router)
     router.add_api_route("/version", version, methods=["GET"], tags=["nodes"],
@@ -78,9 +81,13 @@ async def openapi_document(request: Request, _principal: Reader) -> JSONResponse
     return JSONResponse(_openapi(request.app))
 
 
-async def page() -> FileResponse:
-    return FileResponse(str(resources.files("qdisk.web") / "static" / "index.html"),
-                        media_type="text/html")
+async def page(state: State) -> HTMLResponse:
+    """The page; on a Proxmox VE host its body says so (``data-mode="pve"``), so that a
+    visitor without a ticket is sent to Proxmox VE's login instead of a token form."""
+    text = (resources.files("qdisk.web") / "static" / "index.html").read_text(encoding="utf-8")
+    if state.pve is not None:
+        text = text.replace("<body>", '<body data-mode="pve">', 1)
+    return HTMLResponse(text)
 
 
 async def _not_served(request: Request, _principal: Reader) -> JSONResponse:
@@ -111,8 +118,11 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
             "PVEAPIToken": {"type": "apiKey", "in": "header", "name": "Authorization",
                             "description": "PVEAPIToken=USER@REALM!TOKENID=SECRET"},
             "PVEAuthCookie": {"type": "apiKey", "in": "cookie", "name": COOKIE_NAME,
-                              "description": f"From POST {API_PREFIX}/access/ticket; writes "
-                                             f"also send the {CSRF_HEADER} header"}}
+                              "description": (f"From POST {API_PREFIX}/access/ticket"
+                                              if app.state.qdisk.pve is None else
+                                              "Proxmox VE's login ticket (its interface's cookie, or "
+                                              f"Authorization: {COOKIE_NAME}=TICKET)")
+                                             + f"; writes also send the {CSRF_HEADER} header"}}
         document["security"] = [{"PVEAPIToken": []}, {"PVEAuthCookie": []}]
         app.openapi_schema = document
     return app.openapi_schema

@@ -16,8 +16,10 @@ from fastapi import Depends, FastAPI, Path, Request
 
 from qdisk.config.vmconfig import parse_vmid
 from qdisk.errors import InvalidInputError
+from qdisk.pve.access.callers import AccessFiles
 from qdisk.pve.host import PveHost
 from qdisk.settings import Settings
+from qdisk.web import pveauth
 from qdisk.web.auth import COOKIE_NAME, CSRF_HEADER, Authenticator, Principal
 from qdisk.web.http import parameter_error, read_parameters
 
@@ -32,12 +34,14 @@ CPU_WORKERS = 1
 class ServerState:
     """What the handlers serve: QDISK_HOME (``settings``: its VMs, and the tokens either
     way, and the accelerator VMs start with) or a Proxmox VE host (``pve``); how requests
-    are authenticated; whether the session cookie is marked Secure (TLS)."""
+    are authenticated (QDISK_HOME's tokens, or with ``pve`` the host's own users,
+    ``access``); whether the session cookie is marked Secure (TLS)."""
 
     settings: Settings
     authenticator: Authenticator
     node: str
     pve: PveHost | None = None
+    access: AccessFiles | None = None
     secure_cookies: bool = False
     # One limiter per application: it serves one event loop.
     cpu_workers: anyio.CapacityLimiter = field(
@@ -63,7 +67,12 @@ State = Annotated[ServerState, Depends(server_state)]
 
 async def reader(request: Request, state: State) -> Principal:
     """Who asks: a token in the Authorization header, or the page's session (with its
-    CSRF token on anything but a read). Refused with 401 before anything else is read."""
+    CSRF token on anything but a read); on a Proxmox VE host, its own users' tickets and
+    API tokens (:mod:`qdisk.web.pveauth`). Refused with 401 before anything else is read."""
+    if state.access is not None:
+        return pveauth.authenticate(
+            state.access, request.method, request.headers.get("authorization"),
+            request.cookies.get(COOKIE_NAME), request.headers.get(CSRF_HEADER))
     return state.authenticator.authenticate(
         request.method, request.headers.get("authorization"),
         request.cookies.get(COOKIE_NAME), request.headers.get(CSRF_HEADER))

@@ -8,6 +8,12 @@ set`` (:mod:`qdisk.pve.changes`), and the page's views of them
 Proxmox VE's: nothing here writes a VM config or ``storage.cfg``. ``{node}`` is any node
 of the cluster (its VMs' configs are on every node); a change reaches a running VM only
 on the node it runs on, this one.
+
+Who asks is a Proxmox VE user or API token (:mod:`qdisk.web.pveauth`), and what they may
+do is what Proxmox VE grants on the same paths: ``VM.Audit`` on ``/vms/<vmid>`` to see a
+VM, its disks and their caches (lists show only those), ``VM.Config.Disk`` to change a
+disk's cache settings, ``Sys.Audit`` on ``/nodes/<node>`` for the node's totals; a
+refusal is 403 "Permission check failed (/vms/100, VM.Config.Disk)".
 """
 
 from __future__ import annotations
@@ -20,8 +26,11 @@ from fastapi.responses import JSONResponse
 from qdisk.config.drive import is_drive_key
 from qdisk.config.propstring import split_list
 from qdisk.pve import audit, cacheview, changes
+from qdisk.pve.access.callers import AccessFiles, PermissionCheckError
+from qdisk.pve.access.privileges import SYS_AUDIT, VM_AUDIT, VM_CONFIG_DISK
 from qdisk.pve.cachesettings import has_cache_keys
 from qdisk.pve.host import PveHost
+from qdisk.web.auth import AuthError, Principal
 from qdisk.web.context import Node, Parameters, Reader, State, Vmid, Writer
 from qdisk.web.http import (
     MISSING_PARAMETER,
@@ -59,14 +68,49 @@ def cluster_node(host: Host, node: Node) -> str:
 ClusterNode = Annotated[str, Depends(cluster_node)]
 
 
-def node_vm(host: Host, node: ClusterNode, vmid: Vmid) -> int:
-    """The ``{vmid}`` of the path: a VM whose config is on ``{node}`` (404 otherwise)."""
+def served_access(state: State) -> AccessFiles:
+    """The host's users, tokens and ACLs (this router is mounted only with a host)."""
+    assert state.access is not None
+    return state.access
+
+
+Access = Annotated[AccessFiles, Depends(served_access)]
+
+
+def require(access: AccessFiles, principal: Principal, path: str, privilege: str) -> None:
+    """403 in Proxmox VE's words unless the caller has ``privilege`` on ``path``."""
+    try:
+        access.require(principal.token_id, path, privilege)
+    except PermissionCheckError as error:
+        raise AuthError(403, str(error)) from None
+
+
+def _node_vm(host: PveHost, node: str, vmid: int) -> int:
+    """A VM whose config is on ``node`` (404 otherwise)."""
     if not host.paths.node_vm_config(node, vmid).is_file():
         raise ApiError(404, f"VM {vmid} does not exist on node {node}")
     return vmid
 
 
-NodeVm = Annotated[int, Depends(node_vm)]
+# The privilege is checked before the VM is looked for, as Proxmox VE does: a caller
+# without it learns nothing of which VMs exist.
+
+def audited_vm(host: Host, access: Access, principal: Reader, node: ClusterNode, vmid: Vmid) -> int:
+    """The ``{vmid}`` of the path, which the caller may see (``VM.Audit``)."""
+    require(access, principal, f"/vms/{vmid}", VM_AUDIT)
+    return _node_vm(host, node, vmid)
+
+
+def disk_config_vm(host: Host, access: Access, principal: Writer, node: ClusterNode,
+                   vmid: Vmid) -> int:
+    """The ``{vmid}`` of the path, whose disks the caller may change (``VM.Config.Disk``,
+    as ``qm set`` of a disk option)."""
+    require(access, principal, f"/vms/{vmid}", VM_CONFIG_DISK)
+    return _node_vm(host, node, vmid)
+
+
+AuditedVm = Annotated[int, Depends(audited_vm)]
+DiskConfigVm = Annotated[int, Depends(disk_config_vm)]
 
 # Reads of pmxcfs, /proc and image headers, and QMP sessions: plain functions, which
 # FastAPI runs in threads (a cluster file system may be slow to answer). The preview,
@@ -85,16 +129,29 @@ def nodes(host: Host, _principal: Reader) -> JSONResponse:
 @router.get("/nodes/{node}/qdisk/audit", tags=["qdisk"],
             summary="Every VM and disk of the node: per image, the qcow2 cache it has now, "
                     "its coverage and memory, the auto size (qdisk pve audit --json)")
-def node_audit(host: Host, _principal: Reader, node: ClusterNode) -> JSONResponse:
-    [result] = audit.audit(host, [node])
-    return data(result.as_json())
+def node_audit(host: Host, access: Access, principal: Reader, node: ClusterNode) -> JSONResponse:
+    """Only the VMs the caller may see (``VM.Audit``); the node's totals (over every VM)
+    only with ``Sys.Audit`` on the node."""
+    def visible(vmid: int) -> bool:
+        return access.allows(principal.token_id, f"/vms/{vmid}", VM_AUDIT)
+
+    whole_node = access.allows(principal.token_id, f"/nodes/{node}", SYS_AUDIT)
+    [result] = audit.audit(host, [node], visible=None if whole_node else visible)
+    answer = result.as_json()
+    answer["vms"] = [vm for vm in answer["vms"] if visible(vm["vmid"])]
+    if not whole_node:
+        del answer["memory"], answer["auto-memory"]
+    return data(answer)
 
 
 @router.get(CACHE_PATH, tags=["qdisk"],
             summary="The VM's stored qcow2 cache settings per drive, and per disk and image "
                     "the cache it has now, QEMU's default and the auto size")
-def vm_cache(host: Host, _principal: Reader, node: ClusterNode, vmid: NodeVm) -> JSONResponse:
-    return data(cacheview.vm_cache(host, node, vmid))
+def vm_cache(host: Host, access: Access, principal: Reader, node: ClusterNode,
+             vmid: AuditedVm) -> JSONResponse:
+    """``may-change``: whether the caller may change them (``VM.Config.Disk``)."""
+    return data({**cacheview.vm_cache(host, node, vmid),
+                 "may-change": access.allows(principal.token_id, f"/vms/{vmid}", VM_CONFIG_DISK)})
 
 
 @router.put(CACHE_PATH, tags=["qdisk"],
@@ -104,8 +161,7 @@ def vm_cache(host: Host, _principal: Reader, node: ClusterNode, vmid: NodeVm) ->
                                                "qcow2-cache-size-based-on-disk=1)"),
             summary="Set the VM's qcow2 cache settings (qdisk pve set): checked, applied live "
                     "if it runs on this node, stored in /etc/pve/qdisk/<vmid>.conf")
-def set_cache(host: Host, _principal: Writer, vmid: NodeVm,
-              parameters: Parameters) -> JSONResponse:
+def set_cache(host: Host, vmid: DiskConfigVm, parameters: Parameters) -> JSONResponse:
     requested = dict(parameters)
     deletes = split_list(requested.pop("delete", ""))
     unknown = {name: UNKNOWN_PARAMETER for name in requested if not is_drive_key(name)}
@@ -130,7 +186,7 @@ def set_cache(host: Host, _principal: Writer, vmid: NodeVm,
                                      required=("disk",)),
              summary="For a drive's qcow2 cache settings being edited: their problems per "
                      "property, or the coverage and memory per image they would give")
-async def preview(state: State, host: Host, _principal: Reader, node: ClusterNode, vmid: NodeVm,
+async def preview(state: State, host: Host, node: ClusterNode, vmid: AuditedVm,
                   parameters: Parameters) -> JSONResponse:
     only(parameters, ("disk", "settings"))
     if "disk" not in parameters:

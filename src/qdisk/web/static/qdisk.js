@@ -6,7 +6,9 @@
 
 const API = "/api2/json";
 const state = { csrf: null, node: null, pve: false, vmid: null, running: false, digest: null,
-                cacheOptions: {}, cacheDisks: [], settings: {}, storages: [] };
+                cacheOptions: {}, cacheDisks: [], settings: {}, storages: [], mayChange: true };
+// Proxmox VE's own interface, where a visitor of `qdisk serve --pve` logs in.
+const PVE_PORT = 8006;
 
 // --- small helpers ----------------------------------------------------------------------
 
@@ -87,15 +89,24 @@ function showLogin(message) {
   $("#user-name").textContent = "";
   if ($("#disk-editor").open) $("#disk-editor").close();
   $("#login-view").hidden = false;
-  $("#login-error").textContent = message || "";
-  $("#token-input").focus();
+  // On a Proxmox VE host the login is Proxmox VE's: its cookie opens this page too.
+  $("#login-form").hidden = state.pve;
+  $("#pve-login").hidden = !state.pve;
+  $(state.pve ? "#pve-login-error" : "#login-error").textContent = message || "";
+  if (state.pve) {
+    $("#pve-login-link").href = `https://${location.hostname}:${PVE_PORT}/`;
+    $("#pve-login-https").hidden = location.protocol === "https:";
+  } else {
+    $("#token-input").focus();
+  }
 }
 
 async function startSession(session) {
   state.csrf = session.CSRFPreventionToken;
   $("#user-name").textContent = session.username + (session["read-only"] ? " (read-only)" : "");
   $("#login-view").hidden = true;
-  $("#logout").hidden = false;
+  // A Proxmox VE login ends in Proxmox VE's interface.
+  $("#logout").hidden = state.pve;
   $("#main-view").hidden = false;
   const [nodes, version] = await Promise.all([call("GET", "/nodes"), call("GET", "/version")]);
   state.node = nodes.data[0].node;
@@ -377,6 +388,11 @@ async function openEditor(key) {
     showPreview(answer.data);
   }
   $("#pve-hint").hidden = !state.pve;
+  const readOnly = state.pve && !state.mayChange;
+  $("#readonly-hint").hidden = !readOnly;
+  $("#readonly-hint").textContent = readOnly
+    ? `Read-only: changing the qcow2 cache of VM ${state.vmid} needs VM.Config.Disk on /vms/${state.vmid}.` : "";
+  $("#editor-ok").disabled = readOnly;
   $("#advanced").checked = false;
   $("#disk-form .advanced").hidden = true;
   $("#bandwidth-advanced").checked = Boolean(BURST_FIELDS.some(([name]) => editor.base[name]));
@@ -452,7 +468,7 @@ function updateEnabled() {
   }
   const format = editor.format;
   const qcow2 = format === "qcow2";
-  $("#qcow2-cache").disabled = !qcow2;
+  $("#qcow2-cache").disabled = !qcow2 || (state.pve && !state.mayChange);
   $("#qcow2-cache").classList.toggle("off", !qcow2);
   $("#qcow2-hint").textContent = qcow2
     ? "Per qcow2 image: leave a field empty for QEMU's default."
@@ -627,8 +643,10 @@ async function loadAudit() {
   const answer = await call("GET", nodePath("/qdisk/audit"));
   const node = answer.data;
   $("#audit-table tbody").replaceChildren(...node.vms.flatMap(auditRows));
-  $("#audit-total").textContent = `${formatBytes(node.memory)} now, ` +
-    `${formatBytes(node["auto-memory"])} to cover every disk whole`;
+  // The node's totals come only with Sys.Audit on the node.
+  $("#audit-total").textContent = node.memory === undefined
+    ? `The node's totals need Sys.Audit on /nodes/${state.node}.`
+    : `${formatBytes(node.memory)} now, ${formatBytes(node["auto-memory"])} to cover every disk whole`;
 }
 
 function auditRows(vm) {
@@ -674,6 +692,7 @@ async function openHostDisk(vmid, key) {
   state.cacheOptions = answer.data.options;
   state.cacheDisks = answer.data.disks;
   state.settings = answer.data.settings;
+  state.mayChange = answer.data["may-change"];
   await openEditor(key);
 }
 
@@ -702,12 +721,15 @@ function wire() {
 }
 
 async function start() {
+  state.pve = document.body.dataset.mode === "pve";
   wire();
   try {
     const session = await call("GET", "/access/ticket");
     await startSession(session.data);
   } catch (failure) {
-    showLogin(failure.status === 401 ? "" : failure.message);
+    // Without a ticket the page says where to log in; a refused one says why.
+    showLogin(failure.status === 401 && (!state.pve || failure.message.startsWith("No ticket"))
+      ? "" : failure.message);
   }
 }
 
