@@ -1,4 +1,4 @@
-# qdisk: make install | make test | make test-fast | make test-pve9 | make demo
+# qdisk: make install | make test | make test-fast | make test-pve9 | make deb | make test-deb | make demo
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -6,7 +6,7 @@ APT_PACKAGES := qemu-utils qemu-system-x86 qemu-system-common qemu-block-extra f
   libcrypt-openssl-rsa-perl libdigest-sha-perl liburi-perl
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install system-packages test test-fast test-pve9 pve9-suite demo lint typecheck bench clean
+.PHONY: install system-packages test test-fast test-pve9 pve9-suite deb test-deb demo lint typecheck bench clean
 
 install: system-packages $(VENV)/.installed
 
@@ -32,7 +32,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 lint: install
-	$(BIN)/ruff check src tests
+	$(BIN)/ruff check src tests packaging/tests
 
 typecheck: install
 	$(BIN)/mypy
@@ -56,6 +56,15 @@ test-pve9: system-packages
 pve9-suite: $(VENV)/.installed
 	$(BIN)/pytest
 
+# The Debian packages (dist/qdisk_<version>_all.deb and python3-qemu.qmp), built with
+# dpkg-buildpackage in a Debian 13 build root made from .ci/pve9-root's pristine base.
+deb: system-packages
+	packaging/build-debs dist
+
+# The packages installed with apt into a fresh Debian 13 root, as on a Proxmox VE node.
+test-deb: deb
+	packaging/test-deb dist
+
 # The demo keeps its VMs and images under scratch/ unless QDISK_HOME is set.
 demo: install
 	QDISK_HOME="$${QDISK_HOME:-$(CURDIR)/scratch/home}" $(BIN)/qdisk demo
@@ -65,4 +74,4 @@ bench: install
 	$(BIN)/python benchmarks/image_info.py
 
 clean:
-	rm -rf $(VENV) build src/*.egg-info .pytest_cache .mypy_cache .hypothesis
+	rm -rf --one-file-system $(VENV) build dist src/*.egg-info .pytest_cache .mypy_cache .hypothesis

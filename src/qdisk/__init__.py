@@ -5,7 +5,9 @@ NullHandler until an application (the ``qdisk`` CLI) configures logging.
 """
 
 import logging
+from importlib.metadata import version
 
-__version__ = "0.1.0"
+# pyproject.toml holds the version (the Debian package's too); the installed metadata carries it.
+__version__ = version("qdisk")
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())

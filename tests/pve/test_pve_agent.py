@@ -194,7 +194,8 @@ def test_nodes_replaced_over_qmp_get_their_cache_again(cluster: tuple[Cluster, P
     agent_b.wait_for(f"scsi0: node {added} that qdisk had added is no longer used: deleted",
                      after=seen)
     # Top and rebuilt base at their auto sizes; the node qdisk had added is gone with its
-    # cache: the two caches of the tuned VM again.
+    # cache: the address space is what it was once tuned (QEMU 10.0 gives back exactly
+    # that; 7.2 kept about 30 MiB more here, within the noise).
     assert_grown(pid, tuned, 0)
     assert_qemu_runs_the_recorded_nodes(nodes, 303, OTHER_NODE, [{"cache-size": AUTO_4T}] * 2)
     assert nodes.record(303, OTHER_NODE)["disks"]["scsi0"]["chain"][1]["node-name"] == \
