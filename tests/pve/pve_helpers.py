@@ -10,9 +10,12 @@ import contextlib
 import json
 import os
 import subprocess
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from qdisk.config.text import read_config
 from qdisk.config.vmconfig import parse_vm_config
@@ -203,3 +206,18 @@ def make_tree(root: Path) -> PveTree:
     tree.write_vm(103, {"lock": "migrate", "memory": "32", "scsihw": "virtio-scsi-pci",
                         "scsi0": "shared:103/vm-103-disk-0.qcow2,size=32T"}, node=OTHER_NODE)
     return tree
+
+
+def hosted(host: PveTree, monkeypatch: pytest.MonkeyPatch) -> Iterator[PveTree]:
+    """``host`` as this node's tree for the test; its QEMUs killed and Proxmox VE's files
+    checked unchanged afterwards."""
+    monkeypatch.setenv("QDISK_PVE_ROOT", str(host.root))
+    monkeypatch.setenv("QDISK_PVE_NODE", THIS_NODE)
+    for variable in ("QDISK_QEMU_SYSTEM", "QDISK_QEMU_IMG"):
+        monkeypatch.delenv(variable, raising=False)
+    before = host.proxmox_files()
+    try:
+        yield host
+    finally:
+        host.kill_all()
+    assert host.proxmox_files() == before, "a Proxmox VE file changed"

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from cli_helpers import RunQdisk
-from pve_helpers import THIS_NODE, PveTree, make_tree
+from pve_helpers import PveTree, hosted, make_tree
 
 pytestmark = pytest.mark.qemu
 
@@ -32,16 +32,7 @@ def tree(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[PveTree]:
     host.image("var/lib/vz", 104, "vm-104-disk-0.qcow2", "1G")
     host.write_vm(104, {"memory": "32", "scsi0": "local:104/vm-104-disk-0.qcow2,size=1G",
                         "scsi1": "linstor:vm-104-disk-1,size=8G"})
-    monkeypatch.setenv("QDISK_PVE_ROOT", str(host.root))
-    monkeypatch.setenv("QDISK_PVE_NODE", THIS_NODE)
-    for variable in ("QDISK_QEMU_SYSTEM", "QDISK_QEMU_IMG"):
-        monkeypatch.delenv(variable, raising=False)
-    before = host.proxmox_files()
-    try:
-        yield host
-    finally:
-        host.kill_all()
-    assert host.proxmox_files() == before, "a Proxmox VE file changed"
+    yield from hosted(host, monkeypatch)
 
 
 def _assert_warned_once(tree: PveTree, stderr: str) -> None:
