@@ -105,6 +105,33 @@ def test_destroy_removes_every_image_named_for_the_vm(vm_home: Path, run_qdisk: 
     assert (vm_home / IMAGES / "101/vm-101-disk-0.qcow2").exists()
 
 
+
+@pytest.mark.qemu
+def test_destroy_keeps_a_base_image_a_linked_clone_reads(vm_home: Path, run_qdisk: RunQdisk) -> None:
+    """pve-storage's vdisk_free: a template's base image stays while a linked clone (here
+    a stopped VM) has it as backing file; once the clone is gone it goes."""
+    assert run_qdisk("vm", "create", "100", "--memory", "64").exit_code == 0
+    base = vm_home / IMAGES / "100/base-100-disk-0.qcow2"
+    base.parent.mkdir(parents=True)
+    qemu_img("create", "-f", "qcow2", str(base), "1M")
+    config = vm_home / "qemu-server/100.conf"
+    config.write_text(config.read_text() + "scsi0: local:100/base-100-disk-0.qcow2\ntemplate: 1\n")
+    clone = vm_home / IMAGES / "101/vm-101-disk-0.qcow2"
+    clone.parent.mkdir()
+    qemu_img("create", "-f", "qcow2", "-b", "../100/base-100-disk-0.qcow2", "-F", "qcow2",
+             str(clone))
+    assert run_qdisk("vm", "create", "101", "--memory", "64",
+                     "--scsi0", "local:100/base-100-disk-0.qcow2/101/vm-101-disk-0.qcow2").exit_code == 0
+
+    refused = run_qdisk("vm", "destroy", "100")
+
+    assert refused.exit_code == 2, refused
+    assert "base volume 'base-100-disk-0.qcow2' is still in use by linked cloned" in refused.stderr
+    assert str(clone) in refused.stderr and base.exists() and config.exists()
+    assert run_qdisk("vm", "destroy", "101").exit_code == 0
+    assert run_qdisk("vm", "destroy", "100").exit_code == 0
+    assert not base.exists()
+
 def test_invalid_pending_values_are_refused_and_nothing_changes(
         vm_home: Path, run_qdisk: RunQdisk, config_file: Path) -> None:
     assert run_qdisk("vm", "create", "100", "--memory", "64").exit_code == 0

@@ -25,7 +25,7 @@ from qdisk.vm.journal import check_unlocked, vm_lock
 from qdisk.vm.pending import Messages, apply_pending, check_pending
 from qdisk.vm.snapshot_volumes import layer_files
 from qdisk.vm.state import remove_run_files, running_pid, write_state
-from qdisk.vm.volumes import images_named_for, owned_volumes, remove_images
+from qdisk.vm.volumes import images_named_for, linked_clones, owned_volumes, remove_images
 
 log = logging.getLogger(__name__)
 
@@ -193,7 +193,8 @@ def destroy(settings: Settings, vmid: int, *, skiplock: bool = False) -> list[Pa
     image named for the VM (``vm-<vmid>-disk-N``, ``base-<vmid>-disk-N``) on its storages,
     with their snapshot layers (internal snapshots go with their image).
     Refused while any process has one of them open, or while the config holds a
-    ``lock:`` (unless ``skiplock``). Returns the removed images."""
+    ``lock:`` (unless ``skiplock``), or while a linked clone is based on one of its base
+    images. Returns the removed images."""
     with vm_lock(settings, vmid):
         config = store.load(settings, vmid)
         check_unlocked(config, skiplock=skiplock)
@@ -213,6 +214,7 @@ def destroy(settings: Settings, vmid: int, *, skiplock: bool = False) -> list[Pa
             images.update(layer_files(directory, [path.name for path in images
                                                   if path.parent == directory]))
         existing = sorted(path for path in images if path.exists())
+        _refuse_bases_in_use(vmid, existing, settings)
         for path in existing:
             users = processes.holders(path)
             if users:
@@ -226,3 +228,15 @@ def destroy(settings: Settings, vmid: int, *, skiplock: bool = False) -> list[Pa
         settings.layout.vm_config(vmid).unlink()
         settings.layout.vm_lock(vmid).unlink(missing_ok=True)
     return existing
+
+
+def _refuse_bases_in_use(vmid: int, images: list[Path], settings: Settings) -> None:
+    """pve-storage's vdisk_free: a base image a linked clone (of another VM, stopped or
+    not) still reads is never removed."""
+    for path in images:
+        if path.name.startswith("base-"):
+            clones = [clone for clone in linked_clones(path, settings.tools) if clone not in images]
+            if clones:
+                raise VmRefusedError(
+                    f"VM {vmid}: base volume '{path.name}' is still in use by linked cloned "
+                    + ", ".join(str(clone) for clone in clones) + ": nothing removed")

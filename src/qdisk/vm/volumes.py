@@ -12,6 +12,8 @@ from qdisk.config import vmconfig
 from qdisk.config.drive import parse_drive
 from qdisk.config.vmconfig import Section, VmConfig
 from qdisk.errors import DriveError, InvalidInputError
+from qdisk.image.info import read_image
+from qdisk.settings import Tools
 from qdisk.storage import StorageConfig
 
 log = logging.getLogger(__name__)
@@ -94,6 +96,21 @@ def images_named_for(storage_config: StorageConfig, vmid: int) -> Iterator[Path]
         directory = storage.image_dir(usable, vmid)
         if directory.is_dir():
             yield from (path for path in directory.iterdir() if name.fullmatch(path.name))
+
+
+def linked_clones(base: Path, tools: Tools) -> list[Path]:
+    """The images in the storage's VM directories whose backing file is ``base``: linked
+    clones of a template's disk, which pve-storage's vdisk_free will not leave without it."""
+    target = base.resolve()
+    clones = []
+    for candidate in sorted(base.parent.parent.glob("*/*.qcow2")):
+        try:
+            backing = read_image(candidate, tools=tools, format="qcow2").backing_path
+        except InvalidInputError:
+            continue  # not an image a clone could be
+        if backing is not None and Path(backing).resolve() == target:
+            clones.append(candidate)
+    return clones
 
 
 def remove_images(paths: Iterable[Path]) -> None:
