@@ -141,12 +141,14 @@ def test_the_nodes_and_the_audit_are_those_of_qdisk_pve_audit(
     assert audit.status_code == 200
     monkeypatch.setenv("QDISK_PVE_ROOT", str(server.tree.root))
     monkeypatch.setenv("QDISK_PVE_NODE", THIS_NODE)
-    cli = run_qdisk("pve", "audit", "--json")
+    # The node's part of the cluster's audit, with where each VM's settings stand.
+    cli = run_qdisk("pve", "audit", "--all-nodes", "--json")
     assert cli.exit_code == 0, cli.stderr
     assert audit.json()["data"] == json.loads(cli.stdout)["nodes"][0]
     vm = audit.json()["data"]["vms"][0]
     assert (vm["vmid"], vm["running"], [disk["key"] for disk in vm["disks"]]) == \
         (VMID, True, ["scsi0", "scsi1", "scsi2", "scsi3"])
+    assert vm["settings-state"] == {"state": "none", "node": None, "reasons": []}
     # Another node's VMs are readable too (configs are on every node); no such node is an error.
     other = admin.get(f"/nodes/{OTHER_NODE}/qdisk/audit").json()["data"]
     assert [vm["vmid"] for vm in other["vms"]] == [103, 200]
