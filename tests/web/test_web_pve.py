@@ -141,12 +141,14 @@ def test_the_nodes_and_the_audit_are_those_of_qdisk_pve_audit(
     assert audit.status_code == 200
     monkeypatch.setenv("QDISK_PVE_ROOT", str(server.tree.root))
     monkeypatch.setenv("QDISK_PVE_NODE", THIS_NODE)
-    cli = run_qdisk("pve", "audit", "--json")
+    # The node's part of the cluster's audit, with where each VM's settings stand.
+    cli = run_qdisk("pve", "audit", "--all-nodes", "--json")
     assert cli.exit_code == 0, cli.stderr
     assert audit.json()["data"] == json.loads(cli.stdout)["nodes"][0]
     vm = audit.json()["data"]["vms"][0]
     assert (vm["vmid"], vm["running"], [disk["key"] for disk in vm["disks"]]) == \
         (VMID, True, ["scsi0", "scsi1", "scsi2", "scsi3"])
+    assert vm["settings-state"] == {"state": "none", "node": None, "reasons": []}
     # Another node's VMs are readable too (configs are on every node); no such node is an error.
     other = admin.get(f"/nodes/{OTHER_NODE}/qdisk/audit").json()["data"]
     assert [vm["vmid"] for vm in other["vms"]] == [103, 200]
@@ -327,6 +329,8 @@ def test_the_page_audits_the_node_and_sets_a_disks_cache_live(
     expect(page.locator("#vm-detail")).to_be_hidden()
     rows = page.locator("#audit-table tbody tr")
     expect(rows).to_have_count(6)  # VM 100's 4 disks, 101's and 102's
+    state = page.locator("#audit-table tr[data-vmid='100'] .settings-state")
+    expect(state).to_have_attribute("data-state", "none")
     gauges = page.locator("#audit-table tr[data-vmid='100'] td.coverage .fill")
     assert [gauges.nth(i).get_attribute("data-coverage") for i in range(3)] == ["0.78", "6.25", "12.5"]
     expect(page.locator("#audit-table tr[data-key='scsi3']")).to_contain_text("raw: no qcow2 cache")
@@ -361,6 +365,10 @@ def test_the_page_audits_the_node_and_sets_a_disks_cache_live(
     expect(message).to_contain_text(f"scsi0: stored in {server.tree.settings_path(VMID)}")
     expect(scsi0.locator("td.coverage .fill")).to_have_attribute("data-coverage", "100")
     expect(scsi0).to_contain_text("qcow2-cache-size-based-on-disk=1")
+    # Applied live by the page, but no node agent has recorded it: the cluster's view says so.
+    expect(state).to_have_attribute("data-state", "pending")
+    expect(state).to_contain_text(f"settings pending on {THIS_NODE}")
+    expect(state).to_contain_text(f"no agent has recorded anything on {THIS_NODE}")
     assert server.tree.settings_path(VMID).read_text().splitlines()[1:] == \
         ["scsi0: qcow2-cache-size-based-on-disk=1"]
     assert_grown(server.pid, before, AUTO_32T - DEFAULT_L2)

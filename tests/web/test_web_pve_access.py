@@ -16,6 +16,7 @@ import requests
 from playwright.sync_api import Page, expect
 
 from qdisk.pve.host import PveHost
+from qdisk.pve.nodestatus import DiskStatus, NodeStatusFile, VmStatus
 from qdisk.settings import Settings, Tools
 from qdisk.system.layout import PveLayout
 from qdisk.web import tokens
@@ -173,6 +174,29 @@ def test_the_audit_lists_only_the_vms_the_caller_may_see_and_totals_need_sys_aud
     carol = server.as_user("carol@pve").get(audit()).json()["data"]
     root = server.with_token(ROOT_TOKEN).get(audit()).json()["data"]
     assert (carol["memory"], carol["auto-memory"]) == (root["memory"], root["auto-memory"])
+
+
+def test_the_audit_says_where_the_settings_of_each_vm_the_caller_may_see_stand(
+        server: Served) -> None:
+    root = server.with_token(ROOT_TOKEN)
+    for vmid in (100, 101):
+        assert root.put(cache(vmid), data=CHANGE).status_code == 200
+    # pve1's agent applied VM 100's settings; VM 101 does not run there.
+    record = NodeStatusFile(server.tree.pve / "qdisk" / "nodes" / f"{THIS_NODE}.json")
+    record.vms[100] = VmStatus({"scsi0": DiskStatus(CHANGE["scsi0"], (), "2026-12-08T02:00:00Z")})
+    record.save()
+    try:
+        def states(api: Api) -> dict[int, tuple[str, str | None, list[str]]]:
+            answer = api.get(audit()).json()["data"]
+            return {vm["vmid"]: tuple(vm["settings-state"].values()) for vm in answer["vms"]}
+
+        assert states(server.as_user("alice@pve")) == \
+            {100: ("applied", THIS_NODE, ["scsi0 at 2026-12-08T02:00:00Z"])}
+        assert states(server.as_user("bob@pve")) == \
+            {101: ("stopped", THIS_NODE, ["applied at its next start"])}
+        assert states(root)[102] == ("none", None, [])
+    finally:
+        record.path.unlink()
 
 
 def test_refusals_are_403_in_proxmox_ves_words(server: Served) -> None:

@@ -7,11 +7,10 @@ import os
 import shutil
 import signal
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from types import FrameType
-from typing import Any
 
 import click
 
@@ -77,32 +76,21 @@ def audit_(settings: Settings, as_json: bool, node: str | None, all_nodes: bool,
     host = pve_host(settings)
     warn_storage_cfg(host)
     nodes = host.nodes() if all_nodes else [node] if node is not None else None
-    results = audit.audit(host, nodes, budget=budget_bytes)
-    # Every node's agent's record: where each VM's settings stand in the cluster.
-    view = nodestatus.cluster_view(host, {vm.vmid: result.node for result in results
-                                          for vm in result.vms}) if all_nodes else {}
+    # --all-nodes: every node's agent's record says where each VM's settings stand.
+    results = audit.audit(host, nodes, budget=budget_bytes, states=all_nodes)
     if as_json:
         # Compact: a host's report is large (every image of every disk).
-        click.echo(json.dumps({"nodes": [_node_json(result, view) for result in results]},
+        click.echo(json.dumps({"nodes": [result.as_json() for result in results]},
                               separators=(",", ":")))
         return
-    click.echo("\n\n".join(_node_text(result, view) for result in results))
+    click.echo("\n\n".join(_node_text(result) for result in results))
 
 
-def _node_json(node: audit.NodeAudit, view: Mapping[int, nodestatus.SettingsState]
-               ) -> dict[str, Any]:
-    data = node.as_json()
-    for vm in data["vms"]:
-        if vm["vmid"] in view:
-            vm["settings-state"] = view[vm["vmid"]].as_json()
-    return data
-
-
-def _node_text(node: audit.NodeAudit, view: Mapping[int, nodestatus.SettingsState]) -> str:
+def _node_text(node: audit.NodeAudit) -> str:
     lines = [f"node {node.node}: {len(node.vms)} VMs"]
     for vm in node.vms:
         lines += _vm_lines(vm)
-        state = view.get(vm.vmid)
+        state = node.states.get(vm.vmid)
         if state is not None and state.state != "none":
             lines.insert(len(lines) - 1, f"  settings: {_state_text(state)}")
     lines.append(f"node {node.node}: qcow2 caches {format_bytes(node.memory)} now, "

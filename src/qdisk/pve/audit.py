@@ -13,6 +13,9 @@ the top image, the automatic size to every image, QEMU's defaults to the rest.
 (every image of the chain at its automatic size) for as many disks as fit, the smallest
 need first; the rest of the budget goes to the other disks in proportion to their
 virtual size, as a ``qcow2-cache-size`` of their top image.
+
+With the cluster's view (``--all-nodes``, the page), each VM also says where its settings
+stand, from every node's agent's record (:func:`qdisk.pve.nodestatus.cluster_view`).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +35,7 @@ from qdisk.image.info import ImageInfo, read_chain
 from qdisk.pve.apply import Record, read_record
 from qdisk.pve.cachesettings import CacheSettings, print_settings_value, read_settings, with_settings
 from qdisk.pve.host import HostVm, PveHost, PveRefusedError, is_disk
+from qdisk.pve.nodestatus import SettingsState, cluster_view
 from qdisk.qemu.nodes import Disk, format_node, resolve_disk
 from qdisk.qemu.reopen import backing_chain
 from qdisk.storage import StorageConfig
@@ -175,9 +179,12 @@ class BudgetPlan:
 
 @dataclass(frozen=True)
 class NodeAudit:
+    """``states``: where each VM's settings stand in the cluster, when asked for."""
+
     node: str
     vms: tuple[VmAudit, ...]
     budget: BudgetPlan | None = None
+    states: Mapping[int, SettingsState] = field(default_factory=dict)
 
     @property
     def memory(self) -> int:
@@ -188,10 +195,16 @@ class NodeAudit:
         return sum(vm.auto_memory for vm in self.vms)
 
     def as_json(self) -> dict[str, Any]:
-        data = {"node": self.node, "vms": [vm.as_json() for vm in self.vms],
+        data = {"node": self.node, "vms": [self._vm_json(vm) for vm in self.vms],
                 "memory": self.memory, "auto-memory": self.auto_memory}
         if self.budget is not None:
             data["budget"] = self.budget.as_json()
+        return data
+
+    def _vm_json(self, vm: VmAudit) -> dict[str, Any]:
+        data = vm.as_json()
+        if vm.vmid in self.states:
+            data["settings-state"] = self.states[vm.vmid].as_json()
         return data
 
 
@@ -207,9 +220,10 @@ def _rounded(value: float | None) -> float | None:
 
 
 def audit(host: PveHost, nodes: Sequence[str] | None = None, *, budget: int | None = None,
-          visible: Callable[[int], bool] | None = None) -> list[NodeAudit]:
+          visible: Callable[[int], bool] | None = None, states: bool = False) -> list[NodeAudit]:
     """The audit of ``nodes`` (default: this node), each with a budget plan if asked;
-    ``visible``: only the VMs it accepts (a caller's, whose privileges allow no more)."""
+    ``visible``: only the VMs it accepts (a caller's, whose privileges allow no more);
+    ``states``: with where each VM's settings stand in the cluster."""
     known = host.nodes()
     for node in nodes or ():
         if node not in known:
@@ -221,7 +235,11 @@ def audit(host: PveHost, nodes: Sequence[str] | None = None, *, budget: int | No
         vms = tuple(_audit_vm(scan, node, vmid) for vmid in host.vmids(node)
                     if visible is None or visible(vmid))
         results.append(NodeAudit(node, vms, None if budget is None else plan_budget(vms, budget)))
-    return results
+    if not states:
+        return results
+    view = cluster_view(host, {vm.vmid: result.node for result in results for vm in result.vms})
+    return [replace(result, states={vm.vmid: view[vm.vmid] for vm in result.vms})
+            for result in results]
 
 
 def audit_vm(host: PveHost, node: str, vmid: int) -> VmAudit:

@@ -128,15 +128,18 @@ def nodes(host: Host, _principal: Reader) -> JSONResponse:
 
 @router.get("/nodes/{node}/qdisk/audit", tags=["qdisk"],
             summary="Every VM and disk of the node: per image, the qcow2 cache it has now, "
-                    "its coverage and memory, the auto size (qdisk pve audit --json)")
+                    "its coverage and memory, the auto size; per VM where its settings stand "
+                    "in the cluster (the node's part of qdisk pve audit --all-nodes --json)")
 def node_audit(host: Host, access: Access, principal: Reader, node: ClusterNode) -> JSONResponse:
     """Only the VMs the caller may see (``VM.Audit``); the node's totals (over every VM)
-    only with ``Sys.Audit`` on the node."""
+    only with ``Sys.Audit`` on the node. ``{node}`` is any node of the cluster, as in
+    Proxmox VE's own API: the whole cluster is one request per node of ``/nodes``, so
+    there is no ``all-nodes`` parameter."""
     def visible(vmid: int) -> bool:
         return access.allows(principal.token_id, f"/vms/{vmid}", VM_AUDIT)
 
     whole_node = access.allows(principal.token_id, f"/nodes/{node}", SYS_AUDIT)
-    [result] = audit.audit(host, [node], visible=None if whole_node else visible)
+    [result] = audit.audit(host, [node], visible=None if whole_node else visible, states=True)
     answer = result.as_json()
     answer["vms"] = [vm for vm in answer["vms"] if visible(vm["vmid"])]
     if not whole_node:

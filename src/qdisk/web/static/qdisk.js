@@ -653,7 +653,8 @@ function auditRows(vm) {
   const head = h("td", { rowspan: Math.max(1, vm.disks.length) },
     h("div", {}, `${vm.vmid}${vm.name ? ` (${vm.name})` : ""}`),
     h("span", { class: `status ${vm.running ? "running" : "stopped"}` }, vm.running ? "running" : "not running here"),
-    vm.lock ? h("div", { class: "pending" }, `locked (${vm.lock})`) : null);
+    vm.lock ? h("div", { class: "pending" }, `locked (${vm.lock})`) : null,
+    settingsState(vm["settings-state"]));
   if (vm.problem || !vm.disks.length) {
     return [h("tr", { class: "vm-first", "data-vmid": vm.vmid }, head,
       h("td", { colspan: 7, class: "muted" }, vm.problem || "no disks"))];
@@ -673,6 +674,16 @@ function auditRows(vm) {
         ? h("button", { type: "button", class: "small", onclick: () => openHostDisk(vm.vmid, disk.key) }, "Edit")
         : null));
   });
+}
+
+// Where the VM's settings stand in the cluster, from the node agents' records: applied,
+// pending on a node, failing (and why), stopped (applied at its next start), or none.
+function settingsState(settings) {
+  if (!settings) return null;
+  const where = settings.node ? ` on ${settings.node}` : "";
+  return h("div", { class: "settings-state", "data-state": settings.state },
+    h("span", { class: "state" }, `settings ${settings.state}${where}`),
+    ...settings.reasons.map((reason) => h("div", { class: "reason" }, reason)));
 }
 
 // The disk's gauge: how much of it its top image's L2 cache covers (its backing images' after).
