@@ -6,6 +6,7 @@ none after a restart whose record matches."""
 from __future__ import annotations
 
 import contextlib
+import fcntl
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -123,3 +124,24 @@ def test_a_resize_seen_in_the_header_opens_a_session(tree: PveTree, sessions: li
     assert "vm-100-disk-1.qcow2: qcow2 cache cache-size 1.2 GiB applied live" in log[-1]
     assert [node["cache"] for node in tree.record(100)["disks"]["scsi1"]["nodes"]] == \
         [{"cache-size": 1280 * 2**20}, {"cache-size": 640 * 2**20}]
+
+
+def test_no_session_while_qemu_server_holds_the_vms_lock(tree: PveTree, sessions: list[Path]) -> None:
+    """qm start still talking to its new QEMU (or qm set, qm resize) holds qemu-server's
+    flock of the VM: the agent leaves the monitor to it and asks on a later cycle."""
+    tree.start(100)
+    settings = tree.settings_path(100)
+    settings.parent.mkdir()
+    settings.write_text("scsi0: qcow2-l2-cache-size=64\n")
+    lock = tree.root / "var/lock/qemu-server/lock-100.conf"
+    lock.parent.mkdir(parents=True)
+    clock, log = Clock(), []
+    node = agent(tree, clock, log)
+    with lock.open("w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        node.cycle()
+        node.cycle()
+        assert sessions == []
+    node.cycle()
+    assert sessions == [tree.run_dir / "100.qmp"]
+    assert any("l2-cache-size 64 MiB applied live" in line for line in log)

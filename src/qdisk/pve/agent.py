@@ -269,6 +269,9 @@ class Agent:
             self._clear(f"VM {vmid}")
             self._update_status(vmid, settings, record, {})
             return known(images, tuned=tuned_before)
+        if fileio.held_by_another(self.host.paths.qemu_server_lock(vmid)):
+            # qm start (still talking to QEMU), qm set or qm resize: its monitor is theirs.
+            return known(images, retry=True, tuned=tuned_before)
         try:
             outcomes = apply_settings(self.host, vm, settings, storage=storage,
                                       session_check=_check_session, busy_wait=BUSY_WAIT)

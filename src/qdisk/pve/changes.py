@@ -162,15 +162,19 @@ def checked_drive(host: PveHost, vm: HostVm, key: str, values: Mapping[str, Valu
 def _where_it_applies(host: PveHost, vm: HostVm) -> str:
     if vm.node != host.node:
         if _has_agent(host, vm.node):
+            # The status file says an agent ran there, not that it still runs: pmxcfs
+            # shows no liveness without periodic writes, which the agent does not make.
             return (f"VM {vm.vmid} belongs to node {vm.node}: the settings apply there through "
-                    f"its agent (qdisk pve agent), within a cycle if the VM runs")
+                    f"its agent (qdisk pve agent), within a cycle if the VM and the agent run; "
+                    f"else at its next start with qdisk's hookscript, or with 'qdisk pve apply "
+                    f"{vm.vmid}' on {vm.node}")
         return (f"VM {vm.vmid} belongs to node {vm.node}: the settings apply there at its next "
                 f"start, or now with 'qdisk pve apply {vm.vmid}' on {vm.node}")
     return f"VM {vm.vmid} is not running: the settings apply at its next start"
 
 
 def _has_agent(host: PveHost, node: str) -> bool:
-    """Whether an agent ever ran on ``node`` (it keeps the node's status file)."""
+    """Whether an agent has run on ``node`` (its status file stays when it stops)."""
     return host.paths.node_status(node).exists()
 
 

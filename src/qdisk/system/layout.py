@@ -183,6 +183,11 @@ class PveLayout:
         """This node's lock of a running VM's record and QMP sessions."""
         return self.qdisk_run_dir / f"{vmid}.lock"
 
+    def qemu_server_lock(self, vmid: int) -> Path:
+        """qemu-server's lock of VM ``vmid`` on this node (its lock_config flock), held while
+        ``qm start``, ``qm set``, ``qm resize`` and the like run."""
+        return self.root / "var" / "lock" / "qemu-server" / f"lock-{vmid}.conf"
+
     @property
     def layout(self) -> Layout:
         return Layout.proxmox_ve(self.root, self.node)
