@@ -139,6 +139,18 @@ def test_only_proxmox_ves_valid_logins_are_taken(server: Served) -> None:
     assert message(Api(server.url).get("/nodes", headers={"Authorization": "Basic cm9vdDp4"}))[0] == 401
 
 
+def test_the_caller_is_checked_before_the_path_of_every_endpoint(server: Served) -> None:
+    """An anonymous request about an unknown node learns nothing of the cluster's nodes."""
+    anonymous = Api(server.url)
+    bogus = cache(100).replace(THIS_NODE, "bogus")
+    for response in (anonymous.get(audit("bogus")), anonymous.get(bogus),
+                     anonymous.put(bogus, data=CHANGE),
+                     anonymous.post(f"{bogus}/preview", data={"disk": "scsi0"})):
+        assert response.status_code == 401, (response.request.method, response.request.url,
+                                             response.text)
+        assert THIS_NODE not in response.text
+
+
 def test_qdisk_has_no_login_or_logout_of_its_own_there(server: Served) -> None:
     assert message(Api(server.url).post("/access/ticket", data={"token": ROOT_TOKEN}))[0] == 501
     alice = server.as_user("alice@pve")
