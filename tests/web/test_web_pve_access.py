@@ -233,6 +233,19 @@ def test_the_server_follows_edits_of_user_cfg_without_a_restart(server: Served) 
     assert message(bob.get(cache(101))) == (401, "user 'bob@pve' is disabled")
 
 
+def test_an_unreadable_user_cfg_refuses_every_caller_with_401(server: Served) -> None:
+    server.access.user_cfg(USER_CFG.replace("user:root@pam:1:", "user:root@pam:0:"))
+    user_cfg = server.access.pve / "user.cfg"
+    user_cfg.unlink()
+    user_cfg.symlink_to(user_cfg.name)  # a loop: stat fails, not with "no such file"
+    for api in (server.with_token(ROOT_TOKEN), server.as_user("root@pam"), server.as_user("alice@pve")):
+        status, text = message(api.get(cache(100)))
+        assert (status, text.split(": ")[0]) == (401, f"cannot read {user_cfg}"), text
+    user_cfg.unlink()
+    server.access.user_cfg(USER_CFG)
+    assert server.with_token(ROOT_TOKEN).get(cache(100)).status_code == 200
+
+
 # --- the page -------------------------------------------------------------------------------
 
 
