@@ -42,6 +42,13 @@ T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 
+def split_token_value(value: str) -> tuple[str, str] | None:
+    """``USER@REALM!ID=SECRET`` (what follows ``PVEAPIToken=``) -> (token id, secret), split
+    at the last ``=`` as pve-access-control's verify_token; None unless it is a token id."""
+    tokenid, separator, secret = value.strip().rpartition("=")
+    return (tokenid, secret) if separator and split_tokenid(tokenid) is not None else None
+
+
 class LoginRefusedError(InvalidInputError):
     """No valid ticket or API token (HTTP 401), in Proxmox VE's words."""
 
@@ -159,10 +166,11 @@ class AccessFiles:
         """``value``: ``USER@REALM!ID=SECRET`` (the Authorization header after
         ``PVEAPIToken=``)."""
         now = time.time() if now is None else now
-        tokenid, separator, secret = value.rpartition("=")
-        parsed = split_tokenid(tokenid)
-        if not separator or parsed is None:
+        split = split_token_value(value)
+        parsed = None if split is None else split_tokenid(split[0])
+        if split is None or parsed is None:
             raise LoginRefusedError("no tokenid specified")
+        tokenid, secret = split
         config = self.user_config()
         self._check_user(config, parsed[0], now)
         token = config.token(tokenid)
