@@ -190,3 +190,35 @@ def test_api_tokens(access: AccessTree, files: AccessFiles) -> None:
     access.token_cfg({"alice@pve!old": SECRET})
     with pytest.raises(LoginRefusedError, match="invalid token value"):
         files.caller_from_api_token(f"alice@pve!tuner={SECRET}")
+
+
+@pytest.mark.parametrize("unreadable", ["a directory", "a symlink loop"])
+def test_an_unreadable_user_cfg_refuses_every_caller_until_it_can_be_read(
+        access: AccessTree, files: AccessFiles, key_pairs: dict[str, KeyPair],
+        caplog: pytest.LogCaptureFixture, unreadable: str) -> None:
+    """Never taken for a missing or empty file, which would let root@pam in even where
+    user.cfg disables it (Proxmox VE errors out)."""
+    access.user_cfg(USERS.replace("user:root@pam:1:", "user:root@pam:0:"))
+    now = time.time()
+    root, alice = (perl_ticket(key_pairs["current"], user, now) for user in ("root@pam", "alice@pve"))
+    assert refused(files, root) == "user 'root@pam' is disabled"
+    user_cfg = access.pve / "user.cfg"
+    user_cfg.unlink()
+    if unreadable == "a directory":
+        user_cfg.mkdir()
+    else:
+        user_cfg.symlink_to(user_cfg.name)
+    caplog.set_level("ERROR", logger="qdisk.pve.access.callers")
+    expected = f"cannot read {user_cfg}: "
+    for ticket in (root, alice, root):
+        assert refused(files, ticket).startswith(expected)
+    with pytest.raises(LoginRefusedError, match="cannot read .*user.cfg"):
+        files.caller_from_api_token(f"alice@pve!tuner={SECRET}")
+    assert [record.getMessage() for record in caplog.records if expected in record.getMessage()] == \
+        [refused(files, root)], "logged once per outage"
+    if unreadable == "a directory":
+        user_cfg.rmdir()
+    else:
+        user_cfg.unlink()
+    access.user_cfg(USERS)
+    assert files.caller_from_ticket(root).id == "root@pam"

@@ -270,3 +270,26 @@ def test_a_locked_vm_is_changed_only_with_skiplock(admin: Api, web_home: WebHome
         assert "memory: 96\n" in config.read_text() and "lock: backup\n" in config.read_text()
     finally:
         config.write_text(healthy)
+
+
+def test_only_root_may_use_skiplock(admin: Api, web_home: WebHome) -> None:
+    """As qemu-server: a write token of any user but root@pam is refused skiplock, even
+    with skiplock=0 allowed, and before anything is changed."""
+    line = tokens.create(web_home.settings, "ops", user="alice@pve")
+    config = web_home.config_file
+    healthy = config.read_text()
+    config.write_text(healthy + "lock: backup\n")
+    try:
+        alice = Api(admin.url, line)
+        only_root = {"skiplock": "Only root may use this option."}
+        for response in (alice.put(vm_path("/config"), data={"memory": "96", "skiplock": "1"}),
+                         alice.post(vm_path("/config"), data={"memory": "96", "skiplock": "1"}),
+                         alice.post(vm_path("/status/start"), data={"skiplock": "1"}),
+                         alice.post(vm_path("/status/stop"), data={"skiplock": "1"})):
+            assert (response.status_code, _errors(response)) == (400, only_root), response.request.url
+        assert config.read_text() == healthy + "lock: backup\n"
+        assert alice.put(vm_path("/config"), data={"memory": "96", "skiplock": "0"}).json()["message"] == \
+            f"VM {VMID} is locked (backup)"
+    finally:
+        config.write_text(healthy)
+        tokens.remove(web_home.settings, "ops", user="alice@pve")

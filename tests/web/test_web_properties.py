@@ -22,6 +22,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from qdisk import storage
+from qdisk.pve.access.usercfg import is_userid, split_tokenid
 from qdisk.settings import Settings, Tools
 from qdisk.vm import changes, store
 from qdisk.web import homeapi, pveapi, sessions, tokens
@@ -210,3 +211,34 @@ def test_vm_100_cannot_start(home_target: Target) -> None:
                              headers={"Authorization": "PVEAPIToken=" + home_target.tokens[0]},
                              timeout=TIMEOUT)
     assert response.status_code == 400 and "disabled" in response.text, response.text
+
+
+# --- user and token ids: Proxmox VE's rules, the same for qdisk's tokens and user.cfg -------
+
+SECRET = "3f8e1c2a-6b1d-4c55-9a0e-1d2c3b4a5f60"
+
+
+def test_user_and_token_ids_follow_proxmox_ves_rules() -> None:
+    """pve-userid: ``[^\\s:/]+@REALM``, at most 64 characters; a realm and a token's name:
+    a letter, then at least one of letters, digits, '.', '-', '_'."""
+    for userid in ("root@pam", "a=b@pve", "a@b@pve", "a!b@pve", f"{'x' * 60}@pve"):
+        assert is_userid(userid), userid
+    for userid in ("a:b@pam", "a/b@pam", "a b@pam", "a@1pve", "a@p", "@pve", f"{'x' * 61}@pve"):
+        assert not is_userid(userid), userid
+    assert split_tokenid("a!b@pve!web2") == ("a!b@pve", "web2")
+    for tokenid in ("root@pam!w", "root@pam!9web", "root@pam!we!b", "root@pam", "a:b@pam!web"):
+        assert split_tokenid(tokenid) is None, tokenid
+
+
+@given(st.text(alphabet="ab9@!=:/ _.-", max_size=12), st.sampled_from(["pam", "pve", "1x", "p", ""]),
+       st.sampled_from(["web", "ok-1.x_", "w", "9web", "a=b", "a@b", "a!b", ""]))
+def test_qdisk_tokens_take_exactly_the_ids_user_cfg_takes(name: str, realm: str, token: str) -> None:
+    user = f"{name}@{realm}"
+    try:
+        made: str | None = tokens.token_id_of(token, user)
+    except tokens.TokenError:
+        made = None
+    taken = is_userid(user) and split_tokenid(f"{user}!{token}") == (user, token)
+    assert made == (f"{user}!{token}" if taken else None)
+    if made is not None:
+        assert tokens.parse_token_line(f"{made}={SECRET}") == (made, SECRET)

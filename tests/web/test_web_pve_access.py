@@ -140,6 +140,18 @@ def test_only_proxmox_ves_valid_logins_are_taken(server: Served) -> None:
     assert message(Api(server.url).get("/nodes", headers={"Authorization": "Basic cm9vdDp4"}))[0] == 401
 
 
+def test_the_caller_is_checked_before_the_path_of_every_endpoint(server: Served) -> None:
+    """An anonymous request about an unknown node learns nothing of the cluster's nodes."""
+    anonymous = Api(server.url)
+    bogus = cache(100).replace(THIS_NODE, "bogus")
+    for response in (anonymous.get(audit("bogus")), anonymous.get(bogus),
+                     anonymous.put(bogus, data=CHANGE),
+                     anonymous.post(f"{bogus}/preview", data={"disk": "scsi0"})):
+        assert response.status_code == 401, (response.request.method, response.request.url,
+                                             response.text)
+        assert THIS_NODE not in response.text
+
+
 def test_qdisk_has_no_login_or_logout_of_its_own_there(server: Served) -> None:
     assert message(Api(server.url).post("/access/ticket", data={"token": ROOT_TOKEN}))[0] == 501
     alice = server.as_user("alice@pve")
@@ -243,6 +255,19 @@ def test_the_server_follows_edits_of_user_cfg_without_a_restart(server: Served) 
     assert bob.put(cache(101), data=CHANGE, headers=csrf).status_code == 200
     server.access.user_cfg(USER_CFG.replace("user:bob@pve:1:", "user:bob@pve:0:"))
     assert message(bob.get(cache(101))) == (401, "user 'bob@pve' is disabled")
+
+
+def test_an_unreadable_user_cfg_refuses_every_caller_with_401(server: Served) -> None:
+    server.access.user_cfg(USER_CFG.replace("user:root@pam:1:", "user:root@pam:0:"))
+    user_cfg = server.access.pve / "user.cfg"
+    user_cfg.unlink()
+    user_cfg.symlink_to(user_cfg.name)  # a loop: stat fails, not with "no such file"
+    for api in (server.with_token(ROOT_TOKEN), server.as_user("root@pam"), server.as_user("alice@pve")):
+        status, text = message(api.get(cache(100)))
+        assert (status, text.split(": ")[0]) == (401, f"cannot read {user_cfg}"), text
+    user_cfg.unlink()
+    server.access.user_cfg(USER_CFG)
+    assert server.with_token(ROOT_TOKEN).get(cache(100)).status_code == 200
 
 
 # --- the page -------------------------------------------------------------------------------

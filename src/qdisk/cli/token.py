@@ -7,6 +7,7 @@ import datetime
 import click
 
 from qdisk.cli.common import pass_settings
+from qdisk.pve.access.usercfg import ROOT_USER
 from qdisk.settings import Settings
 from qdisk.web import tokens
 
@@ -19,7 +20,7 @@ def command() -> None:
 @command.command(name="create")
 @click.argument("name")
 @click.option("--read-only", is_flag=True, help="The token can read but change nothing.")
-@click.option("--user", default=tokens.DEFAULT_USER, show_default=True, metavar="USER@REALM",
+@click.option("--user", default=ROOT_USER, show_default=True, metavar="USER@REALM",
               help="The user the token belongs to.")
 @pass_settings
 def create(settings: Settings, name: str, read_only: bool, user: str) -> None:
@@ -42,7 +43,7 @@ def list_(settings: Settings) -> None:
 
 @command.command(name="remove")
 @click.argument("name")
-@click.option("--user", default=tokens.DEFAULT_USER, show_default=True, metavar="USER@REALM",
+@click.option("--user", default=ROOT_USER, show_default=True, metavar="USER@REALM",
               help="The user the token belongs to.")
 @pass_settings
 def remove(settings: Settings, name: str, user: str) -> None:

@@ -25,7 +25,7 @@ from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 
 from qdisk import __version__, storage
-from qdisk.pve.access.callers import AccessFiles
+from qdisk.pve.access.callers import API_TOKEN_PREFIX, AccessFiles
 from qdisk.pve.host import PveHost
 from qdisk.settings import Settings
 from qdisk.web import homeapi, pveapi, sessions
@@ -116,7 +116,7 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
                                routes=app.routes)
         document.setdefault("components", {})["securitySchemes"] = {
             "PVEAPIToken": {"type": "apiKey", "in": "header", "name": "Authorization",
-                            "description": "PVEAPIToken=USER@REALM!TOKENID=SECRET"},
+                            "description": f"{API_TOKEN_PREFIX}USER@REALM!TOKENID=SECRET"},
             "PVEAuthCookie": {"type": "apiKey", "in": "cookie", "name": COOKIE_NAME,
                               "description": (f"From POST {API_PREFIX}/access/ticket"
                                               if app.state.qdisk.pve is None else

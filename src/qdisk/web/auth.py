@@ -23,8 +23,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from qdisk.pve.access.callers import API_TOKEN_PREFIX
+from qdisk.pve.access.tickets import TICKET_LIFETIME
 from qdisk.web.tokens import (
-    AUTHORIZATION_PREFIX,
     ApiToken,
     TokenFileError,
     TokenStore,
@@ -35,8 +36,6 @@ log = logging.getLogger(__name__)
 
 COOKIE_NAME = "PVEAuthCookie"
 CSRF_HEADER = "CSRFPreventionToken"
-# Proxmox VE's ticket lifetime.
-SESSION_LIFETIME = 2 * 3600
 # A token's logins beyond this drop its oldest sessions: repeated logins cannot grow
 # memory, and cannot log out the users of other tokens.
 MAX_SESSIONS_PER_TOKEN = 32
@@ -91,7 +90,7 @@ class Authenticator:
         token = self._verified(token_line)
         session_id = secrets.token_urlsafe(32)
         session = Session(token.token_id, token.sha256, secrets.token_urlsafe(32),
-                          time.time() + SESSION_LIFETIME)
+                          time.time() + TICKET_LIFETIME)
         with self._lock:
             self._drop_expired()
             own = sorted((item.expires, key) for key, item in self._sessions.items()
@@ -136,7 +135,7 @@ class Authenticator:
             return self._by_token(authorization)
         if cookie is None:
             raise AuthError(401, "authentication required: send an API token "
-                                 f"(Authorization: {AUTHORIZATION_PREFIX}USER@REALM!NAME=SECRET) "
+                                 f"(Authorization: {API_TOKEN_PREFIX}USER@REALM!NAME=SECRET) "
                                  "or log in")
         with self._lock:
             session = self._sessions.get(cookie)
@@ -154,8 +153,8 @@ class Authenticator:
         return Principal(token.token_id, token.read_only, cookie, session.csrf)
 
     def _by_token(self, authorization: str) -> Principal:
-        if not authorization.startswith(AUTHORIZATION_PREFIX):
+        if not authorization.startswith(API_TOKEN_PREFIX):
             raise AuthError(401, f"unsupported Authorization header: expected "
-                                 f"{AUTHORIZATION_PREFIX}USER@REALM!NAME=SECRET")
-        token = self._verified(authorization[len(AUTHORIZATION_PREFIX):])
+                                 f"{API_TOKEN_PREFIX}USER@REALM!NAME=SECRET")
+        token = self._verified(authorization[len(API_TOKEN_PREFIX):])
         return Principal(token.token_id, token.read_only)

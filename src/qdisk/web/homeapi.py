@@ -13,9 +13,11 @@ from fastapi.responses import JSONResponse
 from qdisk import storage
 from qdisk.config.drive import is_drive_key
 from qdisk.config.propstring import parse_boolean, split_list
+from qdisk.pve.access.usercfg import ROOT_USER
 from qdisk.qemu.cacheview import option_descriptors
 from qdisk.storage import content as storage_content
 from qdisk.vm import cacheview, changes, lifecycle, store, views
+from qdisk.web.auth import Principal
 from qdisk.web.context import Node, Parameters, Reader, State, Vmid, Writer, checked_vmid
 from qdisk.web.http import (
     MISSING_PARAMETER,
@@ -27,6 +29,7 @@ from qdisk.web.http import (
 )
 
 MAX_STOP_TIMEOUT = 3600
+ONLY_ROOT_OPTION = "Only root may use this option."
 
 router = APIRouter()
 
@@ -66,6 +69,16 @@ def _flag(parameters: dict[str, str], name: str) -> bool:
     return value
 
 
+def _skiplock(parameters: dict[str, str], principal: Principal) -> bool:
+    """``skiplock``, taken out of ``parameters``: root's override, refused to anyone else
+    as qemu-server refuses it. Here only tokens log in; root@pam's stand for root (the
+    home's owner), where Proxmox VE refuses even root's API tokens."""
+    skiplock = _flag(parameters, "skiplock")
+    if skiplock and principal.token_id.partition("!")[0] != ROOT_USER:
+        raise parameter_error({"skiplock": ONLY_ROOT_OPTION})
+    return skiplock
+
+
 @router.get("/nodes", tags=["nodes"], summary="The node (this host)")
 async def nodes(state: State, _principal: Reader) -> JSONResponse:
     return data([{"node": state.node, "status": "online", "type": "node"}])
@@ -89,13 +102,13 @@ async def vm_config(state: State, _principal: Reader, vmid: ExistingVm,
     return data({**view.values, "digest": view.digest})
 
 
-def update_config(state: State, _principal: Writer, vmid: ExistingVm,
+def update_config(state: State, principal: Writer, vmid: ExistingVm,
                   parameters: Parameters) -> JSONResponse:
     # Proxmox VE's other parameters (revert, force, ...) are no config keys: the service
     # refuses them with the unknown ones.
     requested = dict(parameters)
     digest, delete_text = requested.pop("digest", None), requested.pop("delete", "")
-    skiplock = _flag(requested, "skiplock")
+    skiplock = _skiplock(requested, principal)
     result = changes.set_options(state.settings, vmid, requested, split_list(delete_text),
                                  digest=digest, skiplock=skiplock)
     outcome = {"applied": list(result.applied), "pending": list(result.pending),
@@ -134,10 +147,10 @@ def vm_status(state: State, _principal: Reader, vmid: ExistingVm) -> JSONRespons
 @router.post("/nodes/{node}/qemu/{vmid}/status/start", tags=["qemu"],
              openapi_extra=form_body({"skiplock": "Ignore a lock: line (root's override)"}),
              summary="Start the VM (pending changes are applied first)")
-def vm_start(state: State, _principal: Writer, vmid: ExistingVm,
+def vm_start(state: State, principal: Writer, vmid: ExistingVm,
              parameters: Parameters) -> JSONResponse:
     only(parameters, ("skiplock",))
-    result = lifecycle.start(state.settings, vmid, skiplock=_flag(dict(parameters), "skiplock"))
+    result = lifecycle.start(state.settings, vmid, skiplock=_skiplock(dict(parameters), principal))
     return data(None, result={"pid": result.pid, "syntax": result.syntax,
                               "accel": result.accel, "warnings": list(result.warnings)})
 
@@ -146,10 +159,10 @@ def vm_start(state: State, _principal: Writer, vmid: ExistingVm,
              openapi_extra=form_body({"timeout": "Seconds to wait before killing QEMU (0-3600)",
                                       "skiplock": "Ignore a lock: line (root's override)"}),
              summary="Stop the VM: QEMU is asked to quit, killed after timeout seconds")
-def vm_stop(state: State, _principal: Writer, vmid: ExistingVm,
+def vm_stop(state: State, principal: Writer, vmid: ExistingVm,
             parameters: Parameters) -> JSONResponse:
     only(parameters, ("timeout", "skiplock"))
-    skiplock = _flag(dict(parameters), "skiplock")
+    skiplock = _skiplock(dict(parameters), principal)
     timeout = lifecycle.DEFAULT_STOP_TIMEOUT
     if "timeout" in parameters:
         try:

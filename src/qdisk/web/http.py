@@ -21,6 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from qdisk.errors import InvalidInputError, InvalidOptionsError, QdiskError
 from qdisk.outcome import ChangeError
+from qdisk.pve.access.callers import LoginRefusedError
 from qdisk.vm.errors import StaleDigestError
 from qdisk.web.auth import AuthError
 
@@ -195,6 +196,10 @@ def install_error_handlers(app: FastAPI) -> None:
         assert isinstance(error, AuthError)
         return _error_response(error.status, error.message)
 
+    async def login_refused(_request: Request, error: Exception) -> JSONResponse:
+        # Raised past authentication too: user.cfg became unreadable while checking a privilege.
+        return _error_response(401, str(error))
+
     async def validation_error(_request: Request, error: Exception) -> JSONResponse:
         assert isinstance(error, RequestValidationError)
         errors = {str(item["loc"][-1]): _validation_message(item) for item in error.errors()}
@@ -224,7 +229,8 @@ def install_error_handlers(app: FastAPI) -> None:
         return _error_response(500, f"the server failed: {type(error).__name__}: {error}")
 
     handlers: list[tuple[type[Exception], Callable[[Request, Exception], Awaitable[JSONResponse]]]] = [
-        (ApiError, api_error), (AuthError, auth_error), (RequestValidationError, validation_error),
+        (ApiError, api_error), (AuthError, auth_error), (LoginRefusedError, login_refused),
+        (RequestValidationError, validation_error),
         (InvalidOptionsError, invalid_options), (StaleDigestError, stale_digest),
         (QdiskError, qdisk_error),
         (StarletteHTTPException, http_error), (Exception, unexpected)]

@@ -56,8 +56,10 @@ def served_host(state: State) -> PveHost:
 Host = Annotated[PveHost, Depends(served_host)]
 
 
-def cluster_node(host: Host, node: Node) -> str:
-    """The ``{node}`` of the path: a node of the cluster."""
+def cluster_node(host: Host, _caller: Reader, node: Node) -> str:
+    """The ``{node}`` of the path: a node of the cluster. Only once the caller is known
+    (whatever the order of an endpoint's parameters): an anonymous client gets its 401,
+    not the list of the cluster's nodes."""
     known = host.nodes()
     if node not in known:
         raise parameter_error({"node": f"no such node '{node}' (the cluster's nodes: "

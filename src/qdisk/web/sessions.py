@@ -7,7 +7,8 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from qdisk.web.auth import COOKIE_NAME, SESSION_LIFETIME
+from qdisk.pve.access.tickets import TICKET_LIFETIME
+from qdisk.web.auth import COOKIE_NAME
 from qdisk.web.context import LoginParameters, Reader, State
 from qdisk.web.http import MISSING_PARAMETER, ApiError, data, form_body, only, parameter_error
 
@@ -34,7 +35,7 @@ async def login(state: State, parameters: LoginParameters) -> JSONResponse:
     session_id, session, read_only = state.authenticator.login(parameters["token"])
     response = data({"username": session.token_id, "CSRFPreventionToken": session.csrf,
                      "read-only": read_only})
-    response.set_cookie(COOKIE_NAME, session_id, max_age=SESSION_LIFETIME, path="/",
+    response.set_cookie(COOKIE_NAME, session_id, max_age=TICKET_LIFETIME, path="/",
                         httponly=True, secure=state.secure_cookies, samesite="strict")
     return response
 

@@ -25,21 +25,13 @@ from pathlib import Path
 from typing import Any
 
 from qdisk.errors import InvalidInputError, QdiskError
+from qdisk.pve.access.callers import split_token_value
+from qdisk.pve.access.usercfg import ROOT_USER, is_userid, split_tokenid
 from qdisk.settings import Settings
 from qdisk.system.fileio import atomic_write, locked, private_dir
 
-# Proxmox VE's pve-userid (NAME@REALM) and pve-tokenid.
-_USER_ID = r"[^\s:/@!=]+@[A-Za-z][A-Za-z0-9.\-_]+"
-_TOKEN_NAME = r"[A-Za-z][A-Za-z0-9.\-_]+"
-_USER_ID_RE = re.compile(_USER_ID, re.ASCII)
-_TOKEN_NAME_RE = re.compile(_TOKEN_NAME, re.ASCII)
 _SHA256_RE = re.compile(r"[0-9a-f]{64}", re.ASCII)
-# What follows ``PVEAPIToken=`` in an Authorization header.
-_TOKEN_LINE_RE = re.compile(rf"(?P<id>{_USER_ID}!{_TOKEN_NAME})=(?P<secret>\S+)", re.ASCII)
-AUTHORIZATION_PREFIX = "PVEAPIToken="
-DEFAULT_USER = "root@pam"
-# pve-userid's and pve-tokenid's length limits.
-MAX_USER_ID_LENGTH = 64
+# qdisk's own bound on the name of a token it makes (Proxmox VE's rule sets none we know of).
 MAX_TOKEN_NAME_LENGTH = 64
 
 
@@ -118,18 +110,20 @@ def _token(token_id: str, entry: dict[str, Any]) -> ApiToken:
                     entry["sha256"])
 
 
-def token_id_of(name: str, user: str = DEFAULT_USER) -> str:
+def token_id_of(name: str, user: str = ROOT_USER) -> str:
     """``root@pam!NAME``; a name or user Proxmox VE would refuse is refused."""
-    if len(user) > MAX_USER_ID_LENGTH or not _USER_ID_RE.fullmatch(user):
-        raise TokenError(f"user '{user}': not a user id of the form NAME@REALM")
-    if len(name) > MAX_TOKEN_NAME_LENGTH or not _TOKEN_NAME_RE.fullmatch(name):
+    if not is_userid(user):
+        raise TokenError(f"user '{user}': not a user id of the form NAME@REALM (at most 64 "
+                         "characters, no blank, ':' or '/')")
+    token_id = f"{user}!{name}"
+    if len(name) > MAX_TOKEN_NAME_LENGTH or split_tokenid(token_id) != (user, name):
         raise TokenError(f"token name '{name}': must start with a letter and contain only "
                          f"letters, digits, '.', '-' and '_' (2 to {MAX_TOKEN_NAME_LENGTH} "
                          "characters)")
-    return f"{user}!{name}"
+    return token_id
 
 
-def create(settings: Settings, name: str, *, user: str = DEFAULT_USER,
+def create(settings: Settings, name: str, *, user: str = ROOT_USER,
            read_only: bool = False) -> str:
     """Make token ``USER!NAME`` and return it whole, ``USER@REALM!NAME=SECRET``: the only
     time the secret is seen."""
@@ -148,7 +142,7 @@ def create(settings: Settings, name: str, *, user: str = DEFAULT_USER,
     return f"{token_id}={secret}"
 
 
-def remove(settings: Settings, name: str, *, user: str = DEFAULT_USER) -> None:
+def remove(settings: Settings, name: str, *, user: str = ROOT_USER) -> None:
     token_id = token_id_of(name, user)
     path = token_file(settings)
     with locked(_lock_file(settings), home=settings.home):
@@ -164,8 +158,7 @@ def list_tokens(settings: Settings) -> list[ApiToken]:
 
 def parse_token_line(text: str) -> tuple[str, str] | None:
     """``(token id, secret)`` of ``USER@REALM!TOKENID=SECRET``; None for anything else."""
-    match = _TOKEN_LINE_RE.fullmatch(text.strip())
-    return (match["id"], match["secret"]) if match else None
+    return split_token_value(text)
 
 
 class TokenStore:

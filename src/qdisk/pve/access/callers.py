@@ -12,6 +12,7 @@ never needs a restart to honour a new ACL or a disabled user.
 from __future__ import annotations
 
 import hmac
+import logging
 import os
 import threading
 import time
@@ -38,6 +39,14 @@ API_TOKEN_PREFIX = "PVEAPIToken="
 _RACY_SECONDS = 2.0
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+
+def split_token_value(value: str) -> tuple[str, str] | None:
+    """``USER@REALM!ID=SECRET`` (what follows ``PVEAPIToken=``) -> (token id, secret), split
+    at the last ``=`` as pve-access-control's verify_token; None unless it is a token id."""
+    tokenid, separator, secret = value.strip().rpartition("=")
+    return (tokenid, secret) if separator and split_tokenid(tokenid) is not None else None
 
 
 class LoginRefusedError(InvalidInputError):
@@ -54,6 +63,11 @@ class PermissionCheckError(InvalidInputError):
         self.privilege = privilege
 
 
+class UnreadableAccessFileError(LoginRefusedError):
+    """An access file exists but cannot be read: every caller is refused (HTTP 401) until
+    it can be, as Proxmox VE errors out; names the file."""
+
+
 @dataclass(frozen=True)
 class Caller:
     """A user (``user@realm``) or an API token (``user@realm!id``) that proved who it is;
@@ -65,27 +79,38 @@ class Caller:
 
 class _WatchedFile(Generic[T]):
     """A file's parsed content, parsed again when its bytes or mtime change; ``parse``
-    gets None for a missing or unreadable file."""
+    gets None for a missing file. A file that exists but cannot be read is never taken for
+    a missing or empty one (a missing ``user.cfg`` means root@pam enabled):
+    :class:`UnreadableAccessFileError` until it can be read, logged once per outage."""
 
     def __init__(self, path: Path, parse: Callable[[bytes | None, float], T]) -> None:
         self.path = path
         self._parse = parse
         # What was read last: the file's identity and times, its bytes, their parse.
         self._loaded: tuple[tuple[int, int, int, int] | None, bytes | None, T] | None = None
+        self._unreadable = False
 
     def get(self) -> T:
+        stat: os.stat_result | None
+        key: tuple[int, int, int, int] | None
+        data: bytes | None
         try:
-            stat: os.stat_result | None = os.stat(self.path)
-        except OSError:
-            stat = None
-        key = None if stat is None else (stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
-        racy = stat is not None and time.time() - stat.st_mtime < _RACY_SECONDS
-        if self._loaded is not None and self._loaded[0] == key and not racy:
-            return self._loaded[2]
-        try:
-            data = None if stat is None else self.path.read_bytes()
-        except OSError:
-            data = None
+            stat = os.stat(self.path)
+            key = (stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
+            racy = time.time() - stat.st_mtime < _RACY_SECONDS
+            if self._loaded is not None and self._loaded[0] == key and not racy and not self._unreadable:
+                return self._loaded[2]
+            data = self.path.read_bytes()
+        except FileNotFoundError:
+            stat = key = data = None
+        except OSError as error:
+            message = (f"cannot read {self.path}: {error.strerror or error}; every login is "
+                       "refused until it can be read")
+            if not self._unreadable:
+                log.error("%s", message)
+                self._unreadable = True
+            raise UnreadableAccessFileError(message) from None
+        self._unreadable = False
         if self._loaded is None or self._loaded[:2] != (key, data):
             self._loaded = (key, data, self._parse(data, 0.0 if stat is None else stat.st_mtime))
         return self._loaded[2]
@@ -141,10 +166,11 @@ class AccessFiles:
         """``value``: ``USER@REALM!ID=SECRET`` (the Authorization header after
         ``PVEAPIToken=``)."""
         now = time.time() if now is None else now
-        tokenid, separator, secret = value.rpartition("=")
-        parsed = split_tokenid(tokenid)
-        if not separator or parsed is None:
+        split = split_token_value(value)
+        parsed = None if split is None else split_tokenid(split[0])
+        if split is None or parsed is None:
             raise LoginRefusedError("no tokenid specified")
+        tokenid, secret = split
         config = self.user_config()
         self._check_user(config, parsed[0], now)
         token = config.token(tokenid)

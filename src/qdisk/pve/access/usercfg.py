@@ -22,9 +22,14 @@ from qdisk.config.propstring import split_list
 from qdisk.pve.access.privileges import BUILTIN_ROLES, VALID_PRIVILEGES
 
 ROOT_USER = "root@pam"
-_USER = r"[^\s:/]+@[A-Za-z][A-Za-z0-9.\-_]+"
-USERID_RE = re.compile(_USER)
-TOKENID_RE = re.compile(rf"(?P<user>{_USER})!(?P<token>[A-Za-z][A-Za-z0-9.\-_]+)")
+# pve-access-control's pve-userid (PVE::Auth::Plugin's user_regex@realm_regex, at most 64
+# characters) and pve-tokenid (USERID!NAME, a token's name following the realm's rule).
+# ASCII: Perl matches \s on user.cfg's bytes.
+MAX_USERID_LENGTH = 64
+_REALM = r"[A-Za-z][A-Za-z0-9.\-_]+"
+_USER = rf"[^\s:/]+@{_REALM}"
+USERID_RE = re.compile(_USER, re.ASCII)
+TOKENID_RE = re.compile(rf"(?P<user>{_USER})!(?P<token>{_REALM})", re.ASCII)
 _NAME_RE = re.compile(r"[A-Za-z0-9.\-_]+")
 # Nested pools (Proxmox VE 8.1 on): up to three levels, parent/child/grandchild.
 _POOL_RE = re.compile(r"[A-Za-z0-9.\-_]+(?:/[A-Za-z0-9.\-_]+){0,2}")
@@ -35,7 +40,7 @@ _VMID_RE = re.compile(r"[0-9]+")
 
 
 def is_userid(text: str) -> bool:
-    return USERID_RE.fullmatch(text) is not None
+    return len(text) <= MAX_USERID_LENGTH and USERID_RE.fullmatch(text) is not None
 
 
 def split_tokenid(text: str) -> tuple[str, str] | None:
