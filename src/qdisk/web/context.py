@@ -56,7 +56,7 @@ def install_state(app: FastAPI, state: ServerState) -> None:
     app.state.qdisk = state
 
 
-def server_state(request: Request) -> ServerState:
+async def server_state(request: Request) -> ServerState:
     state = request.app.state.qdisk
     assert isinstance(state, ServerState)
     return state
@@ -102,7 +102,7 @@ LoginParameters = Annotated[dict[str, str], Depends(read_parameters)]
 Node = Annotated[str, Path(description="The node: this host's name.")]
 
 
-def path_vmid(vmid: Annotated[str, Path(description="The VM id (100 to 999999999).")]) -> int:
+async def path_vmid(vmid: Annotated[str, Path(description="The VM id (100 to 999999999).")]) -> int:
     """The ``{vmid}`` of the path, in Proxmox VE's ``pve-vmid`` format only."""
     return checked_vmid(vmid)
 

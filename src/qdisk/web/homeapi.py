@@ -34,14 +34,14 @@ ONLY_ROOT_OPTION = "Only root may use this option."
 router = APIRouter()
 
 
-def this_node(state: State, node: Node) -> str:
+async def this_node(state: State, node: Node) -> str:
     """The ``{node}`` of the path: this host."""
     if node != state.node:
         raise parameter_error({"node": f"no such node '{node}' (this host is '{state.node}')"})
     return node
 
 
-def existing_vm(state: State, vmid: Vmid, _node: Annotated[str, Depends(this_node)]) -> int:
+async def existing_vm(state: State, vmid: Vmid, _node: Annotated[str, Depends(this_node)]) -> int:
     """The ``{vmid}`` of the path: a VM of this host (404 otherwise)."""
     if not store.config_path(state.settings, vmid).exists():
         raise ApiError(404, f"VM {vmid} does not exist")
@@ -51,7 +51,8 @@ def existing_vm(state: State, vmid: Vmid, _node: Annotated[str, Depends(this_nod
 ThisNode = Annotated[str, Depends(this_node)]
 ExistingVm = Annotated[int, Depends(existing_vm)]
 
-# Handlers that only read a few small files (a config) are coroutines: they run on the
+# Dependencies and handlers that only read a few small files (a config) are coroutines:
+# FastAPI runs a plain dependency in a thread too, so each would add a hop. They run on the
 # event loop. A thread hop per request, and the GIL handed between dozens of threads,
 # would multiply their latency under load. The preview's checks, which grow with the
 # string sent, run in the state's CPU worker (ServerState.off_the_loop). Handlers that

@@ -47,7 +47,7 @@ CACHE_PATH = "/nodes/{node}/qemu/{vmid}/qdisk/cache"
 router = APIRouter()
 
 
-def served_host(state: State) -> PveHost:
+async def served_host(state: State) -> PveHost:
     """The Proxmox VE host served (this router is mounted only with one)."""
     assert state.pve is not None
     return state.pve
@@ -70,7 +70,7 @@ def cluster_node(host: Host, _caller: Reader, node: Node) -> str:
 ClusterNode = Annotated[str, Depends(cluster_node)]
 
 
-def served_access(state: State) -> AccessFiles:
+async def served_access(state: State) -> AccessFiles:
     """The host's users, tokens and ACLs (this router is mounted only with a host)."""
     assert state.access is not None
     return state.access
